@@ -1,0 +1,65 @@
+/* Error codes of quantd: one table (QD_ERR_MAP), one enum, one name and one message per code.
+ *
+ * Usage:
+ *     qd_err e = qd_data_load(dir, "mnist", 1, &ds);
+ *     if (e) fprintf(stderr, "%s: %s\n", qd_err_name(e), qd_errmsg());
+ *
+ * Fallible functions return a qd_err and pass results through pointers. The code says what kind
+ * of failure it was; qd_errmsg() (thread-local, set by the function that failed through
+ * qd_seterr) says which file, key or field and why. QD_ASSERT is for programmer bugs only. */
+#ifndef QD_CORE_ERR_H
+#define QD_CORE_ERR_H
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define QD_ERR_MAP(X)                                                                              \
+    X(OK, "success")                                                                               \
+    X(EINVAL, "invalid argument")                                                                  \
+    X(ENOMEM, "out of memory")                                                                     \
+    X(EIO, "input/output error")                                                                   \
+    X(ENOENT, "no such file")                                                                      \
+    X(EFORMAT, "malformed data")                                                                   \
+    X(ECHECKSUM, "checksum mismatch")                                                              \
+    X(EVERSION, "unsupported format version")                                                      \
+    X(ESHAPE, "shape mismatch")                                                                    \
+    X(ESPEC, "invalid model spec")                                                                 \
+    X(EEXTERNAL, "external command failed")                                                        \
+    X(EBUDGET, "no policy fits the budget")                                                        \
+    X(ENOTREADY, "not ready")                                                                      \
+    X(EAUTH, "authentication failed")                                                              \
+    X(ETOOBIG, "message too large")
+
+typedef enum {
+#define QD_ERR_ENUM(name, msg) QD_##name,
+    QD_ERR_MAP(QD_ERR_ENUM)
+#undef QD_ERR_ENUM
+        QD_ERR_COUNT
+} qd_err;
+
+const char *qd_err_name(qd_err e); /* "EFORMAT" */
+const char *qd_strerror(qd_err e); /* "malformed data" */
+
+/* Records a detailed message for the calling thread and returns e, so that failing is one line:
+ *     return qd_seterr(QD_EFORMAT, "%s: bad magic 0x%08x", path, magic); */
+qd_err qd_seterr(qd_err e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The detail of the last qd_seterr on this thread, or the code's message if none was given. */
+const char *qd_errmsg(void);
+void qd_clearerr(void);
+
+#define QD_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #cond);           \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define QD_TRY(expr)                                                                               \
+    do {                                                                                           \
+        qd_err qd_try_e_ = (expr);                                                                 \
+        if (qd_try_e_)                                                                             \
+            return qd_try_e_;                                                                      \
+    } while (0)
+
+#endif

@@ -1,0 +1,432 @@
+/* quantlab: the offline lab. Subcommands: data fetch, train, eval, spec, bench.
+ * Every subcommand takes --json (one JSON object a line on stdout); bad flags print usage to
+ * stderr and exit 2; runtime failures print the error code and message and exit 1. */
+#define _GNU_SOURCE
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/err.h"
+#include "nn/ckpt.h"
+#include "nn/data.h"
+#include "nn/kernels.h"
+#include "nn/model.h"
+#include "nn/train.h"
+#include "nn/zoo.h"
+
+static const char usage[] =
+    "usage: quantlab COMMAND [options]\n"
+    "  data fetch [--data mnist|fashion-mnist|cifar10|all] [--dir DIR]\n"
+    "  train --model M --data D [--epochs N] [--batch B] [--lr LR] [--optim sgd|adam]\n"
+    "        [--wd WD] [--momentum MU] [--warmup E] [--augment 0|1] [--seed S] [--threads T]\n"
+    "        [--depth D] [--width W] [--subset N] [--max-batches N] [--no-eval] [--out F]\n"
+    "        [--dir DIR]\n"
+    "  eval --ckpt F [--data D] [--dir DIR] [--batch B] [--threads T]\n"
+    "  spec --model M --data D [--depth D] [--width W]      print the model spec\n"
+    "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
+    "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
+    "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
+
+struct args {
+    const char *model, *data, *dir, *out, *ckpt, *optim;
+    int epochs, batch, threads, depth, augment, noeval, json, subset;
+    long max_batches, batches;
+    float lr, wd, momentum, width, warmup;
+    long seed;
+    int set_epochs, set_lr, set_wd, set_mom, set_warm;
+};
+
+static int bad(const char *fmt, const char *what)
+{
+    fprintf(stderr, "quantlab: ");
+    fprintf(stderr, fmt, what);
+    fprintf(stderr, "\n%s", usage);
+    return 2;
+}
+
+static int num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Parses argv[i..] into a; returns 0 or 2 (usage). */
+static int parse(int argc, char **argv, int i, struct args *a)
+{
+    for (; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--json")) {
+            a->json = 1;
+            continue;
+        }
+        if (!strcmp(f, "--no-eval")) {
+            a->noeval = 1;
+            continue;
+        }
+        if (i + 1 >= argc)
+            return bad("option %s needs a value (or is unknown)", f);
+        const char *v = argv[++i];
+        double d;
+#define NUM(flag, lo, hi, dst, set)                                                                \
+    if (!strcmp(f, flag)) {                                                                        \
+        if (num(v, lo, hi, &d))                                                                    \
+            return bad("bad value for " flag ": %s", v);                                           \
+        dst = d;                                                                                   \
+        set;                                                                                       \
+        continue;                                                                                  \
+    }
+        NUM("--epochs", 1, 100000, a->epochs, a->set_epochs = 1)
+        NUM("--batch", 2, 4096, a->batch, (void)0)
+        NUM("--threads", 1, 256, a->threads, (void)0)
+        NUM("--depth", 8, 1000, a->depth, (void)0)
+        NUM("--augment", 0, 1, a->augment, (void)0)
+        NUM("--subset", 1, 1e9, a->subset, (void)0)
+        NUM("--max-batches", 1, 1e12, a->max_batches, (void)0)
+        NUM("--batches", 1, 1e12, a->batches, (void)0)
+        NUM("--lr", 1e-9, 100, a->lr, a->set_lr = 1)
+        NUM("--wd", 0, 1, a->wd, a->set_wd = 1)
+        NUM("--momentum", 0, 0.9999, a->momentum, a->set_mom = 1)
+        NUM("--width", 0.1, 4, a->width, (void)0)
+        NUM("--warmup", 0, 1000, a->warmup, a->set_warm = 1)
+        NUM("--seed", 0, 9.0e15, a->seed, (void)0)
+#undef NUM
+        if (!strcmp(f, "--model"))
+            a->model = v;
+        else if (!strcmp(f, "--data"))
+            a->data = v;
+        else if (!strcmp(f, "--dir"))
+            a->dir = v;
+        else if (!strcmp(f, "--out"))
+            a->out = v;
+        else if (!strcmp(f, "--ckpt"))
+            a->ckpt = v;
+        else if (!strcmp(f, "--optim")) {
+            if (strcmp(v, "sgd") && strcmp(v, "adam"))
+                return bad("--optim must be sgd or adam, not %s", v);
+            a->optim = v;
+        } else
+            return bad("unknown option %s", f);
+    }
+    return 0;
+}
+
+static int fail(qd_err e)
+{
+    fprintf(stderr, "quantlab: %s: %s\n", qd_err_name(e), qd_errmsg());
+    return 1;
+}
+
+static void print_json(cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) {
+        puts(s);
+        fflush(stdout);
+    }
+    free(s);
+    cJSON_Delete(o);
+}
+
+/* The spec of --model for the dataset's input shape: a zoo family or a spec file. */
+static qd_err model_spec(const struct args *a, const struct qd_dataset *ds, char **spec)
+{
+    struct stat st;
+    if (strchr(a->model, '/') || (stat(a->model, &st) == 0 && S_ISREG(st.st_mode))) {
+        FILE *f = fopen(a->model, "rb");
+        if (!f)
+            return qd_seterr(QD_ENOENT, "%s: cannot open spec file", a->model);
+        char *b = calloc(1, 1 << 20);
+        size_t n = b ? fread(b, 1, (1 << 20) - 1, f) : 0;
+        fclose(f);
+        if (!b)
+            return qd_seterr(QD_ENOMEM, "out of memory");
+        (void)n;
+        *spec = b;
+        return QD_OK;
+    }
+    struct qd_zoo_opts o = {.depth = a->depth, .width = a->width};
+    return qd_zoo_spec(a->model, ds->c, ds->h, ds->w, ds->nclass, &o, spec);
+}
+
+struct train_ctx {
+    int json;
+    const char *model, *data;
+};
+
+static void on_epoch(const struct qd_epoch_stats *s, void *p)
+{
+    const struct train_ctx *c = p;
+    if (c->json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "event", "epoch");
+        cJSON_AddNumberToObject(o, "epoch", s->epoch);
+        cJSON_AddNumberToObject(o, "loss", s->loss);
+        cJSON_AddNumberToObject(o, "train_acc", s->train_acc);
+        if (s->test_acc >= 0) {
+            cJSON_AddNumberToObject(o, "test_loss", s->test_loss);
+            cJSON_AddNumberToObject(o, "test_acc", s->test_acc);
+        }
+        cJSON_AddNumberToObject(o, "seconds", s->seconds);
+        cJSON_AddNumberToObject(o, "images_per_s", s->images_per_s);
+        print_json(o);
+    } else {
+        printf("epoch %3d/%d  loss %.4f  train %.2f%%", s->epoch, s->epochs, s->loss,
+               100 * s->train_acc);
+        if (s->test_acc >= 0)
+            printf("  test %.2f%% (loss %.4f)", 100 * s->test_acc, s->test_loss);
+        printf("  %.1fs  %.0f img/s\n", s->seconds, s->images_per_s);
+        fflush(stdout);
+    }
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmd_train(struct args *a, int bench)
+{
+    if (!a->model || !a->data)
+        return bad("%s needs --model and --data", bench ? "bench" : "train");
+    struct qd_dataset tr = {0}, te = {0};
+    struct qd_model m = {0};
+    char *spec = NULL;
+    qd_err e = qd_data_load(a->dir, a->data, 1, &tr);
+    if (!e && !bench && !a->noeval)
+        e = qd_data_load(a->dir, a->data, 0, &te);
+    if (!e && a->subset && a->subset < tr.n)
+        tr.n = a->subset;
+    if (!e)
+        e = model_spec(a, &tr, &spec);
+    if (!e)
+        e = qd_model_parse(spec, &m);
+    free(spec);
+    if (e) {
+        qd_dataset_fini(&tr);
+        qd_dataset_fini(&te);
+        return fail(e);
+    }
+    qd_model_init_params(&m, (uint64_t)a->seed + 1);
+    struct qd_train_opts o;
+    qd_train_opts_default(&o, tr.name);
+    if (a->set_epochs)
+        o.epochs = a->epochs;
+    if (a->batch)
+        o.batch = a->batch;
+    o.threads = a->threads;
+    if (a->set_lr)
+        o.lr = a->lr;
+    if (a->set_wd)
+        o.weight_decay = a->wd;
+    if (a->set_mom)
+        o.momentum = a->momentum;
+    if (a->set_warm)
+        o.warmup_epochs = a->warmup;
+    if (a->augment >= 0)
+        o.augment = a->augment;
+    if (a->optim && !strcmp(a->optim, "adam"))
+        o.optim = QD_OPTIM_ADAM;
+    o.seed = (uint64_t)a->seed;
+    o.max_batches = a->max_batches;
+    o.eval_each_epoch = !a->noeval && !bench;
+    o.progress = !a->json;
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    int rc = 0;
+    if (bench) {
+        /* a few warm-up steps (first-touch of buffers), then the timed steps */
+        long nbat = a->batches ? a->batches : 50;
+        o.epochs = 1000;
+        o.warmup_epochs = 0;
+        o.progress = 0;
+        o.max_batches = 5;
+        if ((e = qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL)))
+            rc = fail(e);
+        o.max_batches = nbat;
+        double t0 = now();
+        if (!rc && (e = qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL)))
+            rc = fail(e);
+        double dt = now() - t0, ips = nbat * o.batch / dt;
+        if (!rc) {
+            if (a->json) {
+                cJSON *j = cJSON_CreateObject();
+                cJSON_AddStringToObject(j, "model", m.family);
+                cJSON_AddStringToObject(j, "data", tr.name);
+                cJSON_AddNumberToObject(j, "batch", o.batch);
+                cJSON_AddNumberToObject(j, "threads", qd_kernels_threads());
+                cJSON_AddNumberToObject(j, "batches", (double)nbat);
+                cJSON_AddNumberToObject(j, "seconds", dt);
+                cJSON_AddNumberToObject(j, "images_per_s", ips);
+                print_json(j);
+            } else {
+                printf("%s on %s: %ld batches of %d, %d threads: %.0f images/s\n", m.family,
+                       tr.name, nbat, o.batch, qd_kernels_threads(), ips);
+            }
+        }
+    } else {
+        struct train_ctx c = {a->json, a->model, tr.name};
+        if (!a->json)
+            printf("training %s on %s: %d layers, %zu parameters, %.1f MMAC/image, %d epochs\n",
+                   m.family, tr.name, m.nnodes - 1, m.nparam, qd_model_macs(&m) / 1e6, o.epochs);
+        double t0 = now();
+        e = qd_train(&m, &tr, a->noeval ? NULL : &te, &nm, &o, on_epoch, &c);
+        double dt = now() - t0;
+        if (e)
+            rc = fail(e);
+        if (!rc && a->out && (e = qd_ckpt_save(a->out, &m, tr.name, &nm)))
+            rc = fail(e);
+        if (!rc) {
+            struct qd_eval r = {.acc = -1};
+            if (!a->noeval && (e = qd_evaluate(&m, &te, &nm, 256, &r)))
+                rc = fail(e);
+            if (!rc && a->json) {
+                cJSON *j = cJSON_CreateObject();
+                cJSON_AddStringToObject(j, "event", "done");
+                cJSON_AddStringToObject(j, "model", m.family);
+                cJSON_AddStringToObject(j, "data", tr.name);
+                cJSON_AddNumberToObject(j, "params", (double)m.nparam);
+                cJSON_AddNumberToObject(j, "train_seconds", dt);
+                if (r.acc >= 0)
+                    cJSON_AddNumberToObject(j, "test_acc", r.acc);
+                if (a->out)
+                    cJSON_AddStringToObject(j, "ckpt", a->out);
+                print_json(j);
+            } else if (!rc) {
+                printf("done in %.1fs", dt);
+                if (r.acc >= 0)
+                    printf(": test accuracy %.2f%%", 100 * r.acc);
+                if (a->out)
+                    printf(", saved %s", a->out);
+                printf("\n");
+            }
+        }
+    }
+    qd_model_fini(&m);
+    qd_dataset_fini(&tr);
+    qd_dataset_fini(&te);
+    return rc;
+}
+
+static int cmd_eval(struct args *a)
+{
+    if (!a->ckpt)
+        return bad("%s needs --ckpt", "eval");
+    struct qd_model m;
+    struct qd_norm nm;
+    char ds[32];
+    qd_err e = qd_ckpt_load(a->ckpt, &m, ds, &nm);
+    if (e)
+        return fail(e);
+    qd_kernels_init(a->threads);
+    struct qd_dataset te;
+    if ((e = qd_data_load(a->dir, a->data ? a->data : ds, 0, &te))) {
+        qd_model_fini(&m);
+        return fail(e);
+    }
+    struct qd_eval r;
+    e = qd_evaluate(&m, &te, &nm, a->batch ? a->batch : 256, &r);
+    if (!e) {
+        if (a->json) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "model", m.family);
+            cJSON_AddStringToObject(j, "data", te.name);
+            cJSON_AddNumberToObject(j, "n", r.n);
+            cJSON_AddNumberToObject(j, "test_acc", r.acc);
+            cJSON_AddNumberToObject(j, "test_loss", r.loss);
+            cJSON_AddNumberToObject(j, "images_per_s", r.n / r.seconds);
+            print_json(j);
+        } else {
+            printf("%s on %s: accuracy %.2f%% (loss %.4f) over %d images, %.0f images/s\n",
+                   m.family, te.name, 100 * r.acc, r.loss, r.n, r.n / r.seconds);
+        }
+    }
+    qd_model_fini(&m);
+    qd_dataset_fini(&te);
+    return e ? fail(e) : 0;
+}
+
+static int cmd_spec(struct args *a)
+{
+    if (!a->model || !a->data)
+        return bad("%s needs --model and --data", "spec");
+    const char *cn = qd_data_canonical(a->data);
+    if (!cn)
+        return bad("unknown dataset %s", a->data);
+    struct qd_dataset shape = {.c = 1, .h = 28, .w = 28, .nclass = 10};
+    if (!strcmp(cn, "cifar10"))
+        shape.c = 3, shape.h = shape.w = 32;
+    char *spec;
+    qd_err e = model_spec(a, &shape, &spec);
+    if (e)
+        return fail(e);
+    struct qd_model m;
+    if ((e = qd_model_parse(spec, &m))) {
+        free(spec);
+        return fail(e);
+    }
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", m.family);
+        cJSON_AddNumberToObject(j, "params", (double)m.nparam);
+        cJSON_AddNumberToObject(j, "macs", (double)qd_model_macs(&m));
+        cJSON_AddStringToObject(j, "spec", spec);
+        print_json(j);
+    } else {
+        fputs(spec, stdout);
+    }
+    qd_model_fini(&m);
+    free(spec);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    struct args a = {.dir = "data", .augment = -1, .seed = 1};
+    const char *cmd = argv[1];
+    int first = 2;
+    if (!strcmp(cmd, "data")) {
+        if (argc < 3 || strcmp(argv[2], "fetch"))
+            return bad("unknown data command %s (want: data fetch)", argc < 3 ? "" : argv[2]);
+        first = 3;
+    }
+    int rc = parse(argc, argv, first, &a);
+    if (rc)
+        return rc;
+    if (!strcmp(cmd, "data")) {
+        const char *name = a.data ? a.data : "all";
+        qd_err e = qd_data_fetch(name, a.dir);
+        if (e)
+            return fail(e);
+        if (a.json) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "fetched", name);
+            cJSON_AddStringToObject(j, "dir", a.dir);
+            print_json(j);
+        } else {
+            printf("%s ready under %s/\n", name, a.dir);
+        }
+        return 0;
+    }
+    if (!strcmp(cmd, "train"))
+        return cmd_train(&a, 0);
+    if (!strcmp(cmd, "bench"))
+        return cmd_train(&a, 1);
+    if (!strcmp(cmd, "eval"))
+        return cmd_eval(&a);
+    if (!strcmp(cmd, "spec"))
+        return cmd_spec(&a);
+    return bad("unknown command %s", cmd);
+}

@@ -1,0 +1,565 @@
+/* Spec parser, shape inference, parameter layout and the batch executor.
+ * Invariants: nodes are in topological order (a layer may only read earlier layers); node 0 is
+ * the input; the last node is a dense layer of nclass outputs; every offset lies inside its
+ * block. The executor holds every activation and gradient for a batch of `cap` samples in one
+ * allocation made at init; forward/backward never allocate. */
+#include "nn/model.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+#include "nn/kernels.h"
+
+static const char *const op_names[] = {
+#define QD_OP_STR(name, str) str,
+    QD_OP_MAP(QD_OP_STR)
+#undef QD_OP_STR
+};
+
+const char *qd_op_name(enum qd_op op)
+{
+    return (unsigned)op < QD_OP_COUNT ? op_names[op] : "?";
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+static int find_node(const struct qd_model *m, int upto, const char *name)
+{
+    for (int i = upto - 1; i >= 0; i--)
+        if (!strcmp(m->nodes[i].name, name))
+            return i;
+    return -1;
+}
+
+static qd_err parse_int(const char *v, int lo, int hi, int line, const char *key, int *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi)
+        return qd_seterr(QD_ESPEC, "spec line %d: %s=%s is not an integer in [%d, %d]", line, key,
+                         v, lo, hi);
+    *out = (int)x;
+    return QD_OK;
+}
+
+static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *in_h, int *in_w)
+{
+    char *save = NULL, *tok = strtok_r(s, " \t", &save);
+    if (!strcmp(tok, "model")) {
+        char *f = strtok_r(NULL, " \t", &save);
+        if (!f || strlen(f) >= QD_NAME_MAX)
+            return qd_seterr(QD_ESPEC, "spec line %d: model needs a name (< %d chars)", line,
+                             QD_NAME_MAX);
+        strcpy(m->family, f);
+        return QD_OK;
+    }
+    int op = -1;
+    for (int i = 0; i < QD_OP_COUNT; i++)
+        if (!strcmp(tok, op_names[i]))
+            op = i;
+    if (op < 0)
+        return qd_seterr(QD_ESPEC, "spec line %d: unknown layer '%s'", line, tok);
+    if ((op == QD_OP_INPUT) != (m->nnodes == 0))
+        return qd_seterr(QD_ESPEC, "spec line %d: 'input' must be the first layer, once", line);
+    if (m->nnodes >= QD_MAX_NODES)
+        return qd_seterr(QD_ESPEC, "spec line %d: more than %d layers", line, QD_MAX_NODES);
+    struct qd_node *n = &m->nodes[m->nnodes];
+    memset(n, 0, sizeof *n);
+    n->op = (enum qd_op)op;
+    n->stride = -1;
+    n->groups = 1;
+    n->bias = op == QD_OP_DENSE;
+    n->nin = op == QD_OP_INPUT ? 0 : 1;
+    n->in[0] = m->nnodes - 1;
+    n->woff = n->boff = n->soff = QD_NONE;
+    snprintf(n->name, sizeof n->name, "%s%d", op_names[op], m->nnodes);
+    while ((tok = strtok_r(NULL, " \t", &save))) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            return qd_seterr(QD_ESPEC, "spec line %d: expected key=value, got '%s'", line, tok);
+        *eq = 0;
+        const char *k = tok, *v = eq + 1;
+        if (!strcmp(k, "name")) {
+            if (!*v || strlen(v) >= QD_NAME_MAX || strchr(v, ','))
+                return qd_seterr(QD_ESPEC, "spec line %d: bad name '%s'", line, v);
+            if (find_node(m, m->nnodes, v) >= 0)
+                return qd_seterr(QD_ESPEC, "spec line %d: duplicate name '%s'", line, v);
+            strcpy(n->name, v);
+        } else if (!strcmp(k, "in")) {
+            char buf[2 * QD_NAME_MAX + 2];
+            snprintf(buf, sizeof buf, "%s", v);
+            n->nin = 0;
+            char *s2 = NULL;
+            for (char *p = strtok_r(buf, ",", &s2); p; p = strtok_r(NULL, ",", &s2)) {
+                int j = find_node(m, m->nnodes, p);
+                if (j < 0)
+                    return qd_seterr(QD_ESPEC, "spec line %d: no earlier layer named '%s'", line,
+                                     p);
+                if (n->nin == 2)
+                    return qd_seterr(QD_ESPEC, "spec line %d: at most two inputs", line);
+                n->in[n->nin++] = j;
+            }
+        } else if (!strcmp(k, "out"))
+            QD_TRY(parse_int(v, 1, 1 << 16, line, k, &n->out));
+        else if (!strcmp(k, "k"))
+            QD_TRY(parse_int(v, 1, 15, line, k, &n->k));
+        else if (!strcmp(k, "stride"))
+            QD_TRY(parse_int(v, 1, 15, line, k, &n->stride));
+        else if (!strcmp(k, "pad"))
+            QD_TRY(parse_int(v, 0, 15, line, k, &n->pad));
+        else if (!strcmp(k, "groups"))
+            QD_TRY(parse_int(v, 1, 1 << 16, line, k, &n->groups));
+        else if (!strcmp(k, "bias"))
+            QD_TRY(parse_int(v, 0, 1, line, k, &n->bias));
+        else if (!strcmp(k, "c"))
+            QD_TRY(parse_int(v, 1, 64, line, k, in_c));
+        else if (!strcmp(k, "h"))
+            QD_TRY(parse_int(v, 1, 1024, line, k, in_h));
+        else if (!strcmp(k, "w"))
+            QD_TRY(parse_int(v, 1, 1024, line, k, in_w));
+        else
+            return qd_seterr(QD_ESPEC, "spec line %d: unknown key '%s' for %s", line, k,
+                             op_names[op]);
+    }
+    /* shapes */
+    if (op == QD_OP_ADD && n->nin != 2)
+        return qd_seterr(QD_ESPEC, "spec line %d: add needs in=a,b", line);
+    if (op != QD_OP_ADD && op != QD_OP_INPUT && n->nin != 1)
+        return qd_seterr(QD_ESPEC, "spec line %d: %s takes one input", line, op_names[op]);
+    const struct qd_node *a = op == QD_OP_INPUT ? NULL : &m->nodes[n->in[0]];
+    switch (n->op) {
+    case QD_OP_INPUT:
+        if (!*in_c || !*in_h || !*in_w)
+            return qd_seterr(QD_ESPEC, "spec line %d: input needs c=, h=, w=", line);
+        n->c = *in_c, n->h = *in_h, n->w = *in_w;
+        break;
+    case QD_OP_CONV:
+        if (!n->out || !n->k)
+            return qd_seterr(QD_ESPEC, "spec line %d: conv needs out= and k=", line);
+        if (n->stride < 0)
+            n->stride = 1;
+        if (a->c % n->groups || n->out % n->groups)
+            return qd_seterr(QD_ESPEC,
+                             "spec line %d: groups=%d must divide in channels %d and out=%d", line,
+                             n->groups, a->c, n->out);
+        if (a->h + 2 * n->pad < n->k || a->w + 2 * n->pad < n->k)
+            return qd_seterr(QD_ESPEC, "spec line %d: kernel %d larger than padded input %dx%d",
+                             line, n->k, a->h, a->w);
+        n->c = n->out;
+        n->h = (a->h + 2 * n->pad - n->k) / n->stride + 1;
+        n->w = (a->w + 2 * n->pad - n->k) / n->stride + 1;
+        n->woff = m->nparam;
+        n->wlen = (size_t)n->out * (a->c / n->groups) * n->k * n->k;
+        m->nparam += n->wlen;
+        if (n->bias) {
+            n->boff = m->nparam;
+            n->blen = n->out;
+            m->nparam += n->blen;
+        }
+        break;
+    case QD_OP_DENSE:
+        if (!n->out)
+            return qd_seterr(QD_ESPEC, "spec line %d: dense needs out=", line);
+        n->c = n->out, n->h = n->w = 1;
+        n->woff = m->nparam;
+        n->wlen = (size_t)n->out * a->c * a->h * a->w;
+        m->nparam += n->wlen;
+        if (n->bias) {
+            n->boff = m->nparam;
+            n->blen = n->out;
+            m->nparam += n->blen;
+        }
+        break;
+    case QD_OP_BN:
+        n->c = a->c, n->h = a->h, n->w = a->w;
+        n->woff = m->nparam;
+        n->wlen = a->c;
+        n->boff = m->nparam + a->c;
+        n->blen = a->c;
+        m->nparam += 2 * (size_t)a->c;
+        n->soff = m->nstat;
+        m->nstat += 2 * (size_t)a->c;
+        break;
+    case QD_OP_MAXPOOL:
+    case QD_OP_AVGPOOL:
+        if (!n->k)
+            return qd_seterr(QD_ESPEC, "spec line %d: %s needs k=", line, op_names[op]);
+        if (n->stride < 0)
+            n->stride = n->k;
+        if (a->h < n->k || a->w < n->k)
+            return qd_seterr(QD_ESPEC, "spec line %d: pool window %d larger than input %dx%d",
+                             line, n->k, a->h, a->w);
+        n->c = a->c;
+        n->h = (a->h - n->k) / n->stride + 1;
+        n->w = (a->w - n->k) / n->stride + 1;
+        break;
+    case QD_OP_GAP:
+        n->c = a->c, n->h = n->w = 1;
+        break;
+    case QD_OP_FLATTEN:
+        n->c = a->c * a->h * a->w, n->h = n->w = 1;
+        break;
+    case QD_OP_ADD: {
+        const struct qd_node *b = &m->nodes[n->in[1]];
+        if (a->c != b->c || a->h != b->h || a->w != b->w)
+            return qd_seterr(QD_ESPEC, "spec line %d: add of %dx%dx%d and %dx%dx%d", line, a->c,
+                             a->h, a->w, b->c, b->h, b->w);
+        n->c = a->c, n->h = a->h, n->w = a->w;
+        break;
+    }
+    default: /* relu, relu6 */
+        n->c = a->c, n->h = a->h, n->w = a->w;
+    }
+    m->nnodes++;
+    return QD_OK;
+}
+
+qd_err qd_model_parse(const char *text, struct qd_model *m)
+{
+    memset(m, 0, sizeof *m);
+    strcpy(m->family, "unnamed");
+    m->nodes = calloc(QD_MAX_NODES, sizeof *m->nodes);
+    m->spec = strdup(text);
+    char *buf = strdup(text);
+    if (!m->nodes || !m->spec || !buf) {
+        free(buf);
+        qd_model_fini(m);
+        return qd_seterr(QD_ENOMEM, "model spec: out of memory");
+    }
+    qd_err e = QD_OK;
+    int line = 0, in_c = 0, in_h = 0, in_w = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        line++;
+        char *hash = strchr(l, '#');
+        if (hash)
+            *hash = 0;
+        while (*l && isspace((unsigned char)*l))
+            l++;
+        size_t len = strlen(l);
+        while (len && isspace((unsigned char)l[len - 1]))
+            l[--len] = 0;
+        if (!len)
+            continue;
+        if ((e = parse_line(m, l, line, &in_c, &in_h, &in_w)))
+            break;
+    }
+    free(buf);
+    if (!e && m->nnodes < 2)
+        e = qd_seterr(QD_ESPEC, "model spec: needs an input and at least one layer");
+    if (!e && m->nodes[m->nnodes - 1].op != QD_OP_DENSE)
+        e = qd_seterr(QD_ESPEC, "model spec: the last layer must be dense (the classifier)");
+    if (e) {
+        qd_model_fini(m);
+        return e;
+    }
+    m->nclass = m->nodes[m->nnodes - 1].out;
+    m->param = qd_mem_alloc(m->nparam * sizeof(float));
+    m->grad = qd_mem_alloc(m->nparam * sizeof(float));
+    m->stat = qd_mem_alloc((m->nstat + 1) * sizeof(float));
+    if (!m->param || !m->grad || !m->stat) {
+        qd_model_fini(m);
+        return qd_seterr(QD_ENOMEM, "model: cannot allocate %zu parameters", m->nparam);
+    }
+    return QD_OK;
+}
+
+void qd_model_init_params(struct qd_model *m, uint64_t seed)
+{
+    struct qd_rng r;
+    qd_rng_seed(&r, seed);
+    for (int i = 1; i < m->nnodes; i++) {
+        struct qd_node *n = &m->nodes[i];
+        const struct qd_node *a = &m->nodes[n->in[0]];
+        if (n->op == QD_OP_CONV || n->op == QD_OP_DENSE) {
+            size_t fan_in = n->wlen / n->out;
+            float sd = sqrtf((n->op == QD_OP_CONV ? 2.0f : 1.0f) / (float)fan_in);
+            for (size_t j = 0; j < n->wlen; j++)
+                m->param[n->woff + j] = sd * qd_rng_normal(&r);
+            if (n->bias)
+                memset(m->param + n->boff, 0, n->blen * sizeof(float));
+        } else if (n->op == QD_OP_BN) {
+            for (int j = 0; j < a->c; j++) {
+                m->param[n->woff + j] = 1.0f;
+                m->param[n->boff + j] = 0.0f;
+                m->stat[n->soff + j] = 0.0f;
+                m->stat[n->soff + a->c + j] = 1.0f;
+            }
+        }
+    }
+}
+
+void qd_model_fini(struct qd_model *m)
+{
+    free(m->nodes);
+    free(m->spec);
+    qd_mem_free(m->param, m->nparam * sizeof(float));
+    qd_mem_free(m->grad, m->nparam * sizeof(float));
+    qd_mem_free(m->stat, (m->nstat + 1) * sizeof(float));
+    memset(m, 0, sizeof *m);
+}
+
+uint64_t qd_model_macs(const struct qd_model *m)
+{
+    uint64_t s = 0;
+    for (int i = 1; i < m->nnodes; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        if (n->op == QD_OP_CONV)
+            s += (uint64_t)n->wlen * n->h * n->w;
+        else if (n->op == QD_OP_DENSE)
+            s += n->wlen;
+    }
+    return s;
+}
+
+/* ---------------------------------------------------------------- executor */
+
+static size_t node_len(const struct qd_node *n)
+{
+    return (size_t)n->c * n->h * n->w;
+}
+
+static void conv_desc(const struct qd_model *m, const struct qd_node *n, int batch,
+                      struct qd_conv_desc *d)
+{
+    const struct qd_node *a = &m->nodes[n->in[0]];
+    qd_conv_desc_init(d, batch, a->c, a->h, a->w, n->out, n->k, n->stride, n->pad, n->groups);
+}
+
+qd_err qd_exec_init(struct qd_exec *e, const struct qd_model *m, int cap)
+{
+    memset(e, 0, sizeof *e);
+    e->m = m;
+    e->cap = cap;
+    e->bn_momentum = 0.1f;
+    e->bn_eps = 1e-5f;
+    int N = m->nnodes;
+    size_t floats = 0, maxlen = 0;
+    for (int i = 0; i < N; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        size_t len = node_len(n) * cap;
+        floats += 2 * len;
+        if (n->op == QD_OP_MAXPOOL)
+            floats += len; /* int32 argmax, same size as a float */
+        if (n->op == QD_OP_BN)
+            floats += 2 * (size_t)n->c;
+        if (len > maxlen)
+            maxlen = len;
+        if (n->op == QD_OP_CONV) {
+            struct qd_conv_desc d;
+            conv_desc(m, n, cap, &d);
+            size_t s = qd_conv2d_scratch_size(&d);
+            if (s > e->scratch_len)
+                e->scratch_len = s;
+        }
+    }
+    floats += maxlen + e->scratch_len;
+    e->block_bytes = floats * sizeof(float);
+    e->block = qd_mem_alloc(e->block_bytes);
+    e->act = calloc(N, sizeof *e->act);
+    e->dact = calloc(N, sizeof *e->dact);
+    e->idx = calloc(N, sizeof *e->idx);
+    e->bn_mean = calloc(N, sizeof *e->bn_mean);
+    e->bn_inv = calloc(N, sizeof *e->bn_inv);
+    e->ginit = calloc(N, 1);
+    if (!e->block || !e->act || !e->dact || !e->idx || !e->bn_mean || !e->bn_inv || !e->ginit) {
+        qd_exec_fini(e);
+        return qd_seterr(QD_ENOMEM, "executor: cannot allocate %zu MiB for batch %d",
+                         e->block_bytes >> 20, cap);
+    }
+    float *p = e->block;
+    for (int i = 0; i < N; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        size_t len = node_len(n) * cap;
+        e->act[i] = p, p += len;
+        e->dact[i] = p, p += len;
+        if (n->op == QD_OP_MAXPOOL)
+            e->idx[i] = (int32_t *)p, p += len;
+        if (n->op == QD_OP_BN) {
+            e->bn_mean[i] = p, p += n->c;
+            e->bn_inv[i] = p, p += n->c;
+        }
+    }
+    e->tmp = p, p += maxlen;
+    e->scratch = p;
+    return QD_OK;
+}
+
+void qd_exec_fini(struct qd_exec *e)
+{
+    qd_mem_free(e->block, e->block_bytes);
+    free(e->act);
+    free(e->dact);
+    free(e->idx);
+    free(e->bn_mean);
+    free(e->bn_inv);
+    free(e->ginit);
+    memset(e, 0, sizeof *e);
+}
+
+const float *qd_exec_logits(const struct qd_exec *e)
+{
+    return e->act[e->m->nnodes - 1];
+}
+
+void qd_exec_forward(struct qd_exec *e, int n, const float *x, int train)
+{
+    const struct qd_model *m = e->m;
+    QD_ASSERT(n > 0 && n <= e->cap);
+    memcpy(e->act[0], x, sizeof(float) * n * node_len(&m->nodes[0]));
+    for (int i = 1; i < m->nnodes; i++) {
+        const struct qd_node *nd = &m->nodes[i], *a = &m->nodes[nd->in[0]];
+        const float *xa = e->act[nd->in[0]];
+        float *y = e->act[i];
+        const float *w = nd->woff != QD_NONE ? m->param + nd->woff : NULL;
+        const float *b = nd->boff != QD_NONE ? m->param + nd->boff : NULL;
+        size_t len = (size_t)n * node_len(nd);
+        switch (nd->op) {
+        case QD_OP_CONV: {
+            struct qd_conv_desc d;
+            conv_desc(m, nd, n, &d);
+            qd_conv2d_fwd_f32(&d, xa, w, b, y, e->scratch);
+            break;
+        }
+        case QD_OP_DENSE:
+            qd_dense_fwd_f32(n, (int)node_len(a), nd->out, xa, w, b, y);
+            break;
+        case QD_OP_BN: {
+            float *rm = m->stat + nd->soff, *rv = rm + nd->c;
+            int hw = nd->h * nd->w;
+            if (train) {
+                qd_bn_fwd_train_f32(n, nd->c, hw, xa, w, b, e->bn_eps, y, e->bn_mean[i],
+                                    e->bn_inv[i]);
+                float mo = e->bn_momentum, cnt = (float)n * hw;
+                for (int c = 0; c < nd->c; c++) {
+                    float is = e->bn_inv[i][c];
+                    float var = 1.0f / (is * is) - e->bn_eps;
+                    if (cnt > 1)
+                        var *= cnt / (cnt - 1);
+                    rm[c] = (1 - mo) * rm[c] + mo * e->bn_mean[i][c];
+                    rv[c] = (1 - mo) * rv[c] + mo * var;
+                }
+            } else {
+                qd_bn_fwd_eval_f32(n, nd->c, hw, xa, w, b, rm, rv, e->bn_eps, y);
+            }
+            break;
+        }
+        case QD_OP_RELU:
+            qd_relu_fwd_f32(len, xa, y, 0);
+            break;
+        case QD_OP_RELU6:
+            qd_relu_fwd_f32(len, xa, y, 6.0f);
+            break;
+        case QD_OP_MAXPOOL:
+            qd_maxpool_fwd_f32(n * a->c, a->h, a->w, nd->k, nd->stride, xa, y, e->idx[i]);
+            break;
+        case QD_OP_AVGPOOL:
+            qd_avgpool_fwd_f32(n * a->c, a->h, a->w, nd->k, nd->stride, xa, y);
+            break;
+        case QD_OP_GAP:
+            qd_avgpool_fwd_f32(n * a->c, a->h, a->w, a->h, 1, xa, y);
+            QD_ASSERT(a->h == a->w);
+            break;
+        case QD_OP_ADD:
+            qd_add_fwd_f32(len, xa, e->act[nd->in[1]], y);
+            break;
+        case QD_OP_FLATTEN:
+            memcpy(y, xa, sizeof(float) * len);
+            break;
+        default:
+            QD_ASSERT(0);
+        }
+    }
+}
+
+/* Where node i's backward writes the gradient for its input j: straight into dact[j] for the
+ * first consumer, into tmp (to be added) for later ones. */
+static float *grad_dst(struct qd_exec *e, int j)
+{
+    return e->ginit[j] ? e->tmp : e->dact[j];
+}
+
+static void grad_done(struct qd_exec *e, int j, size_t len)
+{
+    if (e->ginit[j]) {
+        float *d = e->dact[j];
+        const float *t = e->tmp;
+        for (size_t k = 0; k < len; k++)
+            d[k] += t[k];
+    }
+    e->ginit[j] = 1;
+}
+
+void qd_exec_backward(struct qd_exec *e, int n, const float *dlogits)
+{
+    const struct qd_model *m = e->m;
+    int N = m->nnodes;
+    memset(e->ginit, 0, N);
+    memcpy(e->dact[N - 1], dlogits, sizeof(float) * n * m->nclass);
+    e->ginit[N - 1] = 1;
+    for (int i = N - 1; i >= 1; i--) {
+        const struct qd_node *nd = &m->nodes[i];
+        if (!e->ginit[i])
+            continue; /* nothing downstream uses this node */
+        int j = nd->in[0];
+        const struct qd_node *a = &m->nodes[j];
+        const float *dy = e->dact[i], *xa = e->act[j];
+        size_t alen = (size_t)n * node_len(a);
+        float *dx = j == 0 ? NULL : grad_dst(e, j);
+        const float *w = nd->woff != QD_NONE ? m->param + nd->woff : NULL;
+        float *dw = nd->woff != QD_NONE ? m->grad + nd->woff : NULL;
+        float *db = nd->boff != QD_NONE ? m->grad + nd->boff : NULL;
+        switch (nd->op) {
+        case QD_OP_CONV: {
+            struct qd_conv_desc d;
+            conv_desc(m, nd, n, &d);
+            qd_conv2d_bwd_f32(&d, xa, w, dy, dx, dw, db, e->scratch);
+            break;
+        }
+        case QD_OP_DENSE:
+            qd_dense_bwd_f32(n, (int)node_len(a), nd->out, xa, w, dy, dx, dw, db);
+            break;
+        case QD_OP_BN:
+            qd_bn_bwd_f32(n, nd->c, nd->h * nd->w, xa, dy, w, e->bn_mean[i], e->bn_inv[i], dx, dw,
+                          db);
+            break;
+        case QD_OP_RELU:
+        case QD_OP_RELU6:
+            if (dx)
+                qd_relu_bwd_f32(alen, e->act[i], dy, dx, nd->op == QD_OP_RELU6 ? 6.0f : 0);
+            break;
+        case QD_OP_MAXPOOL:
+            if (dx)
+                qd_maxpool_bwd_f32(n * a->c, a->h, a->w, nd->k, nd->stride, dy, e->idx[i], dx);
+            break;
+        case QD_OP_AVGPOOL:
+            if (dx)
+                qd_avgpool_bwd_f32(n * a->c, a->h, a->w, nd->k, nd->stride, dy, dx);
+            break;
+        case QD_OP_GAP:
+            if (dx)
+                qd_avgpool_bwd_f32(n * a->c, a->h, a->w, a->h, 1, dy, dx);
+            break;
+        case QD_OP_FLATTEN:
+        case QD_OP_ADD:
+            if (dx)
+                memcpy(dx, dy, sizeof(float) * alen);
+            break;
+        default:
+            QD_ASSERT(0);
+        }
+        if (dx)
+            grad_done(e, j, alen);
+        if (nd->op == QD_OP_ADD) {
+            int j2 = nd->in[1];
+            if (j2 != 0) {
+                memcpy(grad_dst(e, j2), dy, sizeof(float) * alen);
+                grad_done(e, j2, alen);
+            }
+        }
+    }
+}

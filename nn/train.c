@@ -1,0 +1,270 @@
+/* The training loop: batch assembly (normalize, augment), forward, loss, backward, optimizer
+ * step, per-epoch evaluation. Buffers (executor, batch, optimizer state) are allocated once per
+ * call, never per batch. */
+#include "nn/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/mem.h"
+#include "core/rng.h"
+#include "nn/kernels.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+void qd_norm_fit(const struct qd_dataset *ds, struct qd_norm *nm)
+{
+    memset(nm, 0, sizeof *nm);
+    nm->c = ds->c;
+    size_t hw = (size_t)ds->h * ds->w;
+    for (int c = 0; c < ds->c; c++) {
+        double s = 0, s2 = 0;
+        for (int i = 0; i < ds->n; i++) {
+            const uint8_t *p = ds->x + ((size_t)i * ds->c + c) * hw;
+            uint64_t a = 0, a2 = 0;
+            for (size_t j = 0; j < hw; j++) {
+                a += p[j];
+                a2 += (uint64_t)p[j] * p[j];
+            }
+            s += (double)a;
+            s2 += (double)a2;
+        }
+        double cnt = (double)ds->n * hw, m = s / cnt / 255.0;
+        double v = s2 / cnt / (255.0 * 255.0) - m * m;
+        nm->mean[c] = (float)m;
+        nm->std[c] = (float)sqrt(v > 1e-12 ? v : 1e-12);
+    }
+}
+
+void qd_batch_fill(const struct qd_dataset *ds, const struct qd_norm *nm, const int *idx, int cnt,
+                   int augment, struct qd_rng *rng, float *x, uint8_t *y)
+{
+    int C = ds->c, H = ds->h, W = ds->w;
+    for (int b = 0; b < cnt; b++) {
+        int i = idx[b], dy = 0, dx = 0, flip = 0;
+        if (augment) {
+            dy = (int)qd_rng_below(rng, 9) - 4;
+            dx = (int)qd_rng_below(rng, 9) - 4;
+            flip = (int)qd_rng_below(rng, 2);
+        }
+        y[b] = ds->y[i];
+        for (int c = 0; c < C; c++) {
+            const uint8_t *src = ds->x + ((size_t)i * C + c) * H * W;
+            float *dst = x + ((size_t)b * C + c) * H * W;
+            float sc = 1.0f / (255.0f * nm->std[c]), sh = -nm->mean[c] / nm->std[c];
+            for (int r = 0; r < H; r++)
+                for (int q = 0; q < W; q++) {
+                    int sr = r + dy, sq = (flip ? W - 1 - q : q) + dx;
+                    float v = (sr >= 0 && sr < H && sq >= 0 && sq < W)
+                                  ? src[sr * W + sq] * sc + sh
+                                  : sh; /* zero pixel in raw space */
+                    dst[r * W + q] = v;
+                }
+        }
+    }
+}
+
+void qd_train_opts_default(struct qd_train_opts *o, const char *dataset)
+{
+    memset(o, 0, sizeof *o);
+    int cifar = dataset && strstr(dataset, "cifar");
+    o->epochs = cifar ? 30 : 12;
+    o->batch = 64;
+    o->threads = 0;
+    o->optim = QD_OPTIM_SGD;
+    o->lr = cifar ? 0.1f : 0.05f;
+    o->momentum = 0.9f;
+    o->weight_decay = 5e-4f;
+    o->warmup_epochs = 1;
+    o->augment = cifar;
+    o->seed = 1;
+    o->eval_each_epoch = 1;
+}
+
+qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct qd_norm *nm,
+                   int batch, struct qd_eval *r)
+{
+    const struct qd_node *in = &m->nodes[0];
+    if (in->c != ds->c || in->h != ds->h || in->w != ds->w)
+        return qd_seterr(QD_ESHAPE, "model input %dx%dx%d does not match %s images %dx%dx%d",
+                         in->c, in->h, in->w, ds->name, ds->c, ds->h, ds->w);
+    if (m->nclass < ds->nclass)
+        return qd_seterr(QD_ESHAPE, "model has %d classes, %s has %d", m->nclass, ds->name,
+                         ds->nclass);
+    struct qd_exec e;
+    QD_TRY(qd_exec_init(&e, m, batch));
+    size_t per = (size_t)ds->c * ds->h * ds->w;
+    float *x = qd_mem_alloc(per * batch * sizeof(float));
+    uint8_t *y = malloc(batch);
+    int *idx = malloc(sizeof(int) * batch);
+    if (!x || !y || !idx) {
+        qd_mem_free(x, per * batch * sizeof(float));
+        free(y);
+        free(idx);
+        qd_exec_fini(&e);
+        return qd_seterr(QD_ENOMEM, "evaluate: out of memory");
+    }
+    double t0 = now(), loss = 0;
+    long ok = 0;
+    for (int s = 0; s < ds->n; s += batch) {
+        int cnt = ds->n - s < batch ? ds->n - s : batch, c;
+        for (int b = 0; b < cnt; b++)
+            idx[b] = s + b;
+        qd_batch_fill(ds, nm, idx, cnt, 0, NULL, x, y);
+        qd_exec_forward(&e, cnt, x, 0);
+        loss += (double)qd_softmax_xent_f32(cnt, m->nclass, qd_exec_logits(&e), y, NULL, &c) * cnt;
+        ok += c;
+    }
+    r->n = ds->n;
+    r->loss = loss / ds->n;
+    r->acc = (double)ok / ds->n;
+    r->seconds = now() - t0;
+    qd_mem_free(x, per * batch * sizeof(float));
+    free(y);
+    free(idx);
+    qd_exec_fini(&e);
+    return QD_OK;
+}
+
+/* Conv and dense weights decay; biases and BatchNorm parameters do not. */
+static void decay_mask(const struct qd_model *m, uint8_t *mask)
+{
+    memset(mask, 0, m->nparam);
+    for (int i = 1; i < m->nnodes; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        if ((n->op == QD_OP_CONV || n->op == QD_OP_DENSE) && n->woff != QD_NONE)
+            memset(mask + n->woff, 1, n->wlen);
+    }
+}
+
+static void progress(int epoch, int epochs, long b, long nb, double loss, double ips)
+{
+    int width = 30, fill = (int)(width * b / (nb ? nb : 1));
+    fprintf(stderr, "\repoch %d/%d [", epoch, epochs);
+    for (int i = 0; i < width; i++)
+        fputc(i < fill ? '=' : ' ', stderr);
+    fprintf(stderr, "] %ld/%ld loss %.4f %.0f img/s ", b, nb, loss, ips);
+    fflush(stderr);
+}
+
+qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct qd_dataset *test,
+                const struct qd_norm *nm, const struct qd_train_opts *o, qd_epoch_cb cb, void *ctx)
+{
+    const struct qd_node *in = &m->nodes[0];
+    if (in->c != train->c || in->h != train->h || in->w != train->w)
+        return qd_seterr(QD_ESHAPE, "model input %dx%dx%d does not match %s images %dx%dx%d",
+                         in->c, in->h, in->w, train->name, train->c, train->h, train->w);
+    if (m->nclass < train->nclass)
+        return qd_seterr(QD_ESHAPE, "model has %d classes, %s has %d", m->nclass, train->name,
+                         train->nclass);
+    if (o->batch < 2 || o->batch > 4096 || o->epochs < 1 || !(o->lr > 0))
+        return qd_seterr(QD_EINVAL, "train: need batch in [2, 4096], epochs >= 1, lr > 0");
+    qd_kernels_init(o->threads);
+    int B = o->batch;
+    size_t per = (size_t)train->c * train->h * train->w, P = m->nparam;
+    struct qd_exec e;
+    QD_TRY(qd_exec_init(&e, m, B));
+    size_t xbytes = per * B * sizeof(float), obytes = 2 * P * sizeof(float);
+    float *x = qd_mem_alloc(xbytes), *dl = malloc(sizeof(float) * B * m->nclass);
+    float *st = qd_mem_alloc(obytes); /* optimizer state: momentum / Adam m, v */
+    uint8_t *y = malloc(B), *mask = malloc(P ? P : 1);
+    int *perm = malloc(sizeof(int) * train->n);
+    qd_err err = QD_OK;
+    if (!x || !dl || !st || !y || !mask || !perm) {
+        err = qd_seterr(QD_ENOMEM, "train: out of memory");
+        goto out;
+    }
+    decay_mask(m, mask);
+    struct qd_rng rng;
+    qd_rng_seed(&rng, o->seed);
+    for (int i = 0; i < train->n; i++)
+        perm[i] = i;
+    long nb = train->n / B, total = nb * o->epochs, step = 0;
+    if (o->max_batches > 0 && o->max_batches < total)
+        total = o->max_batches;
+    long warm = (long)(o->warmup_epochs * nb);
+    int tty = o->progress && isatty(2);
+    for (int ep = 0; ep < o->epochs && step < total; ep++) {
+        double t0 = now(), lsum = 0;
+        long ok = 0, seen = 0;
+        qd_rng_shuffle(&rng, perm, train->n);
+        for (long b = 0; b < nb && step < total; b++, step++) {
+            double lr;
+            if (step < warm)
+                lr = o->lr * (step + 1) / (double)warm;
+            else
+                lr = 0.5 * o->lr * (1 + cos(M_PI * (step - warm) / (double)(total - warm)));
+            qd_batch_fill(train, nm, perm + b * B, B, o->augment, &rng, x, y);
+            qd_exec_forward(&e, B, x, 1);
+            int c;
+            float loss = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &c);
+            if (!isfinite(loss)) {
+                err = qd_seterr(QD_EINVAL, "train: loss diverged (%g) at step %ld; lower --lr",
+                                loss, step);
+                goto out;
+            }
+            qd_exec_backward(&e, B, dl);
+            float *w = m->param, *g = m->grad, *v = st, *v2 = st + P;
+            float mu = o->momentum, wd = o->weight_decay, flr = (float)lr;
+            if (o->optim == QD_OPTIM_SGD) {
+#pragma omp parallel for schedule(static)
+                for (size_t i = 0; i < P; i++) {
+                    float gi = g[i] + (mask[i] ? wd * w[i] : 0.0f);
+                    v[i] = mu * v[i] + gi;
+                    w[i] -= flr * v[i];
+                }
+            } else {
+                float b1 = 0.9f, b2 = 0.999f;
+                float c1 = 1.0f - powf(b1, (float)(step + 1)), c2 = 1.0f - powf(b2, (float)(step + 1));
+#pragma omp parallel for schedule(static)
+                for (size_t i = 0; i < P; i++) {
+                    float gi = g[i] + (mask[i] ? wd * w[i] : 0.0f);
+                    v[i] = b1 * v[i] + (1 - b1) * gi;
+                    v2[i] = b2 * v2[i] + (1 - b2) * gi * gi;
+                    w[i] -= flr * (v[i] / c1) / (sqrtf(v2[i] / c2) + 1e-8f);
+                }
+            }
+            lsum += loss * B;
+            ok += c;
+            seen += B;
+            if (tty && (b % 10 == 0 || b == nb - 1))
+                progress(ep + 1, o->epochs, b + 1, nb, lsum / seen, seen / (now() - t0));
+        }
+        if (tty)
+            fputc('\n', stderr);
+        struct qd_epoch_stats s = {.epoch = ep + 1, .epochs = o->epochs, .test_loss = -1,
+                                   .test_acc = -1};
+        s.seconds = now() - t0;
+        s.loss = seen ? lsum / seen : 0;
+        s.train_acc = seen ? (double)ok / seen : 0;
+        s.images_per_s = seen / s.seconds;
+        s.lr = o->lr;
+        if (test && o->eval_each_epoch) {
+            struct qd_eval r;
+            if ((err = qd_evaluate(m, test, nm, 256, &r)))
+                goto out;
+            s.test_loss = r.loss;
+            s.test_acc = r.acc;
+        }
+        if (cb)
+            cb(&s, ctx);
+    }
+out:
+    qd_exec_fini(&e);
+    qd_mem_free(x, xbytes);
+    qd_mem_free(st, obytes);
+    free(dl);
+    free(y);
+    free(mask);
+    free(perm);
+    return err;
+}

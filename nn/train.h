@@ -1,0 +1,72 @@
+/* Training and evaluation of a model on a dataset.
+ *
+ * Usage:
+ *     struct qd_train_opts o;
+ *     qd_train_opts_default(&o, "cifar10");       // sensible per-dataset defaults
+ *     o.epochs = 30;
+ *     struct qd_norm norm;
+ *     qd_norm_fit(&train, &norm);                   // per-channel mean/std of the train set
+ *     qd_train(&model, &train, &test, &norm, &o, on_epoch, ctx);
+ *     struct qd_eval r; qd_evaluate(&model, &test, &norm, 256, &r);
+ *
+ * SGD with momentum and weight decay (conv/dense weights only) or Adam; linear warm-up then
+ * cosine decay per step; CIFAR augmentation (random crop from a 4-pixel zero-padded image, random
+ * horizontal flip). Deterministic given the seed and the thread count. */
+#ifndef QD_NN_TRAIN_H
+#define QD_NN_TRAIN_H
+
+#include <stdint.h>
+
+#include "core/err.h"
+#include "nn/data.h"
+#include "nn/model.h"
+
+struct qd_norm {
+    int c;
+    float mean[3], std[3];
+};
+
+void qd_norm_fit(const struct qd_dataset *ds, struct qd_norm *n);
+/* Writes samples idx[0..cnt) as normalized floats (cnt, c, h, w) into x, labels into y. With
+ * augment, applies a random crop (pad 4) and flip drawn from rng. */
+struct qd_rng;
+void qd_batch_fill(const struct qd_dataset *ds, const struct qd_norm *nm, const int *idx, int cnt,
+                   int augment, struct qd_rng *rng, float *x, uint8_t *y);
+
+enum qd_optim_kind { QD_OPTIM_SGD, QD_OPTIM_ADAM };
+
+struct qd_train_opts {
+    int epochs, batch, threads;
+    enum qd_optim_kind optim;
+    float lr, momentum, weight_decay, warmup_epochs;
+    int augment;         /* random crop + flip */
+    uint64_t seed;
+    long max_batches;    /* stop after this many steps in total (0: no limit); for benchmarks */
+    int eval_each_epoch; /* evaluate on the test set after every epoch */
+    int progress;        /* draw a progress bar on stderr */
+};
+
+void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);
+
+struct qd_epoch_stats {
+    int epoch, epochs;
+    double loss, train_acc, test_loss, test_acc; /* test_* < 0 when not evaluated */
+    double seconds, images_per_s, lr;
+};
+
+typedef void (*qd_epoch_cb)(const struct qd_epoch_stats *s, void *ctx);
+
+qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct qd_dataset *test,
+                const struct qd_norm *nm, const struct qd_train_opts *o, qd_epoch_cb cb,
+                void *ctx);
+
+struct qd_eval {
+    double loss, acc;
+    int n;
+    double seconds;
+};
+
+qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct qd_norm *nm,
+                   int batch, struct qd_eval *r);
+
+#endif
