@@ -1,1 +1,215 @@
-int main(void){return 0;}
+/* quantlab as a user meets it: usage errors exit 2, runtime errors exit 1 with a message, --json
+ * output parses, and train -> checkpoint -> eval agree. Runs the real binary ($QUANTLAB). */
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include "nn/model.h"
+
+static char *dir;
+static const char *ql;
+
+/* Runs `quantlab ARGS`, returns its exit code; stdout into out (if given), stderr into err. */
+static int run(const char *args, char *out, size_t outlen, char *err, size_t errlen)
+{
+    char cmd[2048], ef[600];
+    snprintf(ef, sizeof ef, "%s/stderr", dir);
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s", ql, args, ef);
+    FILE *p = popen(cmd, "r");
+    size_t n = out ? fread(out, 1, outlen - 1, p) : 0;
+    if (out)
+        out[n] = 0;
+    else {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, p) > 0)
+            ;
+    }
+    int st = pclose(p);
+    if (err) {
+        FILE *f = fopen(ef, "r");
+        size_t m = f ? fread(err, 1, errlen - 1, f) : 0;
+        err[m] = 0;
+        if (f)
+            fclose(f);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void usage_errors_exit_2(void **st)
+{
+    char err[8192];
+    const char *bad[] = {"",
+                         "frobnicate",
+                         "train --model custom",
+                         "train --model custom --data mnist --epochs zero",
+                         "train --model custom --data mnist --epochs -3",
+                         "train --model custom --data mnist --bogus 1",
+                         "train --model custom --data mnist --optim lbfgs",
+                         "train --model custom --data mnist --lr",
+                         "eval",
+                         "data",
+                         "data fetch --dir",
+                         "spec --model custom"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = run(bad[i], NULL, 0, err, sizeof err);
+        if (rc != 2)
+            fail_msg("'quantlab %s' exited %d, want 2", bad[i], rc);
+        assert_non_null(strstr(err, "usage: quantlab"));
+    }
+    char out[4096];
+    assert_int_equal(run("--help", out, sizeof out, NULL, 0), 0);
+    assert_non_null(strstr(out, "usage: quantlab"));
+}
+
+static void runtime_errors_exit_1_with_a_message(void **st)
+{
+    char err[8192], args[1024];
+    snprintf(args, sizeof args, "eval --ckpt %s/none.qdck", dir);
+    assert_int_equal(run(args, NULL, 0, err, sizeof err), 1);
+    assert_non_null(strstr(err, "ENOENT"));
+    assert_non_null(strstr(err, "none.qdck"));
+    snprintf(args, sizeof args, "train --model custom --data mnist --dir %s/empty", dir);
+    assert_int_equal(run(args, NULL, 0, err, sizeof err), 1);
+    assert_non_null(strstr(err, "data fetch"));
+    assert_int_equal(run("spec --model vgg --data mnist", NULL, 0, err, sizeof err), 1);
+    assert_non_null(strstr(err, "unknown model"));
+    snprintf(args, sizeof args, "data fetch --data svhn --dir %s", dir);
+    assert_int_equal(run(args, NULL, 0, err, sizeof err), 1);
+    assert_non_null(strstr(err, "unknown dataset"));
+}
+
+static void spec_output_is_a_valid_spec(void **st)
+{
+    static char out[1 << 16];
+    const char *fam[] = {"custom", "resnet_v1 --depth 8", "resnet_v2 --depth 14",
+                         "mobilenet_v1 --width 0.25", "mobilenet_v2 --width 0.5"};
+    for (int i = 0; i < 5; i++) {
+        char args[256];
+        snprintf(args, sizeof args, "spec --model %s --data cifar10", fam[i]);
+        assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+        struct qd_model m;
+        if (qd_model_parse(out, &m))
+            fail_msg("%s: %s", fam[i], qd_errmsg());
+        assert_int_equal(m.nodes[0].c, 3);
+        qd_model_fini(&m);
+    }
+    /* a user-written spec file is accepted wherever a family name is */
+    char path[600], args[800];
+    snprintf(path, sizeof path, "%s/my.spec", dir);
+    FILE *f = fopen(path, "w");
+    fputs("model mine\ninput c=1 h=28 w=28\nconv out=4 k=3\nrelu\ngap\ndense out=10\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "spec --model %s --data mnist --json", path);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "mine");
+    assert_int_equal(cJSON_GetObjectItem(j, "params")->valueint, 4 * 9 + 4 * 10 + 10);
+    cJSON_Delete(j);
+}
+
+/* Tiny MNIST-shaped files: class k has a bright column band at k*2 .. k*2+4. */
+static void make_data(void)
+{
+    char d[600], p[700];
+    snprintf(d, sizeof d, "%s/mnist", dir);
+    mkdir(d, 0755);
+    for (int t = 0; t < 2; t++) {
+        int n = t ? 200 : 600;
+        uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, (uint8_t)(n >> 8), (uint8_t)n, 0, 0, 0, 28, 0, 0, 0,
+                           28};
+        uint8_t *img = calloc((size_t)n, 784), *lab = malloc(n);
+        for (int i = 0; i < n; i++) {
+            lab[i] = (uint8_t)((i * 7 + t) % 10);
+            for (int y = 0; y < 28; y++)
+                for (int x = lab[i] * 2; x < lab[i] * 2 + 5; x++)
+                    img[i * 784 + y * 28 + x] = (uint8_t)(150 + (i * y) % 100);
+        }
+        snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", d, t ? "t10k" : "train");
+        FILE *f = fopen(p, "wb");
+        fwrite(hdr, 1, 16, f);
+        fwrite(img, 1, (size_t)n * 784, f);
+        fclose(f);
+        uint8_t lh[8] = {0, 0, 8, 1, 0, 0, (uint8_t)(n >> 8), (uint8_t)n};
+        snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", d, t ? "t10k" : "train");
+        f = fopen(p, "wb");
+        fwrite(lh, 1, 8, f);
+        fwrite(lab, 1, n, f);
+        fclose(f);
+        free(img);
+        free(lab);
+    }
+}
+
+static void train_then_eval_agree(void **st)
+{
+    make_data();
+    static char out[1 << 16];
+    char args[1024];
+    snprintf(args, sizeof args,
+             "train --model custom --data mnist --dir %s --epochs 2 --threads 2 --json --out "
+             "%s/m.qdck",
+             dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    /* one JSON object a line: two epochs, then done */
+    int epochs = 0;
+    double acc = -1;
+    for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(l);
+        if (!j)
+            fail_msg("not JSON: %s", l);
+        const char *ev = cJSON_GetObjectItem(j, "event")->valuestring;
+        if (!strcmp(ev, "epoch"))
+            epochs++;
+        else
+            acc = cJSON_GetObjectItem(j, "test_acc")->valuedouble;
+        cJSON_Delete(j);
+    }
+    assert_int_equal(epochs, 2);
+    assert_true(acc > 0.9); /* the bands are easy; chance is 0.1 */
+    snprintf(args, sizeof args, "eval --ckpt %s/m.qdck --dir %s --json", dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_true(fabs(cJSON_GetObjectItem(j, "test_acc")->valuedouble - acc) < 1e-9);
+    assert_int_equal(cJSON_GetObjectItem(j, "n")->valueint, 200);
+    cJSON_Delete(j);
+    /* bench reports a training speed */
+    snprintf(args, sizeof args, "bench --model custom --data mnist --dir %s --batches 3 --json",
+             dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_true(cJSON_GetObjectItem(j, "images_per_s")->valuedouble > 0);
+    cJSON_Delete(j);
+}
+
+static int setup(void **st)
+{
+    ql = getenv("QUANTLAB");
+    if (!ql)
+        ql = "./quantlab";
+    dir = make_tmpdir();
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    rm_rf(dir);
+    free(dir);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(usage_errors_exit_2),
+        cmocka_unit_test(runtime_errors_exit_1_with_a_message),
+        cmocka_unit_test(spec_output_is_a_valid_spec),
+        cmocka_unit_test(train_then_eval_agree),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
