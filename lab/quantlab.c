@@ -243,19 +243,17 @@ static int cmd_train(struct args *a, int bench)
     qd_norm_fit(&tr, &nm);
     int rc = 0;
     if (bench) {
-        /* a few warm-up steps (first-touch of buffers), then the timed steps */
+        /* 5 warm-up steps (first touch of every buffer), then the timed steps */
         long nbat = a->batches ? a->batches : 50;
         o.epochs = 1000;
         o.warmup_epochs = 0;
         o.progress = 0;
-        o.max_batches = 5;
-        if ((e = qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL)))
+        o.timed_from = 5;
+        o.max_batches = 5 + nbat;
+        struct qd_train_timing tm;
+        if ((e = qd_train_timed(&m, &tr, NULL, &nm, &o, NULL, NULL, &tm)))
             rc = fail(e);
-        o.max_batches = nbat;
-        double t0 = now();
-        if (!rc && (e = qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL)))
-            rc = fail(e);
-        double dt = now() - t0, ips = nbat * o.batch / dt;
+        double dt = tm.seconds, ips = tm.images / (dt > 0 ? dt : 1e-9);
         if (!rc) {
             if (a->json) {
                 cJSON *j = cJSON_CreateObject();

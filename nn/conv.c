@@ -178,6 +178,14 @@ static void col2im_add(const struct qd_conv_desc *d, int c, const float *col, fl
                         continue;
                     float *drow = dst + (size_t)iy * d->w;
                     const float *row = src + oy * d->ow;
+                    if (d->stride == 1) {
+                        int x0 = kx - d->pad; /* ix = ox + x0, contiguous */
+                        int lo = x0 < 0 ? -x0 : 0, hi = d->w - x0 < d->ow ? d->w - x0 : d->ow;
+                        float *dr = drow + x0;
+                        for (int ox = lo; ox < hi; ox++)
+                            dr[ox] += row[ox];
+                        continue;
+                    }
                     for (int ox = 0; ox < d->ow; ox++) {
                         int ix = ox * d->stride - d->pad + kx;
                         if (ix >= 0 && ix < d->w)

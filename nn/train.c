@@ -159,6 +159,14 @@ static void progress(int epoch, int epochs, long b, long nb, double loss, double
 qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct qd_dataset *test,
                 const struct qd_norm *nm, const struct qd_train_opts *o, qd_epoch_cb cb, void *ctx)
 {
+    return qd_train_timed(m, train, test, nm, o, cb, ctx, NULL);
+}
+
+qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
+                      const struct qd_dataset *test, const struct qd_norm *nm,
+                      const struct qd_train_opts *o, qd_epoch_cb cb, void *ctx,
+                      struct qd_train_timing *timing)
+{
     const struct qd_node *in = &m->nodes[0];
     if (in->c != train->c || in->h != train->h || in->w != train->w)
         return qd_seterr(QD_ESHAPE, "model input %dx%dx%d does not match %s images %dx%dx%d",
@@ -193,11 +201,14 @@ qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct
         total = o->max_batches;
     long warm = (long)(o->warmup_epochs * nb);
     int tty = o->progress && isatty(2);
+    double t_timed = 0;
     for (int ep = 0; ep < o->epochs && step < total; ep++) {
         double t0 = now(), lsum = 0;
         long ok = 0, seen = 0;
         qd_rng_shuffle(&rng, perm, train->n);
         for (long b = 0; b < nb && step < total; b++, step++) {
+            if (timing && step == o->timed_from)
+                t_timed = now();
             double lr;
             if (step < warm)
                 lr = o->lr * (step + 1) / (double)warm;
@@ -257,6 +268,10 @@ qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct
         }
         if (cb)
             cb(&s, ctx);
+    }
+    if (timing) {
+        timing->seconds = step > o->timed_from ? now() - t_timed : 0;
+        timing->images = step > o->timed_from ? (step - o->timed_from) * (long)B : 0;
     }
 out:
     qd_exec_fini(&e);

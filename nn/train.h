@@ -42,6 +42,7 @@ struct qd_train_opts {
     int augment;         /* random crop + flip */
     uint64_t seed;
     long max_batches;    /* stop after this many steps in total (0: no limit); for benchmarks */
+    long timed_from;     /* steps before this one are warm-up for qd_train_timing */
     int eval_each_epoch; /* evaluate on the test set after every epoch */
     int progress;        /* draw a progress bar on stderr */
 };
@@ -56,9 +57,19 @@ struct qd_epoch_stats {
 
 typedef void (*qd_epoch_cb)(const struct qd_epoch_stats *s, void *ctx);
 
+/* Seconds and images of the steps from o->timed_from on (the benchmark's measurement). */
+struct qd_train_timing {
+    double seconds;
+    long images;
+};
+
 qd_err qd_train(struct qd_model *m, const struct qd_dataset *train, const struct qd_dataset *test,
                 const struct qd_norm *nm, const struct qd_train_opts *o, qd_epoch_cb cb,
                 void *ctx);
+qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
+                      const struct qd_dataset *test, const struct qd_norm *nm,
+                      const struct qd_train_opts *o, qd_epoch_cb cb, void *ctx,
+                      struct qd_train_timing *timing);
 
 struct qd_eval {
     double loss, acc;
