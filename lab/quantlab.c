@@ -16,6 +16,11 @@
 #include "nn/model.h"
 #include "nn/train.h"
 #include "nn/zoo.h"
+#include "quant/calib.h"
+#include "quant/igraph.h"
+#include "quant/policy.h"
+#include "quant/qm.h"
+#include "quant/runtime.h"
 
 static const char usage[] =
     "usage: quantlab COMMAND [options]\n"
@@ -26,12 +31,16 @@ static const char usage[] =
     "        [--dir DIR]\n"
     "  eval --ckpt F [--data D] [--dir DIR] [--batch B] [--threads T]\n"
     "  spec --model M --data D [--depth D] [--width W]      print the model spec\n"
+    "  quantize --ckpt F --mode fp32|int8|int16x8|fp16|dynamic|mixed [--policy P]\n"
+    "        [--calib minmax|percentile|mse] [--calib-n N] [--data D] [--dir DIR] --out M.qm\n"
+    "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
 struct args {
-    const char *model, *data, *dir, *out, *ckpt, *optim;
+    const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib;
+    int calib_n, limit;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
@@ -96,6 +105,8 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--width", 0.1, 4, a->width, (void)0)
         NUM("--warmup", 0, 1000, a->warmup, a->set_warm = 1)
         NUM("--seed", 0, 9.0e15, a->seed, (void)0)
+        NUM("--calib-n", 1, 1e7, a->calib_n, (void)0)
+        NUM("--limit", 1, 1e9, a->limit, (void)0)
 #undef NUM
         if (!strcmp(f, "--model"))
             a->model = v;
@@ -107,6 +118,17 @@ static int parse(int argc, char **argv, int i, struct args *a)
             a->out = v;
         else if (!strcmp(f, "--ckpt"))
             a->ckpt = v;
+        else if (!strcmp(f, "--mode")) {
+            if (qd_qmode_parse(v) < 0)
+                return bad("--mode must be fp32, int8, int16x8, fp16, dynamic or mixed, not %s", v);
+            a->mode = v;
+        } else if (!strcmp(f, "--policy"))
+            a->policy = v;
+        else if (!strcmp(f, "--calib")) {
+            if (strcmp(v, "minmax") && strcmp(v, "percentile") && strcmp(v, "mse"))
+                return bad("--calib must be minmax, percentile or mse, not %s", v);
+            a->calib = v;
+        }
         else if (!strcmp(f, "--optim")) {
             if (strcmp(v, "sgd") && strcmp(v, "adam"))
                 return bad("--optim must be sgd or adam, not %s", v);
@@ -386,6 +408,197 @@ static int cmd_spec(struct args *a)
     return 0;
 }
 
+static uint64_t model_id(const struct qd_model *m)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a over the spec and the parameters */
+    const uint8_t *p = (const uint8_t *)m->spec;
+    for (size_t i = 0; p[i]; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    p = (const uint8_t *)m->param;
+    for (size_t i = 0; i < m->nparam * 4; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+static qd_err write_file(const char *path, const uint8_t *b, size_t n)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fwrite(b, 1, n, f) == n;
+    if (f)
+        ok = !fclose(f) && ok;
+    if (!ok || rename(tmp, path)) {
+        remove(tmp);
+        return qd_seterr(QD_EIO, "%s: cannot write", path);
+    }
+    return QD_OK;
+}
+
+static int cmd_quantize(struct args *a)
+{
+    if (!a->ckpt || !a->mode || !a->out)
+        return bad("%s needs --ckpt, --mode and --out", "quantize");
+    enum qd_qmode mode = (enum qd_qmode)qd_qmode_parse(a->mode);
+    if (mode == QD_QMODE_MIXED && !a->policy)
+        return bad("%s: --mode mixed needs --policy", "quantize");
+    struct qd_model m;
+    struct qd_norm nm;
+    char ds[32];
+    qd_err e = qd_ckpt_load(a->ckpt, &m, ds, &nm);
+    if (e)
+        return fail(e);
+    qd_kernels_init(a->threads);
+    struct qd_igraph g = {0};
+    struct qd_dataset tr = {0};
+    struct qd_range *rg = NULL;
+    struct qd_policy pol;
+    uint8_t *blob = NULL;
+    size_t len = 0, predicted = 0, arena = 0;
+    int rc = 0;
+    if ((e = qd_igraph_build(&m, &nm, &g)))
+        goto done;
+    if (mode == QD_QMODE_MIXED && (e = qd_policy_parse(a->policy, g.nq, &pol)))
+        goto done;
+    if (qd_qmode_integer(mode)) {
+        if ((e = qd_data_load(a->dir, a->data ? a->data : ds, 1, &tr)))
+            goto done;
+        rg = calloc((size_t)g.n + 1, sizeof *rg);
+        enum qd_calib how = !a->calib || !strcmp(a->calib, "minmax") ? QD_CALIB_MINMAX
+                            : !strcmp(a->calib, "percentile")           ? QD_CALIB_PERCENTILE
+                                                                        : QD_CALIB_MSE;
+        if (!rg) {
+            e = qd_seterr(QD_ENOMEM, "out of memory");
+            goto done;
+        }
+        if ((e = qd_calibrate(&g, &tr, a->calib_n ? a->calib_n : 1024, how, 0.01, rg)))
+            goto done;
+    }
+    struct qd_qm_build b = {&g, mode == QD_QMODE_MIXED ? &pol : NULL, mode, rg, model_id(&m),
+                            m.family};
+    if ((e = qd_qm_size(&b, &predicted)) || (e = qd_qm_build(&b, &blob, &len)) ||
+        (e = qd_rt_arena_size(blob, len, &arena)) || (e = write_file(a->out, blob, len)))
+        goto done;
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", m.family);
+        cJSON_AddStringToObject(j, "mode", qd_qmode_name(mode));
+        cJSON_AddNumberToObject(j, "bytes", (double)len);
+        cJSON_AddNumberToObject(j, "predicted_bytes", (double)predicted);
+        cJSON_AddNumberToObject(j, "arena_bytes", (double)arena);
+        cJSON_AddNumberToObject(j, "layers", g.nq);
+        cJSON_AddStringToObject(j, "out", a->out);
+        print_json(j);
+    } else {
+        printf("%s %s: %zu bytes (predicted %zu), runtime arena %zu bytes, %d quantizable "
+               "layers -> %s\n",
+               m.family, qd_qmode_name(mode), len, predicted, arena, g.nq, a->out);
+    }
+done:
+    if (e)
+        rc = fail(e);
+    free(blob);
+    free(rg);
+    qd_dataset_fini(&tr);
+    qd_igraph_fini(&g);
+    qd_model_fini(&m);
+    return rc;
+}
+
+static uint8_t *read_all(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = n > 0 ? malloc((size_t)n) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = b ? (size_t)n : 0;
+    return b;
+}
+
+static int cmd_run(struct args *a)
+{
+    if (!a->model)
+        return bad("%s needs --model M.qm", "run");
+    size_t len, need;
+    uint8_t *blob = read_all(a->model, &len);
+    if (!blob)
+        return fail(qd_seterr(QD_ENOENT, "%s: cannot read", a->model));
+    qd_err e = qd_rt_arena_size(blob, len, &need);
+    if (e) {
+        free(blob);
+        char keep[400];
+        snprintf(keep, sizeof keep, "%s", qd_errmsg());
+        return fail(qd_seterr(e, "%s: %s", a->model, keep));
+    }
+    struct qd_qm_header h;
+    qd_qm_header_read(blob, &h);
+    const char *dname = a->data ? a->data : h.in_c == 3 ? "cifar10" : NULL;
+    if (!dname)
+        return bad("%s: --data is needed for a 1-channel model", "run");
+    struct qd_dataset te;
+    if ((e = qd_data_load(a->dir, dname, 0, &te))) {
+        free(blob);
+        return fail(e);
+    }
+    if (te.c != h.in_c || te.h != h.in_h || te.w != h.in_w) {
+        free(blob);
+        qd_dataset_fini(&te);
+        return fail(qd_seterr(QD_ESHAPE, "model input %dx%dx%d, %s images %dx%dx%d", h.in_c,
+                              h.in_h, h.in_w, te.name, te.c, te.h, te.w));
+    }
+    int n = a->limit && a->limit < te.n ? a->limit : te.n;
+    int T = a->threads ? a->threads : 1;
+    long ok = 0;
+    double t0 = now();
+    /* one runtime (arena) per thread, samples split between them */
+#pragma omp parallel num_threads(T) reduction(+ : ok)
+    {
+        void *arena = aligned_alloc(16, (need + 15) & ~(size_t)15);
+        qd_rt_t *rt;
+        size_t nd;
+        float logits[256];
+        if (arena && !qd_rt_load(blob, len, arena, need, &rt, &nd)) {
+#pragma omp for schedule(static)
+            for (int i = 0; i < n; i++) {
+                qd_rt_run(rt, te.x + (size_t)i * te.c * te.h * te.w, logits);
+                int am = 0;
+                for (int k = 1; k < h.nclass; k++)
+                    am = logits[k] > logits[am] ? k : am;
+                ok += am == te.y[i];
+            }
+        }
+        free(arena);
+    }
+    double dt = now() - t0;
+    if (a->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "mode", qd_qmode_name((enum qd_qmode)h.mode));
+        cJSON_AddNumberToObject(j, "bytes", (double)len);
+        cJSON_AddNumberToObject(j, "arena_bytes", (double)need);
+        cJSON_AddNumberToObject(j, "n", n);
+        cJSON_AddNumberToObject(j, "test_acc", (double)ok / n);
+        cJSON_AddNumberToObject(j, "images_per_s", n / dt);
+        cJSON_AddNumberToObject(j, "threads", T);
+        print_json(j);
+    } else {
+        printf("%s (%s, %zu bytes, arena %zu bytes) on %s: accuracy %.2f%% over %d images, %.0f "
+               "images/s on %d thread%s\n",
+               a->model, qd_qmode_name((enum qd_qmode)h.mode), len, need, te.name,
+               100.0 * ok / n, n, n / dt, T, T > 1 ? "s" : "");
+    }
+    free(blob);
+    qd_dataset_fini(&te);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -426,5 +639,9 @@ int main(int argc, char **argv)
         return cmd_eval(&a);
     if (!strcmp(cmd, "spec"))
         return cmd_spec(&a);
+    if (!strcmp(cmd, "quantize"))
+        return cmd_quantize(&a);
+    if (!strcmp(cmd, "run"))
+        return cmd_run(&a);
     return bad("unknown command %s", cmd);
 }

@@ -1,0 +1,49 @@
+/* The device runtime: runs a .qm model from its bytes, in a caller-given arena, without ever
+ * calling malloc. Integer-only inference (int8 or int16 activations, 2..16-bit weights, int32
+ * or int64 accumulators, fixed-point per-channel requantization) for the integer modes; float
+ * compute with fp16 or f32 weights; dynamic range (int8 weights, activations quantized on the
+ * fly, float elsewhere).
+ *
+ * Usage:
+ *     size_t need;
+ *     qd_rt_arena_size(blob, len, &need);          // host helper (the one place that allocates)
+ *     static uint8_t arena[NEED];                   // or any buffer of `need` bytes
+ *     qd_rt_t *rt;
+ *     if (qd_rt_load(blob, len, arena, sizeof arena, &rt, &need)) ...   // validates everything
+ *     float logits[10];
+ *     qd_rt_run(rt, pixels, logits);                // pixels: (C, H, W) raw bytes
+ *
+ * The blob must outlive the runtime: weights are read in place (from flash on a device) and
+ * unpacked one output channel at a time into scratch. Arena = runtime tables + per-channel
+ * multipliers + the activation arena (lifetime-planned, first fit) + scratch. */
+#ifndef QD_QUANT_RUNTIME_H
+#define QD_QUANT_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+typedef struct qd_rt qd_rt_t;
+
+/* Loads blob into arena. On QD_ENOMEM *need says how many bytes are needed (exactly, once the
+ * arena holds the runtime's tables; the size of those tables otherwise). */
+qd_err qd_rt_load(const uint8_t *blob, size_t len, void *arena, size_t arena_len, qd_rt_t **rt,
+                  size_t *need);
+qd_err qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits);
+/* Arena bytes: everything; of it, the planned activations and the scratch. */
+size_t qd_rt_arena_used(const qd_rt_t *rt);
+size_t qd_rt_activation_bytes(const qd_rt_t *rt);
+int qd_rt_classes(const qd_rt_t *rt);
+/* on: use the plain reference kernels only (the fast ones are tested against them). */
+void qd_rt_set_reference(qd_rt_t *rt, int on);
+
+/* Host helper: the exact arena size a blob needs (allocates a temporary table). */
+qd_err qd_rt_arena_size(const uint8_t *blob, size_t len, size_t *need);
+
+/* Fixed-point requantization shared by every integer kernel: round(acc * M * 2^(shift - 31)),
+ * ties upward, saturated to int32. M in [2^30, 2^31) (or 0), shift in [-31, 30]. */
+void qd_quantize_multiplier(double m, int32_t *M, int32_t *shift);
+int32_t qd_requant(int64_t acc, int32_t M, int32_t shift);
+
+#endif
