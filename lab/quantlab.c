@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/err.h"
+#include "core/file.h"
 #include "nn/ckpt.h"
 #include "nn/data.h"
 #include "nn/kernels.h"
@@ -420,21 +421,6 @@ static uint64_t model_id(const struct qd_model *m)
     return h;
 }
 
-static qd_err write_file(const char *path, const uint8_t *b, size_t n)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fwrite(b, 1, n, f) == n;
-    if (f)
-        ok = !fclose(f) && ok;
-    if (!ok || rename(tmp, path)) {
-        remove(tmp);
-        return qd_seterr(QD_EIO, "%s: cannot write", path);
-    }
-    return QD_OK;
-}
-
 static int cmd_quantize(struct args *a)
 {
     if (!a->ckpt || !a->mode || !a->out)
@@ -477,7 +463,7 @@ static int cmd_quantize(struct args *a)
     struct qd_qm_build b = {&g, mode == QD_QMODE_MIXED ? &pol : NULL, mode, rg, model_id(&m),
                             m.family};
     if ((e = qd_qm_size(&b, &predicted)) || (e = qd_qm_build(&b, &blob, &len)) ||
-        (e = qd_rt_arena_size(blob, len, &arena)) || (e = write_file(a->out, blob, len)))
+        (e = qd_rt_arena_size(blob, len, &arena)) || (e = qd_file_write_atomic(a->out, blob, len)))
         goto done;
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
@@ -505,33 +491,16 @@ done:
     return rc;
 }
 
-static uint8_t *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = n > 0 ? malloc((size_t)n) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = b ? (size_t)n : 0;
-    return b;
-}
-
 static int cmd_run(struct args *a)
 {
     if (!a->model)
         return bad("%s needs --model M.qm", "run");
     size_t len, need;
-    uint8_t *blob = read_all(a->model, &len);
-    if (!blob)
-        return fail(qd_seterr(QD_ENOENT, "%s: cannot read", a->model));
-    qd_err e = qd_rt_arena_size(blob, len, &need);
+    uint8_t *blob;
+    qd_err e = qd_file_read(a->model, &blob, &len);
+    if (e)
+        return fail(e);
+    e = qd_rt_arena_size(blob, len, &need);
     if (e) {
         free(blob);
         char keep[400];

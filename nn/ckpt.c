@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "nn/ckpt.h"
 
+#include "core/file.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,73 +15,49 @@
 static const char MAGIC[8] = {'Q', 'D', 'C', 'K', 'P', 'T', '\r', '\n'};
 #define MAX_SPEC (1u << 20)
 
-struct wbuf {
-    FILE *f;
-    uLong crc;
-    int bad;
-};
-
-static void wr(struct wbuf *w, const void *p, size_t n)
+static uint8_t *put(uint8_t *p, const void *src, size_t n)
 {
-    if (n && fwrite(p, 1, n, w->f) != n)
-        w->bad = 1;
-    w->crc = crc32(w->crc, p, (uInt)n);
+    memcpy(p, src, n);
+    return p + n;
 }
 
 qd_err qd_ckpt_save(const char *path, const struct qd_model *m, const char *dataset,
                     const struct qd_norm *nm)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f)
-        return qd_seterr(QD_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
-    struct wbuf w = {f, crc32(0, NULL, 0), 0};
     uint32_t ver = QD_CKPT_VERSION, sl = (uint32_t)strlen(m->spec), nc = (uint32_t)nm->c;
+    uint64_t np = m->nparam, ns = m->nstat;
+    size_t total = 8 + 4 + 4 + sl + 32 + 4 + 12 + 12 + 8 + 8 + 4 * (np + ns) + 4;
+    uint8_t *buf = malloc(total), *p = buf;
+    if (!buf)
+        return qd_seterr(QD_ENOMEM, "%s: cannot allocate %zu bytes", path, total);
     char ds[32] = {0};
     snprintf(ds, sizeof ds, "%s", dataset ? dataset : "");
-    uint64_t np = m->nparam, ns = m->nstat;
-    wr(&w, MAGIC, 8);
-    wr(&w, &ver, 4);
-    wr(&w, &sl, 4);
-    wr(&w, m->spec, sl);
-    wr(&w, ds, 32);
-    wr(&w, &nc, 4);
-    wr(&w, nm->mean, 12);
-    wr(&w, nm->std, 12);
-    wr(&w, &np, 8);
-    wr(&w, &ns, 8);
-    wr(&w, m->param, np * 4);
-    wr(&w, m->stat, ns * 4);
-    uint32_t crc = (uint32_t)w.crc;
-    if (fwrite(&crc, 4, 1, f) != 1)
-        w.bad = 1;
-    if (fflush(f) || fsync(fileno(f)))
-        w.bad = 1;
-    if (fclose(f))
-        w.bad = 1;
-    if (w.bad || rename(tmp, path)) {
-        unlink(tmp);
-        return qd_seterr(QD_EIO, "%s: write failed", path);
-    }
-    return QD_OK;
+    p = put(p, MAGIC, 8);
+    p = put(p, &ver, 4);
+    p = put(p, &sl, 4);
+    p = put(p, m->spec, sl);
+    p = put(p, ds, 32);
+    p = put(p, &nc, 4);
+    p = put(p, nm->mean, 12);
+    p = put(p, nm->std, 12);
+    p = put(p, &np, 8);
+    p = put(p, &ns, 8);
+    p = put(p, m->param, np * 4);
+    p = put(p, m->stat, ns * 4);
+    uint32_t crc = (uint32_t)crc32(crc32(0, NULL, 0), buf, (uInt)(p - buf));
+    p = put(p, &crc, 4);
+    QD_ASSERT((size_t)(p - buf) == total);
+    qd_err e = qd_file_write_atomic(path, buf, total);
+    free(buf);
+    return e;
 }
 
 qd_err qd_ckpt_load(const char *path, struct qd_model *m, char dataset[32], struct qd_norm *nm)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return qd_seterr(QD_ENOENT, "%s: cannot open (%s)", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = sz > 0 ? malloc((size_t)sz) : NULL;
-    if (!b || fread(b, 1, (size_t)sz, f) != (size_t)sz) {
-        free(b);
-        fclose(f);
-        return qd_seterr(sz > 0 ? QD_EIO : QD_EFORMAT, "%s: cannot read (empty?)", path);
-    }
-    fclose(f);
+    uint8_t *b;
+    size_t fsz;
+    QD_TRY(qd_file_read(path, &b, &fsz));
+    long sz = (long)fsz;
     qd_err e = QD_OK;
     size_t fixed = 8 + 4 + 4 + 32 + 4 + 12 + 12 + 8 + 8 + 4;
     uint32_t ver, sl, nc, crc;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "core/file.h"
 #include "core/md5.h"
 
 #define PATHMAX 4096
@@ -243,27 +244,6 @@ qd_err qd_data_load(const char *dir, const char *name, int train, struct qd_data
 
 /* ---------------------------------------------------------------- CIFAR PNG sprites */
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = (size_t)n;
-    }
-    return b;
-}
-
 struct png_ctx {
     char msg[256];
 };
@@ -285,9 +265,9 @@ qd_err qd_cifar_from_png(const char *png, const char *labels_json, int offset, c
 {
     qd_err e = QD_OK;
     size_t jl;
-    char *js = (char *)read_file(labels_json, &jl);
-    if (!js)
-        return qd_seterr(QD_ENOENT, "%s: cannot read", labels_json);
+    uint8_t *jb;
+    QD_TRY(qd_file_read(labels_json, &jb, &jl));
+    char *js = (char *)jb;
     cJSON *arr = cJSON_Parse(js);
     free(js);
     if (!cJSON_IsArray(arr)) {
@@ -451,22 +431,12 @@ static qd_err npm_unpack(const char *dir, const char *pkg, const char *tgz, char
 
 static qd_err copy_file(const char *from, const char *to)
 {
+    uint8_t *b;
     size_t n;
-    uint8_t *b = read_file(from, &n);
-    if (!b)
-        return qd_seterr(QD_ENOENT, "%s: cannot read", from);
-    char tmp[PATHMAX];
-    pathf(tmp, "%s.tmp", to);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fwrite(b, 1, n, f) == n;
-    if (f)
-        ok = (fclose(f) == 0) && ok;
+    QD_TRY(qd_file_read(from, &b, &n));
+    qd_err e = qd_file_write_atomic(to, b, n);
     free(b);
-    if (!ok || rename(tmp, to)) {
-        unlink(tmp);
-        return qd_seterr(QD_EIO, "%s: cannot write", to);
-    }
-    return QD_OK;
+    return e;
 }
 
 static qd_err check_md5(const char *path, const char *want)

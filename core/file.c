@@ -1,0 +1,57 @@
+/* See file.h. Errors name the path. */
+#define _GNU_SOURCE
+#include "core/file.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+qd_err qd_file_read(const char *path, uint8_t **data, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return qd_seterr(QD_ENOENT, "%s: cannot open (%s)", path, strerror(errno));
+    long n = -1;
+    if (!fseek(f, 0, SEEK_END))
+        n = ftell(f);
+    if (n < 0 || fseek(f, 0, SEEK_SET)) {
+        fclose(f);
+        return qd_seterr(QD_EIO, "%s: cannot size", path);
+    }
+    uint8_t *b = malloc((size_t)n + 1);
+    if (!b) {
+        fclose(f);
+        return qd_seterr(QD_ENOMEM, "%s: cannot allocate %ld bytes", path, n);
+    }
+    size_t got = fread(b, 1, (size_t)n, f);
+    fclose(f);
+    if (got != (size_t)n) {
+        free(b);
+        return qd_seterr(QD_EIO, "%s: read %zu of %ld bytes", path, got, n);
+    }
+    b[n] = 0;
+    *data = b;
+    *len = (size_t)n;
+    return QD_OK;
+}
+
+qd_err qd_file_write_atomic(const char *path, const void *data, size_t len)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return qd_seterr(QD_EINVAL, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f)
+        return qd_seterr(QD_EIO, "%s: cannot create (%s)", tmp, strerror(errno));
+    int ok = fwrite(data, 1, len, f) == len;
+    ok = !fflush(f) && ok;
+    ok = !fsync(fileno(f)) && ok;
+    ok = !fclose(f) && ok;
+    if (!ok || rename(tmp, path)) {
+        unlink(tmp);
+        return qd_seterr(QD_EIO, "%s: write failed (%s)", path, strerror(errno));
+    }
+    return QD_OK;
+}

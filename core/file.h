@@ -1,0 +1,17 @@
+/* Whole-file reading and crash-safe writing.
+ *     uint8_t *b; size_t n;
+ *     if (qd_file_read("m.qm", &b, &n)) die(qd_errmsg());   // b is NUL-terminated, free() it
+ *     qd_file_write_atomic("out.qm", b, n);                  // temp file, fsync, rename
+ * A reader never sees a half-written file: the rename is the commit. */
+#ifndef QD_CORE_FILE_H
+#define QD_CORE_FILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+qd_err qd_file_read(const char *path, uint8_t **data, size_t *len);
+qd_err qd_file_write_atomic(const char *path, const void *data, size_t len);
+
+#endif
