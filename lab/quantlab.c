@@ -34,6 +34,7 @@ static const char usage[] =
     "  spec --model M --data D [--depth D] [--width W]      print the model spec\n"
     "  quantize --ckpt F --mode fp32|int8|int16x8|fp16|dynamic|mixed [--policy P]\n"
     "        [--calib minmax|percentile|mse] [--calib-n N] [--data D] [--dir DIR] --out M.qm\n"
+    "        [--qat-epochs N [--lr LR]]   quantization-aware fine-tuning first\n"
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
@@ -41,7 +42,7 @@ static const char usage[] =
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib;
-    int calib_n, limit;
+    int calib_n, limit, qat_epochs;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
@@ -108,6 +109,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--seed", 0, 9.0e15, a->seed, (void)0)
         NUM("--calib-n", 1, 1e7, a->calib_n, (void)0)
         NUM("--limit", 1, 1e9, a->limit, (void)0)
+        NUM("--qat-epochs", 0, 10000, a->qat_epochs, (void)0)
 #undef NUM
         if (!strcmp(f, "--model"))
             a->model = v;
@@ -421,6 +423,54 @@ static uint64_t model_id(const struct qd_model *m)
     return h;
 }
 
+/* Quantization-aware fine-tuning of m's weights at the bits mode/policy give each conv and
+ * dense layer, then g is rebuilt from the fine-tuned weights. */
+static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm *nm,
+                  struct qd_igraph *g, enum qd_qmode mode, const struct qd_policy *pol,
+                  const char *ds)
+{
+    if (mode == QD_QMODE_F32 || mode == QD_QMODE_FP16)
+        return qd_seterr(QD_EINVAL, "--qat-epochs needs an integer-weight mode");
+    uint8_t *bits = calloc((size_t)m->nnodes, 1);
+    struct qd_dataset tr = {0}, te = {0};
+    qd_err e = bits ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    for (int i = 0; !e && i < g->n; i++) {
+        const struct qd_inode *n = &g->nodes[i];
+        int src_op = m->nodes[n->src].op;
+        if (n->qidx < 0 || (src_op != QD_OP_CONV && src_op != QD_OP_DENSE))
+            continue; /* standalone BN affines: one weight a channel, exact at any bits */
+        if (mode == QD_QMODE_MIXED)
+            bits[n->src] = pol->wbits[n->qidx];
+        else if (src_op == QD_OP_CONV) /* per-tensor dense weights are not simulated */
+            bits[n->src] = 8;
+    }
+    if (!e)
+        e = qd_data_load(a->dir, a->data ? a->data : ds, 1, &tr);
+    if (!e)
+        e = qd_data_load(a->dir, a->data ? a->data : ds, 0, &te);
+    if (!e) {
+        struct qd_train_opts o;
+        qd_train_opts_default(&o, tr.name);
+        o.epochs = a->qat_epochs;
+        o.lr = a->set_lr ? a->lr : 0.01f;
+        o.warmup_epochs = 0;
+        o.threads = a->threads;
+        o.seed = (uint64_t)a->seed;
+        o.qat_bits = bits;
+        o.progress = !a->json;
+        struct train_ctx c = {a->json, a->ckpt, tr.name};
+        e = qd_train(m, &tr, &te, nm, &o, a->json ? NULL : on_epoch, &c);
+    }
+    if (!e) {
+        qd_igraph_fini(g);
+        e = qd_igraph_build(m, nm, g);
+    }
+    free(bits);
+    qd_dataset_fini(&tr);
+    qd_dataset_fini(&te);
+    return e;
+}
+
 static int cmd_quantize(struct args *a)
 {
     if (!a->ckpt || !a->mode || !a->out)
@@ -445,6 +495,8 @@ static int cmd_quantize(struct args *a)
     if ((e = qd_igraph_build(&m, &nm, &g)))
         goto done;
     if (mode == QD_QMODE_MIXED && (e = qd_policy_parse(a->policy, g.nq, &pol)))
+        goto done;
+    if (a->qat_epochs > 0 && (e = qat(a, &m, &nm, &g, mode, &pol, ds)))
         goto done;
     if (qd_qmode_integer(mode)) {
         if ((e = qd_data_load(a->dir, a->data ? a->data : ds, 1, &tr)))

@@ -135,6 +135,29 @@ qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct
     return QD_OK;
 }
 
+void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float *out)
+{
+    memcpy(out, m->param, sizeof(float) * m->nparam);
+    for (int i = 1; i < m->nnodes; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        int b = bits[i];
+        if (!b || (n->op != QD_OP_CONV && n->op != QD_OP_DENSE))
+            continue;
+        size_t per = n->wlen / n->out;
+        float qmax = (float)((1 << (b - 1)) - 1);
+        for (int c = 0; c < n->out; c++) {
+            float *w = out + n->woff + (size_t)c * per, a = 0;
+            for (size_t j = 0; j < per; j++)
+                a = fmaxf(a, fabsf(w[j]));
+            if (a == 0)
+                continue;
+            float s = a / qmax;
+            for (size_t j = 0; j < per; j++) /* round half away from zero, as qd_quantize */
+                w[j] = s * roundf(w[j] / s);
+        }
+    }
+}
+
 /* Conv and dense weights decay; biases and BatchNorm parameters do not. */
 static void decay_mask(const struct qd_model *m, uint8_t *mask)
 {
@@ -186,8 +209,9 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     float *st = qd_mem_alloc(obytes); /* optimizer state: momentum / Adam m, v */
     uint8_t *y = malloc(B), *mask = malloc(P ? P : 1);
     int *perm = malloc(sizeof(int) * train->n);
+    float *master = m->param, *shadow = o->qat_bits ? qd_mem_alloc(P * sizeof(float)) : NULL;
     qd_err err = QD_OK;
-    if (!x || !dl || !st || !y || !mask || !perm) {
+    if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow)) {
         err = qd_seterr(QD_ENOMEM, "train: out of memory");
         goto out;
     }
@@ -215,15 +239,21 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
             else
                 lr = 0.5 * o->lr * (1 + cos(M_PI * (step - warm) / (double)(total - warm)));
             qd_batch_fill(train, nm, perm + b * B, B, o->augment, &rng, x, y);
+            if (shadow) { /* forward/backward on the quantized weights */
+                qd_fake_quant_weights(m, o->qat_bits, shadow);
+                m->param = shadow;
+            }
             qd_exec_forward(&e, B, x, 1);
             int c;
             float loss = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &c);
             if (!isfinite(loss)) {
+                m->param = master;
                 err = qd_seterr(QD_EINVAL, "train: loss diverged (%g) at step %ld; lower --lr",
                                 loss, step);
                 goto out;
             }
             qd_exec_backward(&e, B, dl);
+            m->param = master;
             float *w = m->param, *g = m->grad, *v = st, *v2 = st + P;
             float mu = o->momentum, wd = o->weight_decay, flr = (float)lr;
             if (o->optim == QD_OPTIM_SGD) {
@@ -261,7 +291,13 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
         s.lr = o->lr;
         if (test && o->eval_each_epoch) {
             struct qd_eval r;
-            if ((err = qd_evaluate(m, test, nm, 256, &r)))
+            if (shadow) { /* report what the quantized model does */
+                qd_fake_quant_weights(m, o->qat_bits, shadow);
+                m->param = shadow;
+            }
+            err = qd_evaluate(m, test, nm, 256, &r);
+            m->param = master;
+            if (err)
                 goto out;
             s.test_loss = r.loss;
             s.test_acc = r.acc;
@@ -274,6 +310,8 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
         timing->images = step > o->timed_from ? (step - o->timed_from) * (long)B : 0;
     }
 out:
+    m->param = master;
+    qd_mem_free(shadow, P * sizeof(float));
     qd_exec_fini(&e);
     qd_mem_free(x, xbytes);
     qd_mem_free(st, obytes);

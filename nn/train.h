@@ -45,6 +45,12 @@ struct qd_train_opts {
     long timed_from;     /* steps before this one are warm-up for qd_train_timing */
     int eval_each_epoch; /* evaluate on the test set after every epoch */
     int progress;        /* draw a progress bar on stderr */
+    /* Quantization-aware training: per model node, the weight bits to fake-quantize that
+     * conv/dense layer's weights at (symmetric, per output channel), 0 for none; NULL: off.
+     * Forward and backward see the quantized weights; the gradient updates the float master
+     * weights (straight-through). Per-channel quantization commutes with BatchNorm folding,
+     * so the deployed (folded) weights quantize to exactly what training saw. */
+    const uint8_t *qat_bits;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);
@@ -79,5 +85,9 @@ struct qd_eval {
 
 qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct qd_norm *nm,
                    int batch, struct qd_eval *r);
+
+/* Writes m's parameters into out (nparam floats) with the weights of every node whose
+ * bits[node] > 0 fake-quantized per output channel. */
+void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float *out);
 
 #endif

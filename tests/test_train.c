@@ -107,6 +107,79 @@ static void input_shape_mismatch_is_an_error(void **st)
     qd_dataset_fini(&tr);
 }
 
+/* Accuracy of m with its conv/dense weights fake-quantized at `b` bits. */
+static double quantized_acc(struct qd_model *m, const struct qd_dataset *te,
+                            const struct qd_norm *nm, const uint8_t *bits)
+{
+    float *keep = m->param, *q = malloc(sizeof(float) * m->nparam);
+    qd_fake_quant_weights(m, bits, q);
+    m->param = q;
+    struct qd_eval r;
+    assert_int_equal(qd_evaluate(m, te, nm, 100, &r), QD_OK);
+    m->param = keep;
+    free(q);
+    return r.acc;
+}
+
+static void fake_quant_weights_invariants(void **st)
+{
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    qd_model_init_params(&m, 3);
+    uint8_t bits[64] = {0};
+    int conv = -1;
+    for (int i = 0; i < m.nnodes; i++)
+        if (m.nodes[i].op == QD_OP_CONV && conv < 0)
+            conv = i;
+    bits[conv] = 2;
+    float *q = malloc(sizeof(float) * m.nparam);
+    qd_fake_quant_weights(&m, bits, q);
+    const struct qd_node *n = &m.nodes[conv];
+    size_t per = n->wlen / n->out;
+    for (int c = 0; c < n->out; c++) {
+        float a = 0, *w = q + n->woff + c * per, *f = m.param + n->woff + c * per;
+        for (size_t j = 0; j < per; j++)
+            a = fmaxf(a, fabsf(f[j]));
+        for (size_t j = 0; j < per; j++) /* 2 bits symmetric: only -a, 0, a */
+            assert_true(w[j] == 0 || fabsf(fabsf(w[j]) - a) < 1e-6f);
+    }
+    /* everything else untouched */
+    for (size_t j = 0; j < m.nparam; j++)
+        if (j < n->woff || j >= n->woff + n->wlen)
+            assert_true(q[j] == m.param[j]);
+    free(q);
+    qd_model_fini(&m);
+}
+
+static void qat_recovers_two_bit_accuracy(void **st)
+{
+    struct qd_dataset tr, te;
+    synth(&tr, 1024, 1);
+    synth(&te, 512, 2);
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    qd_model_init_params(&m, 5);
+    struct qd_train_opts o;
+    qd_train_opts_default(&o, "synth");
+    o.epochs = 6, o.batch = 32, o.lr = 0.1f, o.threads = 2, o.eval_each_epoch = 0;
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+    uint8_t bits[64] = {0};
+    for (int i = 0; i < m.nnodes; i++)
+        if (m.nodes[i].op == QD_OP_CONV || m.nodes[i].op == QD_OP_DENSE)
+            bits[i] = 2;
+    double ptq = quantized_acc(&m, &te, &nm, bits);
+    o.epochs = 4, o.lr = 0.02f, o.warmup_epochs = 0, o.qat_bits = bits;
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+    double qat = quantized_acc(&m, &te, &nm, bits);
+    fprintf(stderr, "2-bit weights: post-training %.3f, after QAT %.3f\n", ptq, qat);
+    assert_true(qat >= 0.9 && qat > ptq + 0.05);
+    qd_model_fini(&m);
+    qd_dataset_fini(&tr);
+    qd_dataset_fini(&te);
+}
+
 static void custom_cnn_on_real_fashion_mnist(void **st)
 {
     const char *src = getenv("QD_SOURCE_DIR"), *req = getenv("QD_REQUIRE_DATA");
@@ -153,6 +226,8 @@ int main(void)
         cmocka_unit_test(sgd_and_adam_learn_a_synthetic_task),
         cmocka_unit_test(training_is_deterministic_given_a_seed),
         cmocka_unit_test(input_shape_mismatch_is_an_error),
+        cmocka_unit_test(fake_quant_weights_invariants),
+        cmocka_unit_test(qat_recovers_two_bit_accuracy),
         cmocka_unit_test(custom_cnn_on_real_fashion_mnist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
