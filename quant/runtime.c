@@ -391,6 +391,63 @@ static void conv_float(const struct qd_rt *rt, const struct rt_node *nd, int i)
     }
 }
 
+/* Fast float convolution (f32 and fp16 weights): one output channel at a time, whole output
+ * planes accumulated one weight at a time over contiguous rows, like conv_int8_fast. Equal to
+ * conv_float up to float summation order. */
+static void conv_float_fast(const struct qd_rt *rt, const struct rt_node *nd, int i)
+{
+    const struct qd_qm_rec *r = &nd->r;
+    const struct rt_tensor *ti = &rt->t[r->in0], *to = &rt->t[i + 1];
+    const float *x = (const float *)(rt->act + ti->off);
+    float *y = (float *)(rt->act + to->off);
+    int dense = r->op == QD_IOP_DENSE;
+    int H = dense ? 1 : ti->s.h, W = dense ? 1 : ti->s.w, C = dense ? (int)r->in_len : ti->s.c;
+    int K = dense ? 1 : r->k, S = dense ? 1 : r->stride, P = dense ? 0 : r->pad;
+    int G = dense ? 1 : r->groups, cig = C / G, cog = r->c / G, OH = r->h, OW = r->w;
+    size_t per = (size_t)cig * K * K, ohw = (size_t)OH * OW;
+    float *w = (float *)rt->scratch;
+    for (int co = 0; co < r->c; co++) {
+        unpack_float(r, co, per, w);
+        int g = co / cog;
+        float b = rdf(r->bias, (size_t)co), *acc = y + (size_t)co * ohw;
+        if (dense) {
+            float a = 0;
+            for (size_t k = 0; k < per; k++)
+                a += x[k] * w[k];
+            acc[0] = a;
+        } else {
+            for (size_t j = 0; j < ohw; j++)
+                acc[j] = 0;
+            for (int ci = 0; ci < cig; ci++)
+                for (int ky = 0; ky < K; ky++)
+                    for (int kx = 0; kx < K; kx++) {
+                        float wv = w[(ci * K + ky) * K + kx];
+                        int lo = (P - kx + S - 1) / S, hi = (W - 1 + P - kx) / S + 1;
+                        if (lo < 0)
+                            lo = 0;
+                        if (hi > OW)
+                            hi = OW;
+                        const float *xc = x + (size_t)(g * cig + ci) * H * W;
+                        for (int oy = 0; oy < OH; oy++) {
+                            int iy = oy * S - P + ky;
+                            if (iy < 0 || iy >= H)
+                                continue;
+                            const float *xr = xc + (size_t)iy * W - P + kx;
+                            float *ar = acc + (size_t)oy * OW;
+                            if (S == 1)
+                                for (int ox = lo; ox < hi; ox++)
+                                    ar[ox] += wv * xr[ox];
+                            else
+                                for (int ox = lo; ox < hi; ox++)
+                                    ar[ox] += wv * xr[ox * S];
+                        }
+                    }
+        }
+        for (size_t j = 0; j < ohw; j++)
+            acc[j] = act_f(acc[j] + b, r->act);
+    }
+}
+
 static void other_float(const struct qd_rt *rt, const struct rt_node *nd, int i)
 {
     const struct qd_qm_rec *r = &nd->r;
@@ -627,7 +684,10 @@ qd_err qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits)
         const struct rt_node *nd = &rt->nodes[i];
         int op = nd->r.op;
         if (!rt->integer) {
-            if (op == QD_IOP_CONV || op == QD_IOP_DENSE)
+            if ((op == QD_IOP_CONV || op == QD_IOP_DENSE) && !rt->reference &&
+                nd->r.wfmt != QD_WFMT_INT)
+                conv_float_fast(rt, nd, i);
+            else if (op == QD_IOP_CONV || op == QD_IOP_DENSE)
                 conv_float(rt, nd, i);
             else
                 other_float(rt, nd, i);

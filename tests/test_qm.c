@@ -194,6 +194,32 @@ static void float_paths_match_the_inference_graph(void **st)
     }
 }
 
+static void fast_float_kernels_match_the_reference(void **st)
+{
+    for (int f = 0; qd_zoo_families[f]; f++) {
+        struct fixture fx;
+        make(&fx, qd_zoo_families[f], 3, 16, 80 + f);
+        for (int mi = 0; mi < 2; mi++) {
+            struct qd_qm_build b = {&fx.g, NULL, mi ? QD_QMODE_FP16 : QD_QMODE_F32, fx.rg, 7,
+                                    fx.m.family};
+            uint8_t *blob;
+            size_t len, need;
+            assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
+            qd_rt_t *fast, *ref;
+            uint8_t *a1 = load(blob, len, &fast, &need), *a2 = load(blob, len, &ref, &need);
+            qd_rt_set_reference(ref, 1);
+            for (int i = 0; i < 4; i++) {
+                float l1[10], l2[10];
+                qd_rt_run(fast, fx.ds.x + (size_t)i * 768, l1);
+                qd_rt_run(ref, fx.ds.x + (size_t)i * 768, l2);
+                assert_close(l1, l2, 10, 1e-4, 1e-4); /* summation order only */
+            }
+            free(a1), free(a2), free(blob);
+        }
+        unmake(&fx);
+    }
+}
+
 static void damaged_and_hostile_blobs_are_rejected(void **st)
 {
     struct fixture fx;
@@ -315,6 +341,7 @@ int main(void)
         cmocka_unit_test(size_is_exact_for_random_policies),
         cmocka_unit_test(fast_kernels_are_bit_exact_on_whole_models),
         cmocka_unit_test(float_paths_match_the_inference_graph),
+        cmocka_unit_test(fast_float_kernels_match_the_reference),
         cmocka_unit_test(damaged_and_hostile_blobs_are_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
