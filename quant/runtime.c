@@ -154,6 +154,17 @@ static float act_f(float v, int act)
 
 /* ---------------------------------------------------------------- integer kernels */
 
+/* Output columns ox whose input column ox*S - P + kx lies inside [0, W): [*lo, *hi). */
+static inline void valid_cols(int P, int kx, int S, int W, int OW, int *lo, int *hi)
+{
+    *lo = (P - kx + S - 1) / S;
+    *hi = (W - 1 + P - kx) / S + 1;
+    if (*lo < 0)
+        *lo = 0;
+    if (*hi > OW)
+        *hi = OW;
+}
+
 /* Convolution (dense is the 1x1 case over a 1x1 image), reference loops. */
 static void conv_int(const struct qd_rt *rt, const struct rt_node *nd, int i)
 {
@@ -287,12 +298,8 @@ static void conv_int8_fast(const struct qd_rt *rt, const struct rt_node *nd, int
                         int32_t wv = w[(ci * K + ky) * K + kx];
                         if (!wv)
                             continue;
-                        /* valid ox: 0 <= ox*S - P + kx < W */
-                        int lo = (P - kx + S - 1) / S, hi = (W - 1 + P - kx) / S + 1;
-                        if (lo < 0)
-                            lo = 0;
-                        if (hi > OW)
-                            hi = OW;
+                        int lo, hi;
+                        valid_cols(P, kx, S, W, OW, &lo, &hi);
                         const int16_t *xc = xs + (size_t)(g * cig + ci) * H * W;
                         for (int oy = 0; oy < OH; oy++) {
                             int iy = oy * S - P + ky;
@@ -422,11 +429,8 @@ static void conv_float_fast(const struct qd_rt *rt, const struct rt_node *nd, in
                 for (int ky = 0; ky < K; ky++)
                     for (int kx = 0; kx < K; kx++) {
                         float wv = w[(ci * K + ky) * K + kx];
-                        int lo = (P - kx + S - 1) / S, hi = (W - 1 + P - kx) / S + 1;
-                        if (lo < 0)
-                            lo = 0;
-                        if (hi > OW)
-                            hi = OW;
+                        int lo, hi;
+                        valid_cols(P, kx, S, W, OW, &lo, &hi);
                         const float *xc = x + (size_t)(g * cig + ci) * H * W;
                         for (int oy = 0; oy < OH; oy++) {
                             int iy = oy * S - P + ky;

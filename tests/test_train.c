@@ -182,16 +182,8 @@ static void qat_recovers_two_bit_accuracy(void **st)
 
 static void custom_cnn_on_real_fashion_mnist(void **st)
 {
-    const char *src = getenv("QD_SOURCE_DIR"), *req = getenv("QD_REQUIRE_DATA");
-    char d[1024], p[1100];
-    snprintf(d, sizeof d, "%s/data", src ? src : ".");
-    snprintf(p, sizeof p, "%s/fashion-mnist/t10k-images-idx3-ubyte.gz", d);
-    struct stat sb;
-    if (stat(p, &sb)) {
-        if (req && *req == '1')
-            fail_msg("%s missing but QD_REQUIRE_DATA=1", p);
-        skip();
-    }
+    char d[1024];
+    real_data_dir("fashion-mnist/t10k-images-idx3-ubyte.gz", d, sizeof d);
     struct qd_dataset tr, te;
     assert_int_equal(qd_data_load(d, "fashion-mnist", 1, &tr), QD_OK);
     assert_int_equal(qd_data_load(d, "fashion-mnist", 0, &te), QD_OK);

@@ -58,4 +58,22 @@ static inline void rm_rf(const char *d)
         fprintf(stderr, "warning: could not remove %s\n", d);
 }
 
+/* The real dataset directory ($QD_SOURCE_DIR/data) if `probe` exists under it; otherwise skips
+ * the test, or fails it when QD_REQUIRE_DATA=1 (scripts/test.sh fetches the data and sets it). */
+static inline void real_data_dir(const char *probe, char *dir, size_t len)
+{
+    const char *src = getenv("QD_SOURCE_DIR"), *req = getenv("QD_REQUIRE_DATA");
+    char p[2048];
+    snprintf(dir, len, "%s/data", src ? src : ".");
+    snprintf(p, sizeof p, "%s/%s", dir, probe);
+    FILE *f = fopen(p, "rb");
+    if (f) {
+        fclose(f);
+        return;
+    }
+    if (req && *req == '1')
+        fail_msg("%s missing but QD_REQUIRE_DATA=1", p);
+    skip();
+}
+
 #endif
