@@ -22,6 +22,7 @@
 #include "quant/policy.h"
 #include "quant/qm.h"
 #include "quant/runtime.h"
+#include "quant/simulate.h"
 
 static const char usage[] =
     "usage: quantlab COMMAND [options]\n"
@@ -35,6 +36,7 @@ static const char usage[] =
     "  quantize --ckpt F --mode fp32|int8|int16x8|fp16|dynamic|mixed [--policy P]\n"
     "        [--calib minmax|percentile|mse] [--calib-n N] [--data D] [--dir DIR] --out M.qm\n"
     "        [--qat-epochs N [--lr LR]]   quantization-aware fine-tuning first\n"
+    "        [--simulate [--limit N]]     also the float simulation's test accuracy\n"
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
@@ -42,7 +44,7 @@ static const char usage[] =
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib;
-    int calib_n, limit, qat_epochs;
+    int calib_n, limit, qat_epochs, simulate;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
@@ -79,6 +81,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
         }
         if (!strcmp(f, "--no-eval")) {
             a->noeval = 1;
+            continue;
+        }
+        if (!strcmp(f, "--simulate")) {
+            a->simulate = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -471,6 +477,26 @@ static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm
     return e;
 }
 
+/* Test accuracy of the float simulation of build b (a second inference graph of m). */
+static qd_err simulate(const struct args *a, const struct qd_model *m, const struct qd_norm *nm,
+                       const struct qd_qm_build *b, const char *ds, double *acc)
+{
+    struct qd_igraph sim;
+    struct qd_dataset te;
+    QD_TRY(qd_igraph_build(m, nm, &sim));
+    struct qd_qparam *tq = calloc((size_t)sim.n + 1, sizeof *tq);
+    qd_err e = tq ? qd_data_load(a->dir, a->data ? a->data : ds, 0, &te)
+                  : qd_seterr(QD_ENOMEM, "out of memory");
+    if (!e) {
+        qd_simulate_prepare(b, &sim, tq);
+        e = qd_simulate_accuracy(&sim, tq, &te, a->limit, acc);
+        qd_dataset_fini(&te);
+    }
+    free(tq);
+    qd_igraph_fini(&sim);
+    return e;
+}
+
 static int cmd_quantize(struct args *a)
 {
     if (!a->ckpt || !a->mode || !a->out)
@@ -517,6 +543,9 @@ static int cmd_quantize(struct args *a)
     if ((e = qd_qm_size(&b, &predicted)) || (e = qd_qm_build(&b, &blob, &len)) ||
         (e = qd_rt_arena_size(blob, len, &arena)) || (e = qd_file_write_atomic(a->out, blob, len)))
         goto done;
+    double sim_acc = -1;
+    if (a->simulate && (e = simulate(a, &m, &nm, &b, ds, &sim_acc)))
+        goto done;
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "model", m.family);
@@ -525,12 +554,16 @@ static int cmd_quantize(struct args *a)
         cJSON_AddNumberToObject(j, "predicted_bytes", (double)predicted);
         cJSON_AddNumberToObject(j, "arena_bytes", (double)arena);
         cJSON_AddNumberToObject(j, "layers", g.nq);
+        if (sim_acc >= 0)
+            cJSON_AddNumberToObject(j, "simulated_acc", sim_acc);
         cJSON_AddStringToObject(j, "out", a->out);
         print_json(j);
     } else {
         printf("%s %s: %zu bytes (predicted %zu), runtime arena %zu bytes, %d quantizable "
                "layers -> %s\n",
                m.family, qd_qmode_name(mode), len, predicted, arena, g.nq, a->out);
+        if (sim_acc >= 0)
+            printf("simulated (fake-quant float) test accuracy: %.2f%%\n", 100 * sim_acc);
     }
 done:
     if (e)

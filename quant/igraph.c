@@ -181,6 +181,27 @@ out:
 
 /* ---------------------------------------------------------------- float forward */
 
+/* Average pooling as the integer runtime does it: on the raw quantized values (input and
+ * output share the parameters q), rounding the raw average half away from zero, as TFLite's
+ * reference kernel does. Quantizing the float average instead breaks ties differently when the
+ * zero point is not 0, and averages of 2^k values hit exact ties often. */
+static void avgpool_sim(int planes, int h, int w, int k, int s, const float *x, float *y,
+                        const struct qd_qparam *q)
+{
+    int oh = (h - k) / s + 1, ow = (w - k) / s + 1;
+    int64_t n = (int64_t)k * k;
+    for (int p = 0; p < planes; p++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                int64_t acc = 0;
+                for (int ky = 0; ky < k; ky++)
+                    for (int kx = 0; kx < k; kx++)
+                        acc += qd_quantize(x[((size_t)p * h + oy * s + ky) * w + ox * s + kx], q);
+                acc = acc >= 0 ? (acc + n / 2) / n : -((-acc + n / 2) / n);
+                y[((size_t)p * oh + oy) * ow + ox] = qd_dequantize((int32_t)acc, q);
+            }
+}
+
 static void conv_desc(const struct qd_igraph *g, const struct qd_inode *n, int batch,
                       struct qd_conv_desc *d)
 {
@@ -236,6 +257,8 @@ void qd_igraph_forward(struct qd_igraph_exec *e, int n, const float *x)
     const struct qd_igraph *g = e->g;
     QD_ASSERT(n > 0 && n <= e->cap);
     memcpy(e->t[0], x, sizeof(float) * n * qd_igraph_tensor_len(g, 0));
+    if (e->fq && e->fq[0].bits)
+        qd_fake_quant_f32(e->t[0], e->t[0], n * qd_igraph_tensor_len(g, 0), &e->fq[0]);
     for (int i = 0; i < g->n; i++) {
         const struct qd_inode *nd = &g->nodes[i];
         const float *a = e->t[nd->in[0]];
@@ -263,12 +286,17 @@ void qd_igraph_forward(struct qd_igraph_exec *e, int n, const float *x)
             break;
         }
         case QD_IOP_AVGPOOL:
-            qd_avgpool_fwd_f32(n * nd->c, ih, iw, nd->k, nd->stride, a, y);
+            if (e->fq && e->fq[i + 1].bits)
+                avgpool_sim(n * nd->c, ih, iw, nd->k, nd->stride, a, y, &e->fq[i + 1]);
+            else
+                qd_avgpool_fwd_f32(n * nd->c, ih, iw, nd->k, nd->stride, a, y);
             break;
         case QD_IOP_CLAMP:
             memcpy(y, a, sizeof(float) * len);
             break;
         }
         apply_act(y, len, nd->act);
+        if (e->fq && e->fq[i + 1].bits)
+            qd_fake_quant_f32(y, y, len, &e->fq[i + 1]);
     }
 }

@@ -18,6 +18,7 @@
 #include "core/err.h"
 #include "nn/model.h"
 #include "nn/train.h"
+#include "quant/quantize.h"
 
 enum qd_iop { QD_IOP_CONV, QD_IOP_DENSE, QD_IOP_ADD, QD_IOP_MAXPOOL, QD_IOP_AVGPOOL,
               QD_IOP_CLAMP };
@@ -55,6 +56,9 @@ struct qd_igraph_exec {
     float **t;       /* (n + 1) tensors of cap samples */
     float *block, *scratch;
     size_t block_bytes;
+    /* Simulation: when set, every tensor t with fq[t].bits > 0 is fake-quantized (quantized
+     * and dequantized) as soon as it is computed. NULL: plain float. */
+    const struct qd_qparam *fq;
 };
 
 qd_err qd_igraph_exec_init(struct qd_igraph_exec *e, const struct qd_igraph *g, int cap);

@@ -172,6 +172,42 @@ static int param_source(const struct qd_igraph *g, int t)
     return t;
 }
 
+int qd_qm_weight_bits(const struct qd_qm_build *b, int node, int *per_tensor)
+{
+    const struct qd_inode *n = &b->g->nodes[node];
+    int mixed = b->mode == QD_QMODE_MIXED;
+    *per_tensor = 0;
+    if (n->op != QD_IOP_CONV && n->op != QD_IOP_DENSE)
+        return 0;
+    if (b->mode == QD_QMODE_F32 || b->mode == QD_QMODE_FP16)
+        return 0;
+    /* per-tensor dense weights in the TFLite modes, per-channel elsewhere */
+    *per_tensor = n->op == QD_IOP_DENSE && !mixed;
+    return mixed ? b->policy->wbits[n->qidx] : 8;
+}
+
+void qd_qm_tensor_qparams(const struct qd_qm_build *b, struct qd_qparam *q)
+{
+    const struct qd_igraph *g = b->g;
+    int *bits = malloc(sizeof(int) * (g->n + 1));
+    if (!bits) {
+        memset(q, 0, sizeof *q * (g->n + 1));
+        return;
+    }
+    qd_qm_tensor_bits(b, bits);
+    for (int t = 0; t <= g->n; t++) {
+        memset(&q[t], 0, sizeof q[t]);
+        if (!bits[t])
+            continue;
+        int ps = param_source(g, t);
+        tensor_q(b, bits, ps, &q[t].scale, &q[t].zero);
+        q[t].bits = bits[t];
+        qd_qrange(bits[t], bits[t] == 16 ? QD_QSCHEME_SYM : QD_QSCHEME_ASYM, &q[t].qmin,
+                  &q[t].qmax);
+    }
+    free(bits);
+}
+
 static void write_model(struct wr *w, const struct qd_qm_build *b)
 {
     const struct qd_igraph *g = b->g;
@@ -232,10 +268,10 @@ static void write_model(struct wr *w, const struct qd_qm_build *b)
             else if (b->mode == QD_QMODE_FP16)
                 wfmt = QD_WFMT_FP16, bfmt = QD_BFMT_F32;
             else {
+                int per_tensor;
                 wfmt = QD_WFMT_INT;
-                wb = mixed ? b->policy->wbits[n->qidx] : 8;
-                /* per-tensor dense weights in the TFLite modes, per-channel elsewhere */
-                nscale = (n->op == QD_IOP_DENSE && !mixed) ? 1 : (uint32_t)n->c;
+                wb = qd_qm_weight_bits(b, i, &per_tensor);
+                nscale = per_tensor ? 1 : (uint32_t)n->c;
                 int wide = bits[n->in[0]] == 16 || bits[i + 1] == 16 || wb > 8;
                 bfmt = b->mode == QD_QMODE_DYNAMIC ? QD_BFMT_F32 : wide ? QD_BFMT_I64 : QD_BFMT_I32;
             }

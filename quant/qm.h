@@ -27,6 +27,7 @@
 #include "core/err.h"
 #include "quant/igraph.h"
 #include "quant/policy.h"
+#include "quant/quantize.h"
 
 #define QD_QM_VERSION 1
 #define QD_QM_HEADER 96
@@ -71,6 +72,11 @@ struct qd_qm_build {
 /* Bits of every tensor under b (tensor 0 = input), 0 for float. */
 void qd_qm_tensor_bits(const struct qd_qm_build *b, int *bits);
 qd_err qd_qm_size(const struct qd_qm_build *b, size_t *size);
+/* The quantization the built file will use, for simulating it in float: per tensor (n + 1),
+ * q[t].bits = 0 where the tensor stays float; per node, the weight bits (0: float weights)
+ * and whether they are quantized per tensor rather than per output channel. */
+void qd_qm_tensor_qparams(const struct qd_qm_build *b, struct qd_qparam *q);
+int qd_qm_weight_bits(const struct qd_qm_build *b, int node, int *per_tensor);
 qd_err qd_qm_build(const struct qd_qm_build *b, uint8_t **blob, size_t *len);
 /* Checks magic, version, sizes, every offset and field range, and the CRC. Allocates a
  * shape table; the runtime uses qd_qm_validate_into with one from its arena instead. */

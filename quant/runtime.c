@@ -25,6 +25,7 @@ struct rt_node {
     int32_t *mult, *shift; /* per channel (integer conv/dense) */
     int32_t amin, amax;    /* output clamp (integer) */
     int32_t add_ma, add_sa, add_mb, add_sb, add_mo, add_so; /* integer add */
+    int32_t add_shift;                                       /* 20 for int8, 15 for int16 */
 };
 
 struct qd_rt {
@@ -42,7 +43,11 @@ struct qd_rt {
 };
 
 #define ALIGN(x) (((x) + 15) & ~(size_t)15)
-#define ADD_SHIFT 20
+/* Integer add: inputs are centred and shifted left before rescaling so the rescale keeps
+ * precision. |x - z| <= 2^(bits) so (x - z) << shift stays below 2^31 after the <= 1/2 rescale:
+ * 20 bits of headroom for int8 (TFLite's choice), 15 for int16 (ditto). */
+#define ADD_SHIFT_8 20
+#define ADD_SHIFT_16 15
 
 void qd_quantize_multiplier(double m, int32_t *M, int32_t *shift)
 {
@@ -212,8 +217,8 @@ static void add_int(const struct qd_rt *rt, const struct rt_node *nd, int i)
     const void *pa = rt->act + a->off, *pb = rt->act + b->off;
     void *py = rt->act + o->off;
     for (uint32_t j = 0; j < o->s.len; j++) {
-        int64_t va = (int64_t)(ld(pa, j, a->s.bits) - a->zero) * ((int64_t)1 << ADD_SHIFT);
-        int64_t vb = (int64_t)(ld(pb, j, b->s.bits) - b->zero) * ((int64_t)1 << ADD_SHIFT);
+        int64_t va = (int64_t)(ld(pa, j, a->s.bits) - a->zero) * ((int64_t)1 << nd->add_shift);
+        int64_t vb = (int64_t)(ld(pb, j, b->s.bits) - b->zero) * ((int64_t)1 << nd->add_shift);
         int64_t s = (int64_t)qd_requant(va, nd->add_ma, nd->add_sa) +
                     qd_requant(vb, nd->add_mb, nd->add_sb);
         int32_t v = qd_requant(s, nd->add_mo, nd->add_so) + o->zero;
@@ -551,9 +556,10 @@ static void prepare_node(struct qd_rt *rt, struct rt_node *nd, int i)
     } else if (r->op == QD_IOP_ADD) {
         const struct rt_tensor *tb = &rt->t[r->in1];
         double m2 = 2.0 * fmax(ti->scale, tb->scale);
+        nd->add_shift = (ti->s.bits == 16 || tb->s.bits == 16) ? ADD_SHIFT_16 : ADD_SHIFT_8;
         qd_quantize_multiplier(ti->scale / m2, &nd->add_ma, &nd->add_sa);
         qd_quantize_multiplier(tb->scale / m2, &nd->add_mb, &nd->add_sb);
-        qd_quantize_multiplier(m2 / ((double)(1 << ADD_SHIFT) * to->scale), &nd->add_mo,
+        qd_quantize_multiplier(m2 / ((double)(1 << nd->add_shift) * to->scale), &nd->add_mo,
                                &nd->add_so);
     }
 }

@@ -8,6 +8,7 @@
 #include "quant/calib.h"
 #include "quant/qm.h"
 #include "quant/runtime.h"
+#include "quant/simulate.h"
 
 #include <zlib.h>
 
@@ -220,6 +221,54 @@ static void fast_float_kernels_match_the_reference(void **st)
     }
 }
 
+/* The integer runtime computes what the fake-quant simulation computes, up to fixed-point and
+ * bias rounding: its logits are much closer to the simulation's than to the float model's. */
+static void runtime_follows_the_simulation(void **st)
+{
+    for (int f = 0; qd_zoo_families[f]; f++) {
+        struct fixture fx;
+        make(&fx, qd_zoo_families[f], 3, 16, 90 + f);
+        struct qd_policy p;
+        qd_policy_uniform(&p, fx.g.nq, 4, 8);
+        for (int mi = 0; mi < 3; mi++) {
+            enum qd_qmode mode = mi == 0 ? QD_QMODE_INT8 : mi == 1 ? QD_QMODE_INT16X8 : QD_QMODE_MIXED;
+            struct qd_qm_build b = {&fx.g, &p, mode, fx.rg, 7, fx.m.family};
+            uint8_t *blob;
+            size_t len, need;
+            assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
+            qd_rt_t *rt;
+            uint8_t *arena = load(blob, len, &rt, &need);
+            struct qd_igraph sim;
+            assert_int_equal(qd_igraph_build(&fx.m, &fx.g.norm, &sim), QD_OK);
+            struct qd_qparam *tq = calloc((size_t)sim.n + 1, sizeof *tq);
+            qd_simulate_prepare(&b, &sim, tq);
+            struct qd_igraph_exec es, ef;
+            assert_int_equal(qd_igraph_exec_init(&es, &sim, 1), QD_OK);
+            assert_int_equal(qd_igraph_exec_init(&ef, &fx.g, 1), QD_OK);
+            es.fq = tq;
+            double d_sim = 0, d_float = 0;
+            for (int i = 0; i < 8; i++) {
+                float x[768], l[10];
+                uint8_t y;
+                qd_batch_fill(&fx.ds, &fx.g.norm, &i, 1, 0, NULL, x, &y);
+                qd_igraph_forward(&es, 1, x);
+                qd_igraph_forward(&ef, 1, x);
+                qd_rt_run(rt, fx.ds.x + (size_t)i * 768, l);
+                for (int k = 0; k < 10; k++) {
+                    d_sim += fabs(l[k] - es.t[sim.n][k]);
+                    d_float += fabs(l[k] - ef.t[fx.g.n][k]);
+                }
+            }
+            if (!(d_sim < 0.35 * d_float))
+                fail_msg("%s %s: runtime-simulation distance %g, runtime-float %g", fx.m.family,
+                         qd_qmode_name(mode), d_sim, d_float);
+            qd_igraph_exec_fini(&es), qd_igraph_exec_fini(&ef), qd_igraph_fini(&sim);
+            free(tq), free(arena), free(blob);
+        }
+        unmake(&fx);
+    }
+}
+
 static void damaged_and_hostile_blobs_are_rejected(void **st)
 {
     struct fixture fx;
@@ -342,6 +391,7 @@ int main(void)
         cmocka_unit_test(fast_kernels_are_bit_exact_on_whole_models),
         cmocka_unit_test(float_paths_match_the_inference_graph),
         cmocka_unit_test(fast_float_kernels_match_the_reference),
+        cmocka_unit_test(runtime_follows_the_simulation),
         cmocka_unit_test(damaged_and_hostile_blobs_are_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
