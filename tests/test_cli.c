@@ -192,15 +192,9 @@ static int setup(void **st)
     ql = getenv("QUANTLAB");
     if (!ql)
         ql = "./quantlab";
-    dir = make_tmpdir();
-    return 0;
-}
-
-static int teardown(void **st)
-{
-    rm_rf(dir);
-    free(dir);
-    return 0;
+    int rc = tmpdir_setup(st);
+    dir = (char *)tmpdir();
+    return rc;
 }
 
 int main(void)
@@ -211,5 +205,5 @@ int main(void)
         cmocka_unit_test(spec_output_is_a_valid_spec),
         cmocka_unit_test(train_then_eval_agree),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

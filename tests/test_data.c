@@ -248,15 +248,9 @@ static void real_files_when_present(void **st)
 
 static int setup(void **st)
 {
-    dir = make_tmpdir();
-    return 0;
-}
-
-static int teardown(void **st)
-{
-    rm_rf(dir);
-    free(dir);
-    return 0;
+    int rc = tmpdir_setup(st);
+    dir = (char *)tmpdir();
+    return rc;
 }
 
 int main(void)
@@ -267,5 +261,5 @@ int main(void)
         cmocka_unit_test(cifar_png_conversion_and_reader),
         cmocka_unit_test(real_files_when_present),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }

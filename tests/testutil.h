@@ -58,6 +58,31 @@ static inline void rm_rf(const char *d)
         fprintf(stderr, "warning: could not remove %s\n", d);
 }
 
+/* A temporary directory for a whole test group: cmocka_run_group_tests(t, tmpdir_setup,
+ * tmpdir_teardown) creates it before the first test and removes it after the last. */
+static inline char **tmpdir_slot(void)
+{
+    static char *d;
+    return &d;
+}
+static inline const char *tmpdir(void)
+{
+    return *tmpdir_slot();
+}
+static inline int tmpdir_setup(void **st)
+{
+    (void)st;
+    *tmpdir_slot() = make_tmpdir();
+    return 0;
+}
+static inline int tmpdir_teardown(void **st)
+{
+    (void)st;
+    rm_rf(*tmpdir_slot());
+    free(*tmpdir_slot());
+    return 0;
+}
+
 /* The real dataset directory ($QD_SOURCE_DIR/data) if `probe` exists under it; otherwise skips
  * the test, or fails it when QD_REQUIRE_DATA=1 (scripts/test.sh fetches the data and sets it). */
 static inline void real_data_dir(const char *probe, char *dir, size_t len)
