@@ -47,3 +47,10 @@ void qd_clearerr(void)
     detail[0] = 0;
     last = QD_OK;
 }
+
+qd_err qd_wraperr(qd_err e, const char *prefix, const char *suffix)
+{
+    char keep[sizeof detail];
+    snprintf(keep, sizeof keep, "%s", qd_errmsg());
+    return qd_seterr(e, "%s%s%s", prefix ? prefix : "", keep, suffix ? suffix : "");
+}

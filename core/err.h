@@ -46,6 +46,9 @@ qd_err qd_seterr(qd_err e, const char *fmt, ...) __attribute__((format(printf, 2
 /* The detail of the last qd_seterr on this thread, or the code's message if none was given. */
 const char *qd_errmsg(void);
 void qd_clearerr(void);
+/* Re-sets the thread's detail to prefix + detail + suffix (either may be NULL); returns e.
+ *     return qd_wraperr(e, "model.qm: ", NULL); */
+qd_err qd_wraperr(qd_err e, const char *prefix, const char *suffix);
 
 #define QD_ASSERT(cond)                                                                            \
     do {                                                                                           \

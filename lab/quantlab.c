@@ -588,9 +588,9 @@ static int cmd_run(struct args *a)
     e = qd_rt_arena_size(blob, len, &need);
     if (e) {
         free(blob);
-        char keep[400];
-        snprintf(keep, sizeof keep, "%s", qd_errmsg());
-        return fail(qd_seterr(e, "%s: %s", a->model, keep));
+        char pre[4200];
+        snprintf(pre, sizeof pre, "%s: ", a->model);
+        return fail(qd_wraperr(e, pre, NULL));
     }
     struct qd_qm_header h;
     qd_qm_header_read(blob, &h);

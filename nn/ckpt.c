@@ -103,9 +103,9 @@ qd_err qd_ckpt_load(const char *path, struct qd_model *m, char dataset[32], stru
     e = qd_model_parse(spec, m);
     free(spec);
     if (e) {
-        char keep[400];
-        snprintf(keep, sizeof keep, "%s", qd_errmsg());
-        e = qd_seterr(e, "%s: %s", path, keep);
+        char pre[4200];
+        snprintf(pre, sizeof pre, "%s: ", path);
+        e = qd_wraperr(e, pre, NULL);
         goto fail;
     }
     if (m->nparam != np || m->nstat != ns) {

@@ -233,11 +233,9 @@ qd_err qd_data_load(const char *dir, const char *name, int train, struct qd_data
         e = load_idx_pair(d, prefix, exists(p) ? ".gz" : "", ds);
     }
     if (e) {
-        char keep[512];
-        snprintf(keep, sizeof keep, "%s", qd_errmsg());
         qd_dataset_fini(ds);
-        qd_seterr(e, "%s%s", keep,
-                  e == QD_ENOENT ? " (run: quantlab data fetch --data NAME)" : "");
+        if (e == QD_ENOENT)
+            qd_wraperr(e, NULL, " (run: quantlab data fetch --data NAME)");
     }
     return e;
 }

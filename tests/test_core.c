@@ -14,6 +14,10 @@ static void errors_have_names_and_messages(void **st)
         assert_true(strlen(qd_strerror((qd_err)e)) > 3);
     assert_int_equal(qd_seterr(QD_EIO, "file %s line %d", "x.conf", 7), QD_EIO);
     assert_string_equal(qd_errmsg(), "file x.conf line 7");
+    assert_int_equal(qd_wraperr(QD_EIO, "a.qm: ", " (retry)"), QD_EIO);
+    assert_string_equal(qd_errmsg(), "a.qm: file x.conf line 7 (retry)");
+    qd_wraperr(QD_EIO, "100%s: ", NULL); /* a '%' in a prefix is text, not a format */
+    assert_string_equal(qd_errmsg(), "100%s: a.qm: file x.conf line 7 (retry)");
     qd_clearerr();
     assert_string_equal(qd_errmsg(), "success");
 }
