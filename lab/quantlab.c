@@ -38,13 +38,14 @@ static const char usage[] =
     "        [--qat-epochs N [--lr LR]]   quantization-aware fine-tuning first\n"
     "        [--simulate [--limit N]]     also the float simulation's test accuracy\n"
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
+    "        [--isa auto|portable|avx2|avx512vnni]   integer kernels (default: the best here)\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib;
-    int calib_n, limit, qat_epochs, simulate;
+    int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
@@ -127,6 +128,14 @@ static int parse(int argc, char **argv, int i, struct args *a)
             a->out = v;
         else if (!strcmp(f, "--ckpt"))
             a->ckpt = v;
+        else if (!strcmp(f, "--isa")) {
+            a->isa = -1;
+            for (int k = 0; k <= QD_RT_ISA_AUTO; k++)
+                if (!strcmp(v, qd_rt_isa_name(k)))
+                    a->isa = k;
+            if (a->isa < 0)
+                return bad("--isa must be auto, portable, avx2 or avx512vnni, not %s", v);
+        }
         else if (!strcmp(f, "--mode")) {
             if (qd_qmode_parse(v) < 0)
                 return bad("--mode must be fp32, int8, int16x8, fp16, dynamic or mixed, not %s", v);
@@ -611,6 +620,13 @@ static int cmd_run(struct args *a)
     int n = a->limit && a->limit < te.n ? a->limit : te.n;
     int T = a->threads ? a->threads : 1;
     long ok = 0;
+    int isa_used = 0, accel_layers = 0, load_err = 0;
+    if (a->isa != QD_RT_ISA_AUTO && a->isa > qd_rt_isa_best()) {
+        free(blob);
+        qd_dataset_fini(&te);
+        return fail(qd_seterr(QD_EINVAL, "run: this CPU has no %s (best: %s)",
+                              qd_rt_isa_name(a->isa), qd_rt_isa_name(qd_rt_isa_best())));
+    }
     double t0 = now();
     /* one runtime (arena) per thread, samples split between them */
 #pragma omp parallel num_threads(T) reduction(+ : ok)
@@ -619,7 +635,24 @@ static int cmd_run(struct args *a)
         qd_rt_t *rt;
         size_t nd;
         float logits[256];
-        if (arena && !qd_rt_load(blob, len, arena, need, &rt, &nd)) {
+        size_t an = 0;
+        void *abuf = NULL;
+        int ok_load = arena && !qd_rt_load(blob, len, arena, need, &rt, &nd);
+        if (ok_load && !qd_rt_accel_size(rt, a->isa, &an) && an) {
+            abuf = aligned_alloc(64, (an + 63) & ~(size_t)63);
+            if (!abuf || qd_rt_accel(rt, a->isa, abuf, an))
+                ok_load = 0;
+        }
+#pragma omp single
+        {
+            if (ok_load) {
+                isa_used = qd_rt_isa(rt);
+                accel_layers = qd_rt_accel_layers(rt);
+            } else {
+                load_err = 1;
+            }
+        }
+        if (ok_load) {
 #pragma omp for schedule(static)
             for (int i = 0; i < n; i++) {
                 qd_rt_run(rt, te.x + (size_t)i * te.c * te.h * te.w, logits);
@@ -629,7 +662,13 @@ static int cmd_run(struct args *a)
                 ok += am == te.y[i];
             }
         }
+        free(abuf);
         free(arena);
+    }
+    if (load_err) {
+        free(blob);
+        qd_dataset_fini(&te);
+        return fail(qd_seterr(QD_ENOMEM, "run: no memory for a runtime per thread"));
     }
     double dt = now() - t0;
     if (a->json) {
@@ -641,12 +680,15 @@ static int cmd_run(struct args *a)
         cJSON_AddNumberToObject(j, "test_acc", (double)ok / n);
         cJSON_AddNumberToObject(j, "images_per_s", n / dt);
         cJSON_AddNumberToObject(j, "threads", T);
+        cJSON_AddStringToObject(j, "isa", qd_rt_isa_name(isa_used));
+        cJSON_AddNumberToObject(j, "accelerated_layers", accel_layers);
         print_json(j);
     } else {
         printf("%s (%s, %zu bytes, arena %zu bytes) on %s: accuracy %.2f%% over %d images, %.0f "
-               "images/s on %d thread%s\n",
+               "images/s on %d thread%s (%s kernels on %d layers)\n",
                a->model, qd_qmode_name((enum qd_qmode)h.mode), len, need, te.name,
-               100.0 * ok / n, n, n / dt, T, T > 1 ? "s" : "");
+               100.0 * ok / n, n, n / dt, T, T > 1 ? "s" : "", qd_rt_isa_name(isa_used),
+               accel_layers);
     }
     free(blob);
     qd_dataset_fini(&te);
@@ -659,7 +701,7 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    struct args a = {.dir = "data", .augment = -1, .seed = 1};
+    struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO};
     const char *cmd = argv[1];
     int first = 2;
     if (!strcmp(cmd, "data")) {

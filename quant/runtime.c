@@ -10,39 +10,8 @@
 #include "quant/igraph.h"
 #include "quant/qm.h"
 #include "quant/quantize.h"
+#include "quant/runtime_impl.h"
 
-struct rt_tensor {
-    struct qd_qm_tshape s;
-    int32_t last;       /* last step that reads it (n: the output) */
-    size_t off, bytes;  /* in the activation arena; bytes per sample */
-    float scale;
-    int32_t zero;
-    int placed;
-};
-
-struct rt_node {
-    struct qd_qm_rec r;
-    int32_t *mult, *shift; /* per channel (integer conv/dense) */
-    int32_t amin, amax;    /* output clamp (integer) */
-    int32_t add_ma, add_sa, add_mb, add_sb, add_mo, add_so; /* integer add */
-    int32_t add_shift;                                       /* 20 for int8, 15 for int16 */
-};
-
-struct qd_rt {
-    struct qd_qm_header h;
-    const uint8_t *blob;
-    int n;
-    struct rt_node *nodes;
-    struct rt_tensor *t;
-    uint8_t *act;
-    size_t act_bytes;
-    uint8_t *scratch;
-    size_t scratch_bytes, used;
-    int integer;
-    int reference; /* run the plain reference kernels (tests compare the two bit for bit) */
-};
-
-#define ALIGN(x) (((x) + 15) & ~(size_t)15)
 /* Integer add: inputs are centred and shifted left before rescaling so the rescale keeps
  * precision. |x - z| <= 2^(bits) so (x - z) << shift stays below 2^31 after the <= 1/2 rescale:
  * 20 bits of headroom for int8 (TFLite's choice), 15 for int16 (ditto). */
@@ -70,6 +39,13 @@ void qd_quantize_multiplier(double m, int32_t *M, int32_t *shift)
 
 int32_t qd_requant(int64_t acc, int32_t M, int32_t shift)
 {
+    if (acc >= INT32_MIN && acc <= INT32_MAX && shift <= 30) {
+        /* the common case in int64: |acc * M| < 2^62, rounding term <= 2^61 */
+        int64_t q = acc * M;
+        int s = 31 - shift;
+        q = (q + ((int64_t)1 << (s - 1))) >> s;
+        return q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : (int32_t)q;
+    }
     __int128 p = (__int128)acc * M;
     int rs = 31 - shift;
     __int128 r = rs > 0 ? (p + ((__int128)1 << (rs - 1))) >> rs : p << -rs;
@@ -95,7 +71,7 @@ static inline void st(void *p, size_t i, int bits, int32_t v)
         ((int8_t *)p)[i] = (int8_t)v;
 }
 
-static inline int32_t clampi(int32_t v, int32_t lo, int32_t hi)
+static inline int32_t clampi(int64_t v, int32_t lo, int32_t hi)
 {
     return v < lo ? lo : v > hi ? hi : v;
 }
@@ -107,7 +83,7 @@ static float rdf(const uint8_t *p, size_t i)
     return v;
 }
 
-static int64_t bias_at(const struct qd_qm_rec *r, int c)
+int64_t rt_bias_at(const struct qd_qm_rec *r, int c)
 {
     if (r->bfmt == QD_BFMT_I64) {
         int64_t v;
@@ -125,7 +101,7 @@ static float wscale(const struct qd_qm_rec *r, int c)
 }
 
 /* One output channel's weights as int32 (integer formats) or float. */
-static void unpack_int(const struct qd_qm_rec *r, int co, size_t per, int32_t *w)
+void rt_unpack_int(const struct qd_qm_rec *r, int co, size_t per, int32_t *w)
 {
     size_t base = (size_t)co * per;
     if (r->wbits == 8)
@@ -185,9 +161,9 @@ static void conv_int(const struct qd_rt *rt, const struct rt_node *nd, int i)
     int32_t *w = (int32_t *)rt->scratch, zx = ti->zero, zo = to->zero;
     int ib = ti->s.bits, ob = to->s.bits;
     for (int co = 0; co < r->c; co++) {
-        unpack_int(r, co, per, w);
+        rt_unpack_int(r, co, per, w);
         int g = co / cog;
-        int64_t b = bias_at(r, co);
+        int64_t b = rt_bias_at(r, co);
         for (int oy = 0; oy < r->h; oy++)
             for (int ox = 0; ox < r->w; ox++) {
                 int64_t acc = b;
@@ -205,7 +181,7 @@ static void conv_int(const struct qd_rt *rt, const struct rt_node *nd, int i)
                         }
                     }
                 int32_t v = qd_requant(acc, nd->mult[co], nd->shift[co]);
-                v = clampi(v + zo, nd->amin, nd->amax);
+                v = clampi((int64_t)v + zo, nd->amin, nd->amax);
                 st(y, ((size_t)co * r->h + oy) * r->w + ox, ob, v);
             }
     }
@@ -287,9 +263,9 @@ static void conv_int8_fast(const struct qd_rt *rt, const struct rt_node *nd, int
     for (uint32_t j = 0; j < ti->s.len; j++)
         xs[j] = (int16_t)(x[j] - zx);
     for (int co = 0; co < r->c; co++) {
-        unpack_int(r, co, per, w);
+        rt_unpack_int(r, co, per, w);
         int g = co / cog;
-        int32_t b = (int32_t)bias_at(r, co);
+        int32_t b = (int32_t)rt_bias_at(r, co);
         if (dense) {
             int32_t a = 0;
             for (size_t k = 0; k < per; k++)
@@ -324,7 +300,7 @@ static void conv_int8_fast(const struct qd_rt *rt, const struct rt_node *nd, int
         int32_t M = nd->mult[co], sh = nd->shift[co];
         for (size_t j = 0; j < ohw; j++) {
             int32_t v = qd_requant((int64_t)acc[j] + b, M, sh);
-            st(y, (size_t)co * ohw + j, to->s.bits, clampi(v + zo, nd->amin, nd->amax));
+            st(y, (size_t)co * ohw + j, to->s.bits, clampi((int64_t)v + zo, nd->amin, nd->amax));
         }
     }
 }
@@ -371,7 +347,7 @@ static void conv_float(const struct qd_rt *rt, const struct rt_node *nd, int i)
     }
     for (int co = 0; co < r->c; co++) {
         if (dyn)
-            unpack_int(r, co, per, wi);
+            rt_unpack_int(r, co, per, wi);
         else
             unpack_float(r, co, per, wf);
         int g = co / cog;
@@ -669,6 +645,86 @@ void qd_rt_set_reference(qd_rt_t *rt, int on)
     rt->reference = on;
 }
 
+int qd_rt_isa_best(void)
+{
+    return rt_cpu_has(QD_RT_ISA_AVX512VNNI) ? QD_RT_ISA_AVX512VNNI
+           : rt_cpu_has(QD_RT_ISA_AVX2)     ? QD_RT_ISA_AVX2
+                                            : QD_RT_ISA_PORTABLE;
+}
+
+const char *qd_rt_isa_name(int isa)
+{
+    static const char *names[] = {"portable", "avx2", "avx512vnni", "auto"};
+    return isa >= 0 && isa <= QD_RT_ISA_AUTO ? names[isa] : "?";
+}
+
+int qd_rt_isa(const qd_rt_t *rt)
+{
+    return rt->acc ? rt->isa : QD_RT_ISA_PORTABLE;
+}
+
+int qd_rt_accel_layers(const qd_rt_t *rt)
+{
+    int k = 0;
+    for (int i = 0; rt->acc && i < rt->n; i++)
+        k += rt->acc[i].on;
+    return k;
+}
+
+#define ALIGN64(x) (((x) + 63) & ~(size_t)63)
+
+static qd_err accel_isa(int *isa)
+{
+    if (*isa == QD_RT_ISA_AUTO)
+        *isa = qd_rt_isa_best();
+    if (*isa < 0 || *isa > QD_RT_ISA_AVX512VNNI)
+        return qd_seterr(QD_EINVAL, "runtime: unknown ISA %d", *isa);
+    if (!rt_cpu_has(*isa))
+        return qd_seterr(QD_EINVAL, "runtime: this CPU has no %s", qd_rt_isa_name(*isa));
+    return QD_OK;
+}
+
+qd_err qd_rt_accel_size(const qd_rt_t *rt, int isa, size_t *need)
+{
+    *need = 0;
+    QD_TRY(accel_isa(&isa));
+    if (isa == QD_RT_ISA_PORTABLE)
+        return QD_OK;
+    size_t packed = ALIGN64((size_t)rt->n * sizeof(struct rt_accel)), scratch = 0;
+    for (int i = 0; i < rt->n; i++)
+        if (rt_accel_eligible(rt, i)) {
+            packed += rt_accel_node_bytes(rt, i, isa);
+            size_t s = rt_accel_scratch_bytes(rt, i, isa);
+            scratch = s > scratch ? s : scratch;
+        }
+    *need = packed + scratch;
+    return QD_OK;
+}
+
+qd_err qd_rt_accel(qd_rt_t *rt, int isa, void *buf, size_t len)
+{
+    size_t need;
+    QD_TRY(qd_rt_accel_size(rt, isa, &need));
+    if (isa == QD_RT_ISA_AUTO)
+        isa = qd_rt_isa_best();
+    rt->acc = NULL;
+    if (isa == QD_RT_ISA_PORTABLE)
+        return QD_OK;
+    if (((uintptr_t)buf & 63) || len < need)
+        return qd_seterr(QD_ENOMEM, "runtime: acceleration buffer of %zu bytes (64-aligned) too "
+                                    "small, need %zu", len, need);
+    struct rt_accel *acc = buf;
+    memset(acc, 0, (size_t)rt->n * sizeof *acc);
+    uint8_t *p = (uint8_t *)buf + ALIGN64((size_t)rt->n * sizeof *acc);
+    for (int i = 0; i < rt->n; i++)
+        if (rt_accel_eligible(rt, i))
+            rt_accel_pack(rt, i, isa, &acc[i], &p);
+    rt->accel_scratch = p;
+    rt->isa = isa;
+    rt->acc = acc;
+    return QD_OK;
+}
+
 int qd_rt_classes(const qd_rt_t *rt)
 {
     return rt->h.nclass;
@@ -706,13 +762,16 @@ qd_err qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits)
         switch (op) {
         case QD_IOP_CONV:
         case QD_IOP_DENSE:
-            if (!rt->reference && fast_ok(rt, nd))
+            if (!rt->reference && rt->acc && rt->acc[i].on)
+                rt_accel_conv(rt, i);
+            else if (!rt->reference && fast_ok(rt, nd))
                 conv_int8_fast(rt, nd, i);
             else
                 conv_int(rt, nd, i);
             break;
         case QD_IOP_ADD:
-            add_int(rt, nd, i);
+            if (rt->reference || !rt->acc || !rt_accel_add(rt, i))
+                add_int(rt, nd, i);
             break;
         case QD_IOP_MAXPOOL:
         case QD_IOP_AVGPOOL:

@@ -38,6 +38,21 @@ int qd_rt_classes(const qd_rt_t *rt);
 /* on: use the plain reference kernels only (the fast ones are tested against them). */
 void qd_rt_set_reference(qd_rt_t *rt, int on);
 
+/* Host acceleration, outside the device arena (whose size stays the device's RAM cost): SIMD
+ * kernels for the integer convolutions and dense layers with 8-bit inputs, weights of at most
+ * 8 bits and int32 bias, bit-exact against the reference kernels. The caller gives a buffer of
+ * qd_rt_accel_size bytes (64-aligned) that must outlive the runtime; the weights are repacked
+ * into it once. QD_RT_ISA_AUTO picks the best the CPU has; QD_RT_ISA_PORTABLE detaches. */
+enum qd_rt_isa { QD_RT_ISA_PORTABLE, QD_RT_ISA_AVX2, QD_RT_ISA_AVX512VNNI, QD_RT_ISA_AUTO };
+int qd_rt_isa_best(void);
+const char *qd_rt_isa_name(int isa);
+qd_err qd_rt_accel_size(const qd_rt_t *rt, int isa, size_t *need);
+qd_err qd_rt_accel(qd_rt_t *rt, int isa, void *buf, size_t len);
+/* The ISA the runtime's integer kernels use now (QD_RT_ISA_PORTABLE without acceleration). */
+int qd_rt_isa(const qd_rt_t *rt);
+/* How many layers run on the accelerated kernels. */
+int qd_rt_accel_layers(const qd_rt_t *rt);
+
 /* Host helper: the exact arena size a blob needs (allocates a temporary table). */
 qd_err qd_rt_arena_size(const uint8_t *blob, size_t len, size_t *need);
 

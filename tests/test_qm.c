@@ -21,13 +21,9 @@ struct fixture {
 
 /* A family at small width/depth with random weights and BN statistics, a synthetic dataset of
  * its input shape, and calibrated ranges. */
-static void make(struct fixture *f, const char *family, int c, int hw, uint64_t seed)
+static void make_spec(struct fixture *f, const char *spec, int c, int hw, uint64_t seed)
 {
-    char *spec;
-    struct qd_zoo_opts o = {.depth = 8, .width = 0.25f};
-    assert_int_equal(qd_zoo_spec(family, c, hw, hw, 10, &o, &spec), QD_OK);
     assert_int_equal(qd_model_parse(spec, &f->m), QD_OK);
-    free(spec);
     struct qd_rng r;
     qd_rng_seed(&r, seed);
     qd_model_init_params(&f->m, seed);
@@ -57,6 +53,15 @@ static void make(struct fixture *f, const char *family, int c, int hw, uint64_t 
     assert_int_equal(qd_calibrate(&f->g, &f->ds, 40, QD_CALIB_MINMAX, 0, f->rg), QD_OK);
 }
 
+static void make(struct fixture *f, const char *family, int c, int hw, uint64_t seed)
+{
+    char *spec;
+    struct qd_zoo_opts o = {.depth = 8, .width = 0.25f};
+    assert_int_equal(qd_zoo_spec(family, c, hw, hw, 10, &o, &spec), QD_OK);
+    make_spec(f, spec, c, hw, seed);
+    free(spec);
+}
+
 static void unmake(struct fixture *f)
 {
     free(f->rg);
@@ -84,6 +89,47 @@ static uint8_t *load(const uint8_t *blob, size_t len, qd_rt_t **rt, size_t *need
         fail_msg("%s", qd_errmsg());
     assert_int_equal(n2, *need);
     return arena;
+}
+
+/* How many SIMD ISAs this CPU runs (the CI machines have AVX2 and AVX-512 VNNI). */
+static int rt_isas_here(void)
+{
+    return (qd_rt_isa_best() >= QD_RT_ISA_AVX2) + (qd_rt_isa_best() == QD_RT_ISA_AVX512VNNI);
+}
+
+/* Runs n samples through the reference kernels, the portable fast kernels and each SIMD ISA
+ * the CPU has; all logits must be equal bit for bit. Returns how many SIMD runtimes had at
+ * least one accelerated layer. */
+static int compare_with_reference(const uint8_t *blob, size_t len, const uint8_t *x, size_t per,
+                                  int n, const char *what)
+{
+    size_t need;
+    qd_rt_t *ref, *fast;
+    uint8_t *a1 = load(blob, len, &ref, &need), *a2 = load(blob, len, &fast, &need);
+    qd_rt_set_reference(ref, 1);
+    int accelerated = 0;
+    for (int isa = QD_RT_ISA_PORTABLE; isa <= QD_RT_ISA_AVX512VNNI; isa++) {
+        size_t an = 0;
+        if (isa != QD_RT_ISA_PORTABLE && qd_rt_accel_size(fast, isa, &an))
+            continue; /* the CPU lacks it; rt_isas_here() makes the callers count */
+        void *buf = an ? aligned_alloc(64, (an + 63) & ~(size_t)63) : NULL;
+        if (qd_rt_accel(fast, isa, buf, an))
+            fail_msg("%s: %s", what, qd_errmsg());
+        assert_int_equal(qd_rt_isa(fast), isa);
+        accelerated += qd_rt_accel_layers(fast) > 0;
+        for (int i = 0; i < n; i++) {
+            float l1[10], l2[10];
+            qd_rt_run(ref, x + i * per, l1);
+            qd_rt_run(fast, x + i * per, l2);
+            if (memcmp(l1, l2, sizeof l1))
+                fail_msg("%s sample %d: %s and reference logits differ", what, i,
+                         qd_rt_isa_name(isa));
+        }
+        qd_rt_accel(fast, QD_RT_ISA_PORTABLE, NULL, 0);
+        free(buf);
+    }
+    free(a1), free(a2);
+    return accelerated;
 }
 
 static void size_is_exact_for_random_policies(void **st)
@@ -116,7 +162,7 @@ static void fast_kernels_are_bit_exact_on_whole_models(void **st)
 {
     struct qd_rng r;
     qd_rng_seed(&r, 32);
-    int checked_fast = 0;
+    int checked_fast = 0, checked_simd = 0;
     for (int f = 0; qd_zoo_families[f]; f++) {
         struct fixture fx;
         make(&fx, qd_zoo_families[f], f % 2 ? 1 : 3, f % 2 ? 14 : 16, 50 + f);
@@ -128,26 +174,68 @@ static void fast_kernels_are_bit_exact_on_whole_models(void **st)
             enum qd_qmode mode = t == 1 ? QD_QMODE_INT8 : t == 2 ? QD_QMODE_INT16X8 : QD_QMODE_MIXED;
             struct qd_qm_build b = {&fx.g, &p, mode, fx.rg, 7, fx.m.family};
             uint8_t *blob;
-            size_t len, need;
+            size_t len;
             assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
-            qd_rt_t *fast, *ref;
-            uint8_t *a1 = load(blob, len, &fast, &need), *a2 = load(blob, len, &ref, &need);
-            qd_rt_set_reference(ref, 1);
             size_t per = (size_t)fx.ds.c * fx.ds.h * fx.ds.w;
-            for (int i = 0; i < 6; i++) {
-                float l1[10], l2[10];
-                qd_rt_run(fast, fx.ds.x + i * per, l1);
-                qd_rt_run(ref, fx.ds.x + i * per, l2);
-                if (memcmp(l1, l2, sizeof l1))
-                    fail_msg("%s %s sample %d: fast and reference logits differ", fx.m.family,
-                             qd_qmode_name(mode), i);
-            }
+            checked_simd += compare_with_reference(blob, len, fx.ds.x, per, 6, fx.m.family);
             checked_fast += mode != QD_QMODE_INT16X8;
-            free(a1), free(a2), free(blob);
+            free(blob);
         }
         unmake(&fx);
     }
     assert_true(checked_fast >= 10);
+    /* each ISA the CPU has ran accelerated layers on most models */
+    int isas = rt_isas_here();
+    assert_true(checked_simd >= 10 * isas);
+}
+
+/* Odd shapes: channel counts that fill no vector (1, 3, 5, 17, 33), stride 2 with and without
+ * padding, 1x1 and 5x5 kernels, 7x7 and 9x9 planes, a dense layer of odd width; and shapes that
+ * fill vectors exactly (16 channels, 16-pixel rows plus a remainder: the transposing paths).
+ * Every weight bitwidth and 8/16-bit activations at random. */
+static void simd_kernels_are_bit_exact_on_odd_shapes(void **st)
+{
+    static const char *specs[] = {"model odd\n"
+                                  "input c=3 h=9 w=9\n"
+                                  "conv out=5 k=3 pad=1\nbn\nrelu\n"
+                                  "conv out=17 k=3 stride=2 pad=1\nbn\nrelu\n"
+                                  "conv out=33 k=1\nbn\nrelu6\n"
+                                  "conv out=7 k=5 pad=2\nbn\nrelu\n"
+                                  "conv out=19 k=3 stride=2\nbn\nrelu\n"
+                                  "flatten\ndense out=13\nrelu\ndense out=10\n",
+                                  "model even\n"
+                                  "input c=3 h=20 w=20\n"
+                                  "conv out=16 k=3 pad=1\nbn\nrelu name=a\n"
+                                  "conv out=16 k=3 pad=1\nbn name=b\n"
+                                  "add in=b,a\nrelu\n"
+                                  "conv out=32 k=3 stride=2 pad=1\nbn\nrelu\n"
+                                  "conv out=64 k=3 pad=1\nbn\nrelu\n"
+                                  "gap\ndense out=10\n"};
+    struct qd_rng r;
+    qd_rng_seed(&r, 78);
+    int checked = 0;
+    for (int s = 0; s < 2; s++) {
+        struct fixture fx;
+        int hw = s ? 20 : 9;
+        make_spec(&fx, specs[s], 3, hw, 77 + s);
+        for (int t = 0; t < 16; t++) {
+            struct qd_policy p;
+            random_policy(&r, fx.g.nq, &p);
+            if (t % 3 == 0)
+                for (int l = 0; l < p.n; l++) /* all accelerable: <= 8-bit weights, 8-bit acts */
+                    p.wbits[l] = (uint8_t)(2 << qd_rng_below(&r, 3)), p.abits[l] = 8;
+            struct qd_qm_build b = {&fx.g, &p, t == 1 ? QD_QMODE_INT8 : QD_QMODE_MIXED, fx.rg, 7,
+                                    fx.m.family};
+            uint8_t *blob;
+            size_t len;
+            assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
+            checked += compare_with_reference(blob, len, fx.ds.x, (size_t)3 * hw * hw, 8,
+                                              fx.m.family);
+            free(blob);
+        }
+        unmake(&fx);
+    }
+    assert_true(checked >= 12 * rt_isas_here());
 }
 
 static void float_paths_match_the_inference_graph(void **st)
@@ -379,6 +467,26 @@ static void requantization_matches_exact_arithmetic(void **st)
             fail_msg("acc %lld m %g: %d vs %g", (long long)acc, m, got, want);
         assert_true(fabs((double)M * ldexp(1.0, sh - 31) - m) <= m * 1e-9 + 1e-300);
     }
+    /* the int64 fast path and the int128 path meet at |acc| = 2^31: both sides of it, every
+     * shift, against the exact arithmetic written out here */
+    static const int64_t edge[] = {INT32_MIN, INT32_MAX, (int64_t)INT32_MIN - 1,
+                                   (int64_t)INT32_MAX + 1, 1, -1, 0, (int64_t)1 << 40};
+    for (int t = 0; t < 200000; t++) {
+        int32_t M = (int32_t)((1u << 30) + qd_rng_below(&r, 1u << 30));
+        int32_t sh = (int32_t)qd_rng_below(&r, 62) - 31;
+        int64_t acc = t < 8 * 62 ? edge[t % 8] : (int64_t)(qd_rng_next(&r) >> (20 + t % 24));
+        if (t >= 8 * 62 && (t & 1))
+            acc = -acc;
+        if (t < 8 * 62)
+            sh = t / 8 - 31;
+        __int128 p = (__int128)acc * M;
+        int rs = 31 - sh;
+        __int128 want = (p + ((__int128)1 << (rs - 1))) >> rs;
+        want = want > INT32_MAX ? INT32_MAX : want < INT32_MIN ? INT32_MIN : want;
+        if (qd_requant(acc, M, sh) != (int32_t)want)
+            fail_msg("acc %lld M %d shift %d: %d vs %d", (long long)acc, M, sh,
+                     qd_requant(acc, M, sh), (int32_t)want);
+    }
 }
 
 int main(void)
@@ -389,6 +497,7 @@ int main(void)
         cmocka_unit_test(requantization_matches_exact_arithmetic),
         cmocka_unit_test(size_is_exact_for_random_policies),
         cmocka_unit_test(fast_kernels_are_bit_exact_on_whole_models),
+        cmocka_unit_test(simd_kernels_are_bit_exact_on_odd_shapes),
         cmocka_unit_test(float_paths_match_the_inference_graph),
         cmocka_unit_test(fast_float_kernels_match_the_reference),
         cmocka_unit_test(runtime_follows_the_simulation),
