@@ -23,6 +23,7 @@
 #include "quant/qm.h"
 #include "quant/runtime.h"
 #include "quant/simulate.h"
+#include "lab/study.h"
 
 static const char usage[] =
     "usage: quantlab COMMAND [options]\n"
@@ -40,11 +41,15 @@ static const char usage[] =
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "        [--isa auto|portable|avx2|avx512vnni]   integer kernels (default: the best here)\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
+    "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
+    "        [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes for each family: size,\n"
+    "        accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
 struct args {
-    const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib;
+    const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
+        *ckpt_dir;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
@@ -128,6 +133,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
             a->out = v;
         else if (!strcmp(f, "--ckpt"))
             a->ckpt = v;
+        else if (!strcmp(f, "--models"))
+            a->models = v;
+        else if (!strcmp(f, "--ckpt-dir"))
+            a->ckpt_dir = v;
         else if (!strcmp(f, "--isa")) {
             a->isa = -1;
             for (int k = 0; k <= QD_RT_ISA_AUTO; k++)
@@ -446,9 +455,20 @@ static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm
 {
     if (mode == QD_QMODE_F32 || mode == QD_QMODE_FP16)
         return qd_seterr(QD_EINVAL, "--qat-epochs needs an integer-weight mode");
-    uint8_t *bits = calloc((size_t)m->nnodes, 1);
+    uint8_t *bits = calloc((size_t)m->nnodes, 1), *abits = calloc((size_t)m->nnodes, 1);
     struct qd_dataset tr = {0}, te = {0};
-    qd_err e = bits ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    qd_err e = bits && abits ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    /* activations: every tensor the runtime quantizes afresh (layer and add outputs), at the
+     * bits the mode or policy gives it; dynamic range keeps float activations */
+    for (int i = 0; !e && mode != QD_QMODE_DYNAMIC && i < g->n; i++) {
+        const struct qd_inode *n = &g->nodes[i];
+        if (n->qidx >= 0)
+            abits[n->out_src] = mode == QD_QMODE_MIXED     ? pol->abits[n->qidx]
+                                : mode == QD_QMODE_INT16X8 ? 16
+                                                           : 8;
+        else if (n->op == QD_IOP_ADD)
+            abits[n->out_src] = mode == QD_QMODE_INT16X8 ? 16 : 8;
+    }
     for (int i = 0; !e && i < g->n; i++) {
         const struct qd_inode *n = &g->nodes[i];
         int src_op = m->nodes[n->src].op;
@@ -472,6 +492,7 @@ static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm
         o.threads = a->threads;
         o.seed = (uint64_t)a->seed;
         o.qat_bits = bits;
+        o.qat_act_bits = abits;
         o.progress = !a->json;
         struct train_ctx c = {a->json, a->ckpt, tr.name};
         e = qd_train(m, &tr, &te, nm, &o, a->json ? NULL : on_epoch, &c);
@@ -481,6 +502,7 @@ static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm
         e = qd_igraph_build(m, nm, g);
     }
     free(bits);
+    free(abits);
     qd_dataset_fini(&tr);
     qd_dataset_fini(&te);
     return e;
@@ -695,6 +717,32 @@ static int cmd_run(struct args *a)
     return 0;
 }
 
+static int cmd_study(struct args *a, int argc, char **argv)
+{
+    if (!a->data)
+        return bad("%s needs --data", "study");
+    struct qd_study_opts o = {.data = a->data,
+                              .models = a->models ? a->models
+                                                  : "custom,resnet_v1,resnet_v2,mobilenet_v1,"
+                                                    "mobilenet_v2",
+                              .ckpt_dir = a->ckpt_dir ? a->ckpt_dir : "runs/study",
+                              .out_dir = a->out ? a->out : "docs/study",
+                              .dir = a->dir,
+                              .epochs = a->epochs ? a->epochs : 1,
+                              .limit = a->limit ? a->limit : 2000,
+                              .threads = a->threads ? a->threads : 2};
+    char cmdline[1024] = "quantlab";
+    for (int i = 1; i < argc; i++)
+        snprintf(cmdline + strlen(cmdline), sizeof cmdline - strlen(cmdline), " %s", argv[i]);
+    qd_err e = qd_study_run(&o, cmdline);
+    if (e)
+        return fail(e);
+    if (!a->json)
+        printf("study of %s written to %s/study-%s.{md,csv,gp,png,svg}\n", a->data, o.out_dir,
+               qd_data_canonical(a->data));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -737,6 +785,8 @@ int main(int argc, char **argv)
         return cmd_spec(&a);
     if (!strcmp(cmd, "quantize"))
         return cmd_quantize(&a);
+    if (!strcmp(cmd, "study"))
+        return cmd_study(&a, argc, argv);
     if (!strcmp(cmd, "run"))
         return cmd_run(&a);
     return bad("unknown command %s", cmd);

@@ -406,6 +406,45 @@ const float *qd_exec_logits(const struct qd_exec *e)
     return e->act[e->m->nnodes - 1];
 }
 
+/* The grid of an activation fake quantizer: value = (q - zero) * scale, q in [qmin, qmax]. */
+static void act_grid(int bits, float lo, float hi, float *scale, float *zero, float *qmin,
+                     float *qmax)
+{
+    lo = lo < 0 ? lo : 0, hi = hi > 0 ? hi : 0;
+    if (bits >= 16) { /* symmetric, as the int16x8 runtime */
+        float a = fmaxf(-lo, hi);
+        *qmin = -32767, *qmax = 32767, *zero = 0;
+        *scale = a > 0 ? a / 32767 : 1;
+        return;
+    }
+    *qmin = -(float)(1 << (bits - 1)), *qmax = (float)((1 << (bits - 1)) - 1);
+    *scale = hi > lo ? (hi - lo) / (*qmax - *qmin) : 1;
+    *zero = roundf(*qmin - lo / *scale);
+}
+
+static void fake_quant_act(struct qd_exec *e, int i, float *y, size_t len, int train)
+{
+    float *lo = &e->act_range[2 * i], *hi = lo + 1;
+    if (train) {
+        float mn = y[0], mx = y[0];
+        for (size_t k = 1; k < len; k++)
+            mn = y[k] < mn ? y[k] : mn, mx = y[k] > mx ? y[k] : mx;
+        if (isnan(*lo))
+            *lo = mn, *hi = mx;
+        else
+            *lo = 0.99f * *lo + 0.01f * mn, *hi = 0.99f * *hi + 0.01f * mx;
+    }
+    if (isnan(*lo))
+        return;
+    float s, z, qmin, qmax;
+    act_grid(e->act_bits[i], *lo, *hi, &s, &z, &qmin, &qmax);
+    for (size_t k = 0; k < len; k++) {
+        float q = rintf(y[k] / s) + z;
+        q = q < qmin ? qmin : q > qmax ? qmax : q;
+        y[k] = (q - z) * s;
+    }
+}
+
 void qd_exec_forward(struct qd_exec *e, int n, const float *x, int train)
 {
     const struct qd_model *m = e->m;
@@ -473,6 +512,8 @@ void qd_exec_forward(struct qd_exec *e, int n, const float *x, int train)
         default:
             QD_ASSERT(0);
         }
+        if (e->act_bits && e->act_bits[i])
+            fake_quant_act(e, i, y, len, train);
     }
 }
 
@@ -505,6 +546,18 @@ void qd_exec_backward(struct qd_exec *e, int n, const float *dlogits)
         const struct qd_node *nd = &m->nodes[i];
         if (!e->ginit[i])
             continue; /* nothing downstream uses this node */
+        if (e->act_bits && e->act_bits[i] && !isnan(e->act_range[2 * i])) {
+            /* straight through, but not where the forward clipped to the top of the range */
+            float s, z, qmin, qmax;
+            act_grid(e->act_bits[i], e->act_range[2 * i], e->act_range[2 * i + 1], &s, &z, &qmin,
+                     &qmax);
+            float top = (qmax - z) * s;
+            const float *y = e->act[i];
+            float *dy = e->dact[i];
+            for (size_t k = 0, len = (size_t)n * node_len(nd); k < len; k++)
+                if (y[k] >= top && top > 0)
+                    dy[k] = 0;
+        }
         int j = nd->in[0];
         const struct qd_node *a = &m->nodes[j];
         const float *dy = e->dact[i], *xa = e->act[j];

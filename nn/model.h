@@ -100,6 +100,13 @@ struct qd_exec {
     size_t scratch_len;
     uint8_t *ginit;
     float bn_momentum, bn_eps;
+    /* Activation fake quantization (QAT), off when act_bits is NULL: per node, the bits its
+     * output is fake-quantized at (0: none), over a range (act_range[2i], [2i+1]) tracked as
+     * an exponential moving average of batch min/max in training forwards (NaN until the first
+     * batch) and used as is otherwise. 8 bits: asymmetric; 16: symmetric. Backward passes the
+     * gradient straight through, except where the forward clipped to the range's top. */
+    const uint8_t *act_bits;
+    float *act_range;
 };
 
 qd_err qd_exec_init(struct qd_exec *e, const struct qd_model *m, int cap);

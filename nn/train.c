@@ -210,10 +210,18 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     uint8_t *y = malloc(B), *mask = malloc(P ? P : 1);
     int *perm = malloc(sizeof(int) * train->n);
     float *master = m->param, *shadow = o->qat_bits ? qd_mem_alloc(P * sizeof(float)) : NULL;
+    float *ranges = o->qat_act_bits ? malloc(2 * sizeof(float) * m->nnodes) : NULL;
     qd_err err = QD_OK;
-    if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow)) {
+    if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow) ||
+        (o->qat_act_bits && !ranges)) {
         err = qd_seterr(QD_ENOMEM, "train: out of memory");
         goto out;
+    }
+    if (ranges) {
+        for (int i = 0; i < 2 * m->nnodes; i++)
+            ranges[i] = NAN;
+        e.act_bits = o->qat_act_bits;
+        e.act_range = ranges;
     }
     decay_mask(m, mask);
     struct qd_rng rng;
@@ -319,5 +327,6 @@ out:
     free(y);
     free(mask);
     free(perm);
+    free(ranges);
     return err;
 }

@@ -51,6 +51,9 @@ struct qd_train_opts {
      * weights (straight-through). Per-channel quantization commutes with BatchNorm folding,
      * so the deployed (folded) weights quantize to exactly what training saw. */
     const uint8_t *qat_bits;
+    /* Per model node, the bits its output activations are fake-quantized at during training
+     * (see qd_exec.act_bits), 0 for none; NULL: off. */
+    const uint8_t *qat_act_bits;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);

@@ -79,6 +79,7 @@ qd_err qd_igraph_build(const struct qd_model *m, const struct qd_norm *nm, struc
                     prod->wt[c * per + j] *= s;
                 prod->bias[c] = (prod->bias[c] - mu[c]) * s + bt[c];
             }
+            prod->out_src = i;
             tensor[i] = ti;
             tuses[ti] = uses[i];
             continue;
@@ -87,6 +88,7 @@ qd_err qd_igraph_build(const struct qd_model *m, const struct qd_norm *nm, struc
             prod->act == QD_ACT_NONE &&
             (prod->op == QD_IOP_CONV || prod->op == QD_IOP_DENSE || prod->op == QD_IOP_ADD)) {
             prod->act = fn->op == QD_OP_RELU ? QD_ACT_RELU : QD_ACT_RELU6;
+            prod->out_src = i;
             tensor[i] = ti;
             tuses[ti] = uses[i];
             continue;
@@ -98,7 +100,7 @@ qd_err qd_igraph_build(const struct qd_model *m, const struct qd_norm *nm, struc
         n->c = fn->c, n->h = fn->h, n->w = fn->w;
         n->cin = a->c;
         n->qidx = -1;
-        n->src = i;
+        n->src = n->out_src = i;
         switch (fn->op) {
         case QD_OP_CONV:
         case QD_OP_DENSE:

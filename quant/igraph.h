@@ -36,6 +36,7 @@ struct qd_inode {
     size_t wlen;
     int qidx;         /* index in the policy, -1 for ops without weights */
     int src;          /* the float model's node this came from */
+    int out_src;      /* the float model's node whose output this node's output equals */
 };
 
 struct qd_igraph {

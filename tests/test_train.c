@@ -180,6 +180,94 @@ static void qat_recovers_two_bit_accuracy(void **st)
     qd_dataset_fini(&te);
 }
 
+/* Activation fake quantization: a training forward puts the node's outputs on a grid of at most
+ * 2^bits values inside the tracked range; backward zeroes the gradient exactly where the
+ * forward clipped to the top, and passes it unchanged elsewhere; QAT with 4-bit activations
+ * and 4-bit weights still learns the task. */
+static void activation_fake_quant_grid_and_gradient(void **st)
+{
+    struct qd_dataset tr, te;
+    synth(&tr, 1024, 1);
+    synth(&te, 512, 2);
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    qd_model_init_params(&m, 9);
+    int r = -1;
+    for (int i = 0; i < m.nnodes; i++)
+        if (m.nodes[i].op == QD_OP_RELU && r < 0)
+            r = i;
+    uint8_t abits[64] = {0};
+    abits[r] = 4;
+    float range[128];
+    for (int i = 0; i < 128; i++)
+        range[i] = NAN;
+    struct qd_exec e;
+    assert_int_equal(qd_exec_init(&e, &m, 8), QD_OK);
+    e.act_bits = abits, e.act_range = range;
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    float x[8 * 144];
+    uint8_t y[8];
+    int idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    qd_batch_fill(&tr, &nm, idx, 8, 0, NULL, x, y);
+    qd_exec_forward(&e, 8, x, 1);
+    size_t len = 8 * (size_t)m.nodes[r].c * m.nodes[r].h * m.nodes[r].w;
+    float distinct[64];
+    int nd = 0;
+    for (size_t k = 0; k < len; k++) {
+        float v = e.act[r][k];
+        assert_true(v >= range[2 * r] - 1e-5f && v <= range[2 * r + 1] + 1e-5f);
+        int seen = 0;
+        for (int j = 0; j < nd; j++)
+            seen |= distinct[j] == v;
+        if (!seen) {
+            assert_true(nd < 16); /* 4 bits: at most 16 levels */
+            distinct[nd++] = v;
+        }
+    }
+    assert_true(nd >= 4); /* and it is not degenerate */
+    /* Shrink the range so that many values clip; an eval forward uses it without updating it */
+    range[2 * r + 1] *= 0.3f;
+    qd_exec_forward(&e, 8, x, 0);
+    float dl[8 * 4];
+    for (int k = 0; k < 32; k++)
+        dl[k] = (float)((k * 7) % 5) - 2;
+    qd_exec_backward(&e, 8, dl);
+    int clipped = 0, passed = 0;
+    float top = -1;
+    for (size_t k = 0; k < len; k++)
+        top = fmaxf(top, e.act[r][k]);
+    for (size_t k = 0; k < len; k++) {
+        if (e.act[r][k] >= top) {
+            clipped++;
+            assert_true(e.dact[r][k] == 0);
+        } else if (e.dact[r][k] != 0) {
+            passed++;
+        }
+    }
+    assert_true(clipped > 10 && passed > 10);
+    qd_exec_fini(&e);
+    /* QAT at 4-bit weights and 4-bit activations learns */
+    struct qd_train_opts o;
+    qd_train_opts_default(&o, "synth");
+    o.epochs = 6, o.batch = 32, o.lr = 0.1f, o.threads = 2, o.eval_each_epoch = 0;
+    uint8_t wbits[64] = {0};
+    for (int i = 0; i < m.nnodes; i++) {
+        if (m.nodes[i].op == QD_OP_CONV || m.nodes[i].op == QD_OP_DENSE)
+            wbits[i] = 4;
+        if (m.nodes[i].op == QD_OP_RELU || m.nodes[i].op == QD_OP_ADD)
+            abits[i] = 4;
+    }
+    o.qat_bits = wbits, o.qat_act_bits = abits;
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+    double acc = quantized_acc(&m, &te, &nm, wbits);
+    fprintf(stderr, "4-bit weights and activations QAT from scratch: %.3f\n", acc);
+    assert_true(acc >= 0.9);
+    qd_model_fini(&m);
+    qd_dataset_fini(&tr);
+    qd_dataset_fini(&te);
+}
+
 static void custom_cnn_on_real_fashion_mnist(void **st)
 {
     char d[1024];
@@ -220,6 +308,7 @@ int main(void)
         cmocka_unit_test(input_shape_mismatch_is_an_error),
         cmocka_unit_test(fake_quant_weights_invariants),
         cmocka_unit_test(qat_recovers_two_bit_accuracy),
+        cmocka_unit_test(activation_fake_quant_grid_and_gradient),
         cmocka_unit_test(custom_cnn_on_real_fashion_mnist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
