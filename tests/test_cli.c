@@ -15,7 +15,7 @@ static const char *ql;
 /* Runs `quantlab ARGS`, returns its exit code; stdout into out (if given), stderr into err. */
 static int run(const char *args, char *out, size_t outlen, char *err, size_t errlen)
 {
-    char cmd[2048], ef[600];
+    char cmd[4096], ef[600];
     snprintf(ef, sizeof ef, "%s/stderr", dir);
     snprintf(cmd, sizeof cmd, "%s %s 2>%s", ql, args, ef);
     FILE *p = popen(cmd, "r");
@@ -187,6 +187,63 @@ static void train_then_eval_agree(void **st)
     cJSON_Delete(j);
 }
 
+/* study: trains what is missing, quantizes each family in the five modes and writes the
+ * table, the CSV (sizes equal the .qm files'), the gnuplot script and both plots. */
+static void study_writes_tables_and_plots(void **st)
+{
+    make_data();
+    static char out[1 << 16], err[1 << 16];
+    char args[2048], p[1024];
+    assert_int_equal(run("study --models custom", out, sizeof out, err, sizeof err), 2);
+    snprintf(p, sizeof p, "%s/ck", dir);
+    mkdir(p, 0755);
+    snprintf(args, sizeof args,
+             "train --model custom --data mnist --dir %s --epochs 2 --threads 2 --no-eval --json "
+             "--out %s/ck/custom-mnist.qdck",
+             dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    snprintf(args, sizeof args,
+             "study --data mnist --dir %s --models custom,resnet_v1 --epochs 1 --limit 60 "
+             "--threads 2 --ckpt-dir %s/ck --out %s/st",
+             dir, dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("study failed: %s", err);
+    static const char *ext[] = {"md", "csv", "gp", "png", "svg"};
+    struct stat sb;
+    for (int k = 0; k < 5; k++) {
+        snprintf(p, sizeof p, "%s/st/study-mnist.%s", dir, ext[k]);
+        if (stat(p, &sb) || sb.st_size < 100)
+            fail_msg("%s missing or empty", p);
+    }
+    snprintf(p, sizeof p, "%s/ck/resnet_v1-mnist.qdck", dir); /* trained because missing */
+    assert_int_equal(stat(p, &sb), 0);
+    snprintf(p, sizeof p, "%s/st/study-mnist.csv", dir);
+    FILE *f = fopen(p, "r");
+    char line[512];
+    assert_non_null(fgets(line, sizeof line, f)); /* header */
+    int rows = 0;
+    double fp32_bytes = 0, fp32_acc = 0;
+    while (fgets(line, sizeof line, f)) {
+        char fam[32], mode[16];
+        double bytes, acc, ips;
+        assert_int_equal(sscanf(line, "%31[^,],%15[^,],%lf,%lf,%lf", fam, mode, &bytes, &acc, &ips),
+                         5);
+        snprintf(p, sizeof p, "%s/ck/%s-mnist-%s.qm", dir, fam, mode);
+        assert_int_equal(stat(p, &sb), 0);
+        assert_true((double)sb.st_size == bytes);
+        assert_true(ips > 0 && acc >= 0 && acc <= 1);
+        if (!strcmp(mode, "fp32"))
+            fp32_bytes = bytes, fp32_acc = acc;
+        if (!strcmp(fam, "custom") && strcmp(mode, "fp32")) {
+            assert_true(bytes < 0.55 * fp32_bytes); /* fp16 halves, the int modes quarter */
+            assert_true(fabs(acc - fp32_acc) <= 0.05); /* 60 easy images */
+        }
+        rows++;
+    }
+    fclose(f);
+    assert_int_equal(rows, 10);
+}
+
 static int setup(void **st)
 {
     ql = getenv("QUANTLAB");
@@ -204,6 +261,7 @@ int main(void)
         cmocka_unit_test(runtime_errors_exit_1_with_a_message),
         cmocka_unit_test(spec_output_is_a_valid_spec),
         cmocka_unit_test(train_then_eval_agree),
+        cmocka_unit_test(study_writes_tables_and_plots),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
