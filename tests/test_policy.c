@@ -50,6 +50,15 @@ static void random_inst(struct qd_rng *r, struct inst *in)
         in->s.budget[d] = lo + t * (hi - lo);
         if (d == QD_BUDGET_FLASH || d == QD_BUDGET_RAM)
             in->s.budget[d] = floor(in->s.budget[d]);
+        int tight = (int)qd_rng_below(r, 4);
+        if (tight == 0) { /* exactly the figure of some policy: the budget's edge must fit */
+            double c = in->s.base[d];
+            for (int l = 0; l < in->L; l++)
+                c += in->cost[(l * in->K + (int)qd_rng_below(r, in->K)) * D + d];
+            in->s.budget[d] = c;
+        } else if (tight == 1) { /* exactly the cheapest figure */
+            in->s.budget[d] = lo;
+        }
     }
 }
 
