@@ -3,6 +3,7 @@
  * stderr and exit 2; runtime failures print the error code and message and exit 1. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,10 @@
 #include "quant/qm.h"
 #include "quant/runtime.h"
 #include "quant/simulate.h"
+#include "lab/calibrate.h"
+#include "lab/labrun.h"
+#include "lab/search.h"
+#include "policy/device.h"
 #include "lab/study.h"
 
 static const char usage[] =
@@ -41,6 +46,12 @@ static const char usage[] =
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "        [--isa auto|portable|avx2|avx512vnni]   integer kernels (default: the best here)\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
+    "  sensitivity --ckpt F [--data D] [--sens-n N] [--hessian]   per-layer sensitivity\n"
+    "  search --ckpt F --device PROFILE [--data D] [--flash B] [--ram B] [--latency MS]\n"
+    "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N]] [--out M.qm]\n"
+    "        exact search for the policy that fits the budgets (sizes take k/M suffixes)\n"
+    "  calibrate-host [--out F] [--images N]   measure the host device profile's latency\n"
+    "        coefficients and report measured vs predicted latency\n"
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes for each family: size,\n"
     "        accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
@@ -49,7 +60,9 @@ static const char usage[] =
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
-        *ckpt_dir;
+        *ckpt_dir, *device;
+    double flash, ram, latency, energy;
+    int sens_n, hessian, do_eval;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
@@ -93,6 +106,14 @@ static int parse(int argc, char **argv, int i, struct args *a)
             a->simulate = 1;
             continue;
         }
+        if (!strcmp(f, "--hessian")) {
+            a->hessian = 1;
+            continue;
+        }
+        if (!strcmp(f, "--eval")) {
+            a->do_eval = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             return bad("option %s needs a value (or is unknown)", f);
         const char *v = argv[++i];
@@ -121,6 +142,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--seed", 0, 9.0e15, a->seed, (void)0)
         NUM("--calib-n", 1, 1e7, a->calib_n, (void)0)
         NUM("--limit", 1, 1e9, a->limit, (void)0)
+        NUM("--images", 1, 1e6, a->limit, (void)0)
+        NUM("--sens-n", 1, 1e7, a->sens_n, (void)0)
+        NUM("--latency", 1e-9, 1e12, a->latency, (void)0)
+        NUM("--energy", 1e-12, 1e12, a->energy, (void)0)
         NUM("--qat-epochs", 0, 10000, a->qat_epochs, (void)0)
 #undef NUM
         if (!strcmp(f, "--model"))
@@ -133,6 +158,13 @@ static int parse(int argc, char **argv, int i, struct args *a)
             a->out = v;
         else if (!strcmp(f, "--ckpt"))
             a->ckpt = v;
+        else if (!strcmp(f, "--flash") || !strcmp(f, "--ram")) {
+            double b;
+            if (qd_parse_size(v, &b) || b <= 0)
+                return bad("bad size %s (want bytes, or a number with k, M or G)", v);
+            *(!strcmp(f, "--flash") ? &a->flash : &a->ram) = b;
+        } else if (!strcmp(f, "--device"))
+            a->device = v;
         else if (!strcmp(f, "--models"))
             a->models = v;
         else if (!strcmp(f, "--ckpt-dir"))
@@ -639,82 +671,80 @@ static int cmd_run(struct args *a)
         return fail(qd_seterr(QD_ESHAPE, "model input %dx%dx%d, %s images %dx%dx%d", h.in_c,
                               h.in_h, h.in_w, te.name, te.c, te.h, te.w));
     }
-    int n = a->limit && a->limit < te.n ? a->limit : te.n;
-    int T = a->threads ? a->threads : 1;
-    long ok = 0;
-    int isa_used = 0, accel_layers = 0, load_err = 0;
-    if (a->isa != QD_RT_ISA_AUTO && a->isa > qd_rt_isa_best()) {
+    struct qd_lab_eval r;
+    if ((e = qd_lab_eval_blob(blob, len, &te, a->limit, a->threads, a->isa, &r))) {
         free(blob);
         qd_dataset_fini(&te);
-        return fail(qd_seterr(QD_EINVAL, "run: this CPU has no %s (best: %s)",
-                              qd_rt_isa_name(a->isa), qd_rt_isa_name(qd_rt_isa_best())));
+        return fail(e);
     }
-    double t0 = now();
-    /* one runtime (arena) per thread, samples split between them */
-#pragma omp parallel num_threads(T) reduction(+ : ok)
-    {
-        void *arena = aligned_alloc(16, (need + 15) & ~(size_t)15);
-        qd_rt_t *rt;
-        size_t nd;
-        float logits[256];
-        size_t an = 0;
-        void *abuf = NULL;
-        int ok_load = arena && !qd_rt_load(blob, len, arena, need, &rt, &nd);
-        if (ok_load && !qd_rt_accel_size(rt, a->isa, &an) && an) {
-            abuf = aligned_alloc(64, (an + 63) & ~(size_t)63);
-            if (!abuf || qd_rt_accel(rt, a->isa, abuf, an))
-                ok_load = 0;
-        }
-#pragma omp single
-        {
-            if (ok_load) {
-                isa_used = qd_rt_isa(rt);
-                accel_layers = qd_rt_accel_layers(rt);
-            } else {
-                load_err = 1;
-            }
-        }
-        if (ok_load) {
-#pragma omp for schedule(static)
-            for (int i = 0; i < n; i++) {
-                qd_rt_run(rt, te.x + (size_t)i * te.c * te.h * te.w, logits);
-                int am = 0;
-                for (int k = 1; k < h.nclass; k++)
-                    am = logits[k] > logits[am] ? k : am;
-                ok += am == te.y[i];
-            }
-        }
-        free(abuf);
-        free(arena);
-    }
-    if (load_err) {
-        free(blob);
-        qd_dataset_fini(&te);
-        return fail(qd_seterr(QD_ENOMEM, "run: no memory for a runtime per thread"));
-    }
-    double dt = now() - t0;
+    int n = r.n, T = a->threads ? a->threads : 1;
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "mode", qd_qmode_name((enum qd_qmode)h.mode));
         cJSON_AddNumberToObject(j, "bytes", (double)len);
         cJSON_AddNumberToObject(j, "arena_bytes", (double)need);
         cJSON_AddNumberToObject(j, "n", n);
-        cJSON_AddNumberToObject(j, "test_acc", (double)ok / n);
-        cJSON_AddNumberToObject(j, "images_per_s", n / dt);
+        cJSON_AddNumberToObject(j, "test_acc", r.acc);
+        cJSON_AddNumberToObject(j, "images_per_s", r.ips);
         cJSON_AddNumberToObject(j, "threads", T);
-        cJSON_AddStringToObject(j, "isa", qd_rt_isa_name(isa_used));
-        cJSON_AddNumberToObject(j, "accelerated_layers", accel_layers);
+        cJSON_AddStringToObject(j, "isa", qd_rt_isa_name(r.isa));
+        cJSON_AddNumberToObject(j, "accelerated_layers", r.accel_layers);
         print_json(j);
     } else {
         printf("%s (%s, %zu bytes, arena %zu bytes) on %s: accuracy %.2f%% over %d images, %.0f "
                "images/s on %d thread%s (%s kernels on %d layers)\n",
                a->model, qd_qmode_name((enum qd_qmode)h.mode), len, need, te.name,
-               100.0 * ok / n, n, n / dt, T, T > 1 ? "s" : "", qd_rt_isa_name(isa_used),
-               accel_layers);
+               100.0 * r.acc, n, r.ips, T, T > 1 ? "s" : "", qd_rt_isa_name(r.isa),
+               r.accel_layers);
     }
     free(blob);
     qd_dataset_fini(&te);
     return 0;
+}
+
+static int cmd_search(struct args *a, int search)
+{
+    if (!a->ckpt || (search && !a->device))
+        return bad("%s needs --ckpt F and --device PROFILE", search ? "search" : "sensitivity");
+    struct qd_search_opts o = {.ckpt = a->ckpt,
+                               .data = a->data,
+                               .dir = a->dir,
+                               .device = a->device,
+                               .out = a->out,
+                               .flash = a->flash > 0 ? a->flash : NAN,
+                               .ram = a->ram > 0 ? a->ram : NAN,
+                               .latency = a->latency > 0 ? a->latency : NAN,
+                               .energy = a->energy > 0 ? a->energy : NAN,
+                               .sens_n = a->sens_n,
+                               .hessian = a->hessian,
+                               .eval = a->do_eval,
+                               .limit = a->limit,
+                               .threads = a->threads ? a->threads : 2,
+                               .json = a->json,
+                               .calib_n = a->calib_n};
+    qd_err e = search ? qd_lab_search(&o) : qd_lab_sensitivity(&o);
+    return e ? fail(e) : 0;
+}
+
+static int cmd_calibrate_host(struct args *a)
+{
+    char cpu[256] = "host";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10) && strchr(line, ':')) {
+            snprintf(cpu, sizeof cpu, "%s", strchr(line, ':') + 2);
+            cpu[strcspn(cpu, "\n")] = 0;
+            break;
+        }
+    if (f)
+        fclose(f);
+    struct qd_calibrate_opts o = {.out = a->out ? a->out : "runs/host.ini",
+                                  .cpu = cpu,
+                                  .images = a->limit ? a->limit : 40};
+    qd_kernels_init(1);
+    qd_err e = qd_calibrate_host(&o);
+    return e ? fail(e) : 0;
 }
 
 static int cmd_study(struct args *a, int argc, char **argv)
@@ -785,6 +815,12 @@ int main(int argc, char **argv)
         return cmd_spec(&a);
     if (!strcmp(cmd, "quantize"))
         return cmd_quantize(&a);
+    if (!strcmp(cmd, "search"))
+        return cmd_search(&a, 1);
+    if (!strcmp(cmd, "sensitivity"))
+        return cmd_search(&a, 0);
+    if (!strcmp(cmd, "calibrate-host"))
+        return cmd_calibrate_host(&a);
     if (!strcmp(cmd, "study"))
         return cmd_study(&a, argc, argv);
     if (!strcmp(cmd, "run"))

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "quant/igraph.h"
 #include "quant/qm.h"
@@ -692,6 +693,18 @@ int qd_rt_isa(const qd_rt_t *rt)
     return rt->acc ? rt->isa : QD_RT_ISA_PORTABLE;
 }
 
+void qd_rt_set_profile(qd_rt_t *rt, uint64_t *ns)
+{
+    rt->prof = ns;
+}
+
+static uint64_t ns_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 int qd_rt_accel_layers(const qd_rt_t *rt)
 {
     int k = 0;
@@ -775,7 +788,13 @@ qd_err qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits)
             else
                 ((float *)(rt->act + t0->off))[k] = v;
         }
+    uint64_t tp = rt->prof ? ns_now() : 0;
     for (int i = 0; i < rt->n; i++) {
+        if (rt->prof && i) {
+            uint64_t t1 = ns_now();
+            rt->prof[i - 1] += t1 - tp;
+            tp = t1;
+        }
         const struct rt_node *nd = &rt->nodes[i];
         int op = nd->r.op;
         if (!rt->integer) {
@@ -816,6 +835,8 @@ qd_err qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits)
             clamp_int(rt, nd, i);
         }
     }
+    if (rt->prof)
+        rt->prof[rt->n - 1] += ns_now() - tp;
     const struct rt_tensor *o = &rt->t[rt->n];
     for (int k = 0; k < h->nclass; k++)
         logits[k] = rt->integer ? o->scale * (float)(ld(rt->act + o->off, k, o->s.bits) - o->zero)

@@ -50,6 +50,9 @@ qd_err qd_rt_accel_size(const qd_rt_t *rt, int isa, size_t *need);
 qd_err qd_rt_accel(qd_rt_t *rt, int isa, void *buf, size_t len);
 /* The ISA the runtime's integer kernels use now (QD_RT_ISA_PORTABLE without acceleration). */
 int qd_rt_isa(const qd_rt_t *rt);
+/* Per-layer timing: when ns is not NULL, qd_rt_run adds each layer's wall time in nanoseconds
+ * to ns[i] (one entry per layer, the caller's array). For cost-model calibration. */
+void qd_rt_set_profile(qd_rt_t *rt, uint64_t *ns);
 /* How many layers run on the accelerated kernels. */
 int qd_rt_accel_layers(const qd_rt_t *rt);
 

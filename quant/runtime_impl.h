@@ -41,6 +41,7 @@ struct qd_rt {
     struct rt_accel *acc; /* per node, or NULL: host SIMD kernels (runtime_x86.c) */
     uint8_t *accel_scratch;
     int isa;              /* enum qd_rt_isa in use by the accelerated kernels */
+    uint64_t *prof;       /* per-layer nanoseconds, or NULL */
 };
 
 #define ALIGN(x) (((x) + 15) & ~(size_t)15)

@@ -2,7 +2,14 @@
  * device profiles, and the cost model against built models. */
 #include "testutil.h"
 
+#include <dirent.h>
+
+#include "core/file.h"
+#include "policy/cost.h"
+#include "policy/device.h"
 #include "policy/search.h"
+#include "quant/runtime.h"
+#include "quantfix.h"
 
 #define D QD_BUDGET_COUNT
 
@@ -157,11 +164,139 @@ static void infeasible_budget_is_named(void **st)
     assert_true(r.obj == 1 && r.cost[QD_BUDGET_FLASH] == 550);
 }
 
+/* Every profile in etc/devices loads, describes a real part (RAM, flash, clock, costs), and
+ * names its sources; broken files are rejected with the key and line. */
+static void device_profiles_load_and_bad_ones_are_named(void **st)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(dp))) {
+        if (!strstr(de->d_name, ".ini"))
+            continue;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct qd_device d;
+        if (qd_device_load(p, &d))
+            fail_msg("%s: %s", p, qd_errmsg());
+        assert_true(d.flash > d.reserved_flash && d.ram > d.reserved_ram && d.clock_mhz > 0);
+        assert_true(d.wbits_ok[8] && d.abits_ok[8] && d.mac_cycles[8] > 0 && d.pj_mac[8] > 0);
+        char *text = NULL;
+        size_t len;
+        assert_int_equal(qd_file_read(p, (uint8_t **)&text, &len), QD_OK);
+        assert_non_null(strstr(text, "Sources")); /* a comment says where the figures come from */
+        free(text);
+        n++;
+    }
+    closedir(dp);
+    assert_true(n >= 6);
+    setenv("QD_DEVICE_DIR", dir, 1);
+    struct qd_device d;
+    assert_int_equal(qd_device_load("cortex-m4", &d), QD_OK);
+    assert_true(d.flash == 512 * 1024 && d.ram == 128 * 1024 && !d.weights_in_ram);
+    assert_int_equal(qd_device_load("no-such-board", &d), QD_ENOENT);
+    static const char *bad[][2] = {
+        {"[device]\nflsh = 1k\n", "flsh"},
+        {"[device]\nflash = 12q\n", "flash"},
+        {"[device]\nflash = 1M\nram = 1k\nclock_mhz = 10\nweight_bits = 3\n", "weight_bits"},
+        {"[device]\nflash = 1M\nram = 1k\nclock_mhz = 10\nweight_bits = 8\nact_bits = 8\n",
+         "missing key mac_w2"},
+        {"[gpu]\nx = 1\n", "unknown section"},
+    };
+    for (int i = 0; i < 5; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/bad%d.ini", tmpdir(), i);
+        FILE *f = fopen(p, "w");
+        fputs(bad[i][0], f);
+        fclose(f);
+        assert_int_equal(qd_device_load(p, &d), QD_EFORMAT);
+        if (!strstr(qd_errmsg(), bad[i][1]))
+            fail_msg("%s: message \"%s\" does not name %s", bad[i][0], qd_errmsg(), bad[i][1]);
+    }
+    double v;
+    assert_int_equal(qd_parse_size("1.5M", &v), QD_OK);
+    assert_true(v == 1.5 * 1024 * 1024);
+    assert_int_equal(qd_parse_size("10x", &v), QD_EINVAL);
+    assert_int_equal(qd_parse_size("-1", &v), QD_EINVAL);
+}
+
+/* The cost tables the search sums equal the real figures: flash = the built file's size, RAM =
+ * the runtime's arena (plus the model on a weights-in-RAM device), latency and energy = the
+ * policy's own cost, for random policies on every family. */
+static void cost_tables_equal_built_models(void **st)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", dir, 1);
+    struct qd_device dev[2];
+    assert_int_equal(qd_device_load("cortex-m4", &dev[0]), QD_OK);
+    assert_int_equal(qd_device_load("cortex-a53", &dev[1]), QD_OK);
+    struct qd_rng r;
+    qd_rng_seed(&r, 606);
+    for (int f = 0; qd_zoo_families[f]; f++) {
+        struct fixture fx;
+        make(&fx, qd_zoo_families[f], 3, 16, 600 + f);
+        for (int di = 0; di < 2; di++)
+            for (int ab = 8; ab <= 16; ab += 8) {
+                struct qd_cost_table t;
+                assert_int_equal(qd_cost_table_build(&fx.g, &dev[di], ab, &t), QD_OK);
+                assert_int_equal(t.L, fx.g.nq);
+                for (int trial = 0; trial < 4; trial++) {
+                    struct qd_policy p;
+                    int ch[QD_POLICY_MAX];
+                    qd_policy_uniform(&p, t.L, 8, ab);
+                    for (int l = 0; l < t.L; l++) {
+                        ch[l] = (int)qd_rng_below(&r, t.K);
+                        p.wbits[l] = (uint8_t)t.wbits[ch[l]];
+                    }
+                    double obj[QD_POLICY_MAX * 4] = {0};
+                    struct qd_search s = {.L = t.L, .K = t.K, .obj = obj, .cost = t.cost};
+                    memcpy(s.base, t.base, sizeof s.base);
+                    struct qd_search_result sum;
+                    qd_search_eval(&s, ch, &sum);
+                    struct qd_costs c;
+                    assert_int_equal(qd_cost_policy(&fx.g, &p, &dev[di], &c), QD_OK);
+                    /* the real thing: build it, load it */
+                    struct qd_qm_build b = {&fx.g, &p, QD_QMODE_MIXED, fx.rg, 1, "x"};
+                    uint8_t *blob;
+                    size_t len, need;
+                    assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
+                    assert_int_equal(qd_rt_arena_size(blob, len, &need), QD_OK);
+                    free(blob);
+                    if (sum.cost[QD_BUDGET_FLASH] != (double)len || c.flash != (double)len)
+                        fail_msg("%s: flash table %.0f, policy %.0f, built %zu",
+                                 fx.m.family, sum.cost[QD_BUDGET_FLASH], c.flash, len);
+                    double ram = (double)need + (dev[di].weights_in_ram ? (double)len : 0);
+                    if (sum.cost[QD_BUDGET_RAM] != ram || c.ram != ram)
+                        fail_msg("%s: RAM table %.0f, policy %.0f, real %.0f", fx.m.family,
+                                 sum.cost[QD_BUDGET_RAM], c.ram, ram);
+                    assert_true(fabs(sum.cost[QD_BUDGET_LATENCY] - c.latency_ms) <=
+                                1e-9 * c.latency_ms);
+                    assert_true(fabs(sum.cost[QD_BUDGET_ENERGY] - c.energy_mj) <=
+                                1e-9 * c.energy_mj);
+                    assert_true(c.latency_ms > 0 && c.energy_mj > 0);
+                }
+                /* more weight bits never take less flash */
+                for (int l = 0; l < t.L; l++)
+                    for (int k = 1; k < t.K; k++)
+                        assert_true(t.cost[((size_t)l * t.K + k) * QD_BUDGET_COUNT] >=
+                                    t.cost[((size_t)l * t.K + k - 1) * QD_BUDGET_COUNT]);
+                qd_cost_table_fini(&t);
+            }
+        unmake(&fx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_equals_brute_force),
         cmocka_unit_test(infeasible_budget_is_named),
+        cmocka_unit_test(device_profiles_load_and_bad_ones_are_named),
+        cmocka_unit_test(cost_tables_equal_built_models),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

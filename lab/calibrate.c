@@ -1,0 +1,330 @@
+/* quantlab calibrate-host: measures the host device profile's latency coefficients by running
+ * the runtime (one thread, the best SIMD kernels here) on the five families under several
+ * uniform policies with per-layer timing, fits the cost model's terms by least squares, writes
+ * the profile, and reports how well it predicts whole-model latency: on the fitted policies and
+ * on random mixed policies it has not seen.
+ *
+ * Layer classes, as the runtime dispatches them: convolutions and dense layers with 8-bit
+ * inputs and <= 8-bit weights (SIMD kernels), depthwise ones (portable fast kernel), anything
+ * with 16-bit weights or activations (reference kernels), layers without MACs (per output
+ * element), plus a constant per layer. Host energy is not measured (no power counters here):
+ * the profile gives time x a nominal 15 W core, and says so. */
+#include "lab/calibrate.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "nn/data.h"
+#include "nn/zoo.h"
+#include "policy/cost.h"
+#include "quant/calib.h"
+#include "quant/qm.h"
+#include "quant/runtime.h"
+
+#define NF 10 /* features */
+enum { F_SIMD, F_WPASS, F_DW, F_REF, F_REFDW, F_OUT8, F_OUT16, F_ELEM8, F_ELEM16, F_LAYER };
+#define TILE 8 /* tile_pixels written to the profile */
+
+struct sample {
+    double x[NF], ns, wt; /* wt: 1 / the model's time, so every run counts alike (relative) */
+};
+
+struct run {
+    char family[32], policy[16];
+    double ns;                  /* measured per image */
+    struct qd_igraph *g;        /* borrowed */
+    struct qd_policy p;
+    int heldout;
+};
+
+/* Solves the least-squares problem over the features in `use`, coefficients >= 0 (a negative
+ * one is dropped and the rest refitted). */
+static void fit(const struct sample *s, int n, double *coef)
+{
+    int use[NF];
+    for (int a = 0; a < NF; a++)
+        use[a] = 1;
+    for (int round = 0; round < NF; round++) {
+        double A[NF][NF + 1] = {{0}};
+        for (int i = 0; i < n; i++)
+            for (int a = 0; a < NF; a++) {
+                double w2 = s[i].wt * s[i].wt;
+                for (int b = 0; b < NF; b++)
+                    A[a][b] += w2 * s[i].x[a] * s[i].x[b];
+                A[a][NF] += w2 * s[i].x[a] * s[i].ns;
+            }
+        for (int a = 0; a < NF; a++)
+            if (!use[a] || A[a][a] == 0) {
+                for (int b = 0; b <= NF; b++) /* dropped: row and column become the identity */
+                    A[a][b] = 0;
+                for (int b = 0; b < NF; b++)
+                    A[b][a] = 0;
+                A[a][a] = 1;
+            }
+        for (int c = 0; c < NF; c++) { /* Gauss-Jordan with partial pivoting */
+            int piv = c;
+            for (int r = c + 1; r < NF; r++)
+                if (fabs(A[r][c]) > fabs(A[piv][c]))
+                    piv = r;
+            for (int b = 0; b <= NF; b++) {
+                double t = A[c][b];
+                A[c][b] = A[piv][b], A[piv][b] = t;
+            }
+            for (int r = 0; r < NF; r++) {
+                if (r == c || A[c][c] == 0)
+                    continue;
+                double f = A[r][c] / A[c][c];
+                for (int b = 0; b <= NF; b++)
+                    A[r][b] -= f * A[c][b];
+            }
+        }
+        int neg = -1;
+        for (int a = 0; a < NF; a++) {
+            coef[a] = A[a][a] ? A[a][NF] / A[a][a] : 0;
+            if (use[a] && coef[a] < 0 && (neg < 0 || coef[a] < coef[neg]))
+                neg = a;
+        }
+        if (neg < 0)
+            return;
+        use[neg] = 0;
+    }
+}
+
+static void synth(struct qd_dataset *ds, int n, int c, int hw, uint64_t seed)
+{
+    struct qd_rng r;
+    qd_rng_seed(&r, seed);
+    memset(ds, 0, sizeof *ds);
+    snprintf(ds->name, sizeof ds->name, "synth");
+    ds->n = n, ds->c = c, ds->h = ds->w = hw, ds->nclass = 10;
+    ds->x = malloc((size_t)n * c * hw * hw);
+    ds->y = calloc((size_t)n, 1);
+    for (size_t i = 0; ds->x && i < (size_t)n * c * hw * hw; i++)
+        ds->x[i] = (uint8_t)qd_rng_below(&r, 256);
+}
+
+/* Runs blob on the images with per-layer timing; adds one sample per layer; returns ns/image. */
+static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len,
+                      const struct qd_dataset *ds, int n, struct sample *out, int *nout)
+{
+    size_t need, an = 0;
+    QD_TRY(qd_rt_arena_size(blob, len, &need));
+    void *arena = aligned_alloc(64, (need + 63) & ~(size_t)63), *abuf = NULL;
+    uint64_t *ns = calloc((size_t)g->n, sizeof *ns);
+    qd_rt_t *rt;
+    qd_err e = arena && ns ? qd_rt_load(blob, len, arena, need, &rt, NULL)
+                           : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+    if (!e && !(e = qd_rt_accel_size(rt, QD_RT_ISA_AUTO, &an)) && an) {
+        abuf = aligned_alloc(64, (an + 63) & ~(size_t)63);
+        e = abuf ? qd_rt_accel(rt, QD_RT_ISA_AUTO, abuf, an)
+                 : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+    }
+    if (!e) {
+        float logits[16];
+        size_t per = (size_t)ds->c * ds->h * ds->w;
+        for (int i = 0; i < 2; i++) /* warm up */
+            qd_rt_run(rt, ds->x, logits);
+        qd_rt_set_profile(rt, ns);
+        for (int i = 0; i < n; i++)
+            qd_rt_run(rt, ds->x + (size_t)(i % ds->n) * per, logits);
+        struct qd_qm_header h;
+        qd_qm_header_read(blob, &h);
+        int *tb = malloc(sizeof *tb * (g->n + 1));
+        int *wb = malloc(sizeof *wb * (g->n + 1));
+        if (!tb || !wb) {
+            e = qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+        } else {
+            /* the bits each layer's input and weights ended up with, from the file itself */
+            const uint8_t *p = h.records;
+            for (int i = 0; i < g->n; i++) {
+                struct qd_qm_rec r;
+                qd_qm_record_read(&p, &r);
+                wb[i] = r.wfmt == QD_WFMT_INT ? r.wbits : 0;
+            }
+            struct qd_qm_tshape *sh = malloc(sizeof *sh * (g->n + 1));
+            if (sh && !qd_qm_validate_into(blob, len, sh)) {
+                for (int t = 0; t <= g->n; t++)
+                    tb[t] = sh[t].bits;
+                for (int i = 0; i < g->n; i++) {
+                    const struct qd_inode *nd = &g->nodes[i];
+                    struct sample *s = &out[(*nout)++];
+                    memset(s, 0, sizeof *s);
+                    s->ns = (double)ns[i] / n;
+                    s->x[F_LAYER] = 1;
+                    double macs = qd_cost_node_macs(g, i);
+                    if (nd->qidx < 0)
+                        s->x[tb[i + 1] == 16 ? F_ELEM16 : F_ELEM8] =
+                            (double)qd_igraph_tensor_len(g, i + 1);
+                    else if (tb[nd->in[0]] == 16 || wb[i] > 8)
+                        s->x[nd->op == QD_IOP_CONV && nd->groups > 1 ? F_REFDW : F_REF] = macs;
+                    else if (nd->op == QD_IOP_CONV && nd->groups > 1)
+                        s->x[F_DW] = macs;
+                    else
+                        s->x[F_SIMD] = macs,
+                        s->x[F_WPASS] = (double)nd->wlen * nd->h * ceil(nd->w / (double)TILE);
+                    if (nd->qidx >= 0)
+                        s->x[tb[nd->in[0]] == 16 || wb[i] > 8 ? F_OUT16 : F_OUT8] =
+                            (double)qd_igraph_tensor_len(g, i + 1);
+                }
+            } else if (!e) {
+                e = qd_seterr(QD_EFORMAT, "calibrate: blob does not validate");
+            }
+            free(sh);
+        }
+        free(tb);
+        free(wb);
+    }
+    free(ns);
+    free(abuf);
+    free(arena);
+    return e;
+}
+
+static qd_err write_profile(const char *path, const double *c, const char *cpu)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return qd_seterr(QD_EIO, "calibrate: cannot write %s", path);
+    double w8 = c[F_SIMD] > 0 ? c[F_SIMD] : 1e-3;
+    fprintf(f, "# This machine (%s), one core, quantd's runtime with its best SIMD kernels.\n"
+               "# Sources: measured by `quantlab calibrate-host` (per-layer timing of the five\n"
+               "# families under uniform 2/4/8/16-bit policies; least-squares fit). Cycles are\n"
+               "# nanoseconds (clock_mhz = 1000). Energy is NOT measured (no power counters):\n"
+               "# time x a nominal 15 W core. Flash and RAM are nominal budgets.\n"
+               "[device]\nname = host\ndescription = this machine (measured)\nflash = 64M\n"
+               "ram = 1G\nreserved_flash = 0\nreserved_ram = 0\nclock_mhz = 1000\n"
+               "weight_bits = 2,4,8,16\nact_bits = 8,16\nweights_in_ram = 1\n\n[cycles]\n",
+            cpu);
+    fprintf(f, "mac_w2 = %.6g\nmac_w4 = %.6g\nmac_w8 = %.6g\nmac_w16 = %.6g\n", w8, w8, w8,
+            c[F_REF]);
+    fprintf(f, "act16 = %.6g\nact16_w16 = 1\ndepthwise = %.6g\ndepthwise_16 = %.6g\n"
+               "per_byte = 0\nper_layer = %.6g\nper_element = %.6g\nper_element_16 = %.6g\n"
+               "per_output = %.6g\nper_output_16 = %.6g\n",
+            c[F_REF] / w8, c[F_DW] / w8, c[F_REF] > 0 ? c[F_REFDW] / c[F_REF] : 1, c[F_LAYER],
+            c[F_ELEM8], c[F_ELEM16], c[F_OUT8], c[F_OUT16]);
+    fprintf(f, "weight_pass = %.6g\ntile_pixels = %d\n\n[energy]\n", c[F_WPASS], TILE);
+    fprintf(f, "pj_per_mac_w2 = %.6g\npj_per_mac_w4 = %.6g\npj_per_mac_w8 = %.6g\n"
+               "pj_per_mac_w16 = %.6g\npj_per_byte = 0\n",
+            w8 * 15000, w8 * 15000, w8 * 15000, c[F_REF] * 15000);
+    return fclose(f) ? qd_seterr(QD_EIO, "calibrate: writing %s failed", path) : QD_OK;
+}
+
+qd_err qd_calibrate_host(const struct qd_calibrate_opts *o)
+{
+    static const char *fams[] = {"custom", "resnet_v1", "resnet_v2", "mobilenet_v1",
+                                 "mobilenet_v2"};
+    static const char *pols[] = {"8", "4", "2", "16", "8/16"};
+    const int NP = 5, NH = 2; /* fitted policies; held-out random ones per family */
+    struct qd_model m[5];
+    struct qd_igraph g[5];
+    struct qd_dataset ds[5];
+    struct run *runs = calloc(5 * (NP + NH), sizeof *runs);
+    struct sample *smp = malloc(sizeof *smp * 5 * NP * 1024);
+    int nr = 0, ns = 0, have[5] = {0};
+    qd_err e = runs && smp ? QD_OK : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+    struct qd_rng rng;
+    qd_rng_seed(&rng, 77);
+    for (int f = 0; f < 5 && !e; f++) {
+        int c = f ? 3 : 1, hw = f ? 32 : 28;
+        char *spec;
+        struct qd_zoo_opts zo = {0};
+        if ((e = qd_zoo_spec(fams[f], c, hw, hw, 10, &zo, &spec)))
+            break;
+        e = qd_model_parse(spec, &m[f]);
+        free(spec);
+        if (e)
+            break;
+        qd_model_init_params(&m[f], 1 + f);
+        synth(&ds[f], 64, c, hw, 5 + f);
+        struct qd_norm nm;
+        qd_norm_fit(&ds[f], &nm);
+        if ((e = qd_igraph_build(&m[f], &nm, &g[f]))) {
+            qd_model_fini(&m[f]);
+            qd_dataset_fini(&ds[f]);
+            break;
+        }
+        have[f] = 1;
+        struct qd_range *rg = calloc((size_t)g[f].n + 1, sizeof *rg);
+        if (!rg)
+            e = qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+        if (!e)
+            e = qd_calibrate(&g[f], &ds[f], 64, QD_CALIB_MINMAX, 0, rg);
+        for (int k = 0; k < NP + NH && !e; k++) {
+            struct run *r = &runs[nr];
+            snprintf(r->family, sizeof r->family, "%s", fams[f]);
+            r->g = &g[f];
+            r->heldout = k >= NP;
+            if (!r->heldout) {
+                snprintf(r->policy, sizeof r->policy, "%s", pols[k]);
+                e = qd_policy_parse(pols[k], g[f].nq, &r->p);
+            } else {
+                snprintf(r->policy, sizeof r->policy, "random");
+                static const int wb[] = {2, 4, 8, 16};
+                qd_policy_uniform(&r->p, g[f].nq, 8, 8);
+                for (int l = 0; l < g[f].nq; l++)
+                    r->p.wbits[l] = (uint8_t)wb[qd_rng_below(&rng, 4)];
+            }
+            struct qd_qm_build b = {&g[f], &r->p, QD_QMODE_MIXED, rg, 1, fams[f]};
+            uint8_t *blob = NULL;
+            size_t len;
+            if (!e)
+                e = qd_qm_build(&b, &blob, &len);
+            int before = ns;
+            if (!e)
+                e = measure(&g[f], blob, len, &ds[f], o->images, smp, &ns);
+            double tot = 0;
+            for (int i = before; i < ns; i++)
+                tot += smp[i].ns;
+            r->ns = tot;
+            for (int i = before; i < ns; i++)
+                smp[i].wt = tot > 0 ? 1 / tot : 1;
+            if (r->heldout)
+                ns = before; /* held out: not fitted */
+            free(blob);
+            nr++;
+            fprintf(stderr, "calibrate: %s %s: %.3f ms/image\n", fams[f], r->policy, tot * 1e-6);
+        }
+        free(rg);
+    }
+    double coef[NF] = {0};
+    if (!e) {
+        fit(smp, ns, coef);
+        e = write_profile(o->out, coef, o->cpu ? o->cpu : "host");
+    }
+    struct qd_device dev;
+    if (!e)
+        e = qd_device_load(o->out, &dev);
+    double worst = 0, worst_held = 0;
+    if (!e) {
+        printf("%-13s %-7s %12s %12s %8s\n", "family", "policy", "measured ms", "predicted ms",
+               "error");
+        for (int i = 0; i < nr && !e; i++) {
+            struct qd_costs c;
+            if ((e = qd_cost_policy(runs[i].g, &runs[i].p, &dev, &c)))
+                break;
+            double meas = runs[i].ns * 1e-6, err = c.latency_ms / meas - 1;
+            printf("%-13s %-7s %12.3f %12.3f %+7.1f%%%s\n", runs[i].family, runs[i].policy,
+                   meas, c.latency_ms, 100 * err, runs[i].heldout ? "  (held out)" : "");
+            if (runs[i].heldout)
+                worst_held = fmax(worst_held, fabs(err));
+            else
+                worst = fmax(worst, fabs(err));
+        }
+        printf("worst error: %.1f%% on the fitted policies, %.1f%% on random held-out ones; "
+               "profile written to %s\n",
+               100 * worst, 100 * worst_held, o->out);
+    }
+    for (int f = 0; f < 5; f++) {
+        if (!have[f])
+            continue;
+        qd_igraph_fini(&g[f]);
+        qd_model_fini(&m[f]);
+        qd_dataset_fini(&ds[f]);
+    }
+    free(runs);
+    free(smp);
+    return e;
+}

@@ -1,0 +1,398 @@
+/* quantlab sensitivity: per-layer sensitivity of a checkpoint (measured; with --hessian also
+ * the Hessian estimate and its rank correlation with the measured one), cached next to the
+ * checkpoint as <ckpt>.sens.json keyed by the checkpoint's MD5, the data and the image count.
+ *
+ * quantlab search: the exact search over per-layer weight bits (the device's supported ones;
+ * activations at each supported width in turn) minimizing the summed sensitivity under the
+ * flash, RAM, latency and energy budgets. Prints the policy and every predicted figure; with
+ * --eval, builds it and the best uniform policy that fits the same budgets and measures both
+ * on the test set with the device runtime. The validation images for the sensitivity are the
+ * last sens_n of the training set (never the test set). */
+#include "lab/search.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "core/md5.h"
+#include "lab/labrun.h"
+#include "nn/ckpt.h"
+#include "nn/data.h"
+#include "nn/kernels.h"
+#include "policy/cost.h"
+#include "policy/device.h"
+#include "policy/search.h"
+#include "policy/sens.h"
+#include "quant/calib.h"
+#include "quant/qm.h"
+#include "quant/runtime.h"
+
+struct ctx {
+    struct qd_model m;
+    struct qd_norm nm;
+    struct qd_igraph g;
+    struct qd_dataset tr, val; /* val: a view of tr's last images */
+    struct qd_sens s;
+    char ds[32];
+    int have_m, have_g, have_tr, have_s;
+};
+
+static void ctx_fini(struct ctx *c)
+{
+    if (c->have_s)
+        qd_sens_fini(&c->s);
+    if (c->have_g)
+        qd_igraph_fini(&c->g);
+    if (c->have_tr)
+        qd_dataset_fini(&c->tr);
+    if (c->have_m)
+        qd_model_fini(&c->m);
+}
+
+static qd_err md5_hex(const char *path, char *hex)
+{
+    uint8_t *b;
+    size_t n;
+    QD_TRY(qd_file_read(path, &b, &n));
+    struct qd_md5 m;
+    uint8_t d[16];
+    qd_md5_init(&m);
+    qd_md5_update(&m, b, n);
+    qd_md5_final(&m, d);
+    free(b);
+    for (int i = 0; i < 16; i++)
+        sprintf(hex + 2 * i, "%02x", d[i]);
+    return QD_OK;
+}
+
+/* Loads the checkpoint, the training set, the graph; the sensitivity from the cache or
+ * measured (and cached). */
+static qd_err setup(const struct qd_search_opts *o, struct ctx *c, int need_hessian)
+{
+    memset(c, 0, sizeof *c);
+    QD_TRY(qd_ckpt_load(o->ckpt, &c->m, c->ds, &c->nm));
+    c->have_m = 1;
+    const char *data = o->data ? o->data : c->ds;
+    QD_TRY(qd_data_load(o->dir, data, 1, &c->tr));
+    c->have_tr = 1;
+    QD_TRY(qd_igraph_build(&c->m, &c->nm, &c->g));
+    c->have_g = 1;
+    int n = o->sens_n > 0 ? o->sens_n : 1000;
+    n = n < c->tr.n ? n : c->tr.n;
+    size_t per = (size_t)c->tr.c * c->tr.h * c->tr.w;
+    c->val = c->tr;
+    c->val.n = n;
+    c->val.x = c->tr.x + (size_t)(c->tr.n - n) * per;
+    c->val.y = c->tr.y + (c->tr.n - n);
+    char hex[33], key[128], path[4200];
+    QD_TRY(md5_hex(o->ckpt, hex));
+    snprintf(key, sizeof key, "%s:%s:%d", hex, c->tr.name, n);
+    snprintf(path, sizeof path, "%s.sens.json", o->ckpt);
+    qd_err e = qd_sens_load(&c->s, path, key, c->g.nq);
+    if (!e && (!need_hessian || c->s.have_hess)) {
+        c->have_s = 1;
+        if (!o->json)
+            fprintf(stderr, "sensitivity: from %s\n", path);
+        return QD_OK;
+    }
+    if (!e)
+        qd_sens_fini(&c->s);
+    if (!o->json)
+        fprintf(stderr, "sensitivity: measuring %d layers x 4 bitwidths on %d validation images\n",
+                c->g.nq, n);
+    QD_TRY(qd_sens_measure(&c->g, &c->val, &c->nm, n, &c->s));
+    c->have_s = 1;
+    if (need_hessian)
+        QD_TRY(qd_sens_hessian(&c->m, &c->nm, &c->tr, 16, &c->g, &c->s));
+    return qd_sens_save(&c->s, path, key);
+}
+
+qd_err qd_lab_sensitivity(const struct qd_search_opts *o)
+{
+    struct ctx c;
+    qd_kernels_init(o->threads);
+    qd_err e = setup(o, &c, o->hessian);
+    if (e) {
+        ctx_fini(&c);
+        return e;
+    }
+    static const int bits[] = {2, 4, 8, 16};
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddNumberToObject(j, "layers", c.s.L);
+        cJSON_AddNumberToObject(j, "images", c.s.n);
+        cJSON_AddNumberToObject(j, "loss0", c.s.loss0);
+        cJSON_AddNumberToObject(j, "acc0", c.s.acc0);
+        cJSON *arr = cJSON_AddArrayToObject(j, "dloss");
+        for (int l = 0; l < c.s.L; l++) {
+            double row[4];
+            for (int b = 0; b < 4; b++)
+                row[b] = c.s.dloss[l][bits[b]];
+            cJSON_AddItemToArray(arr, cJSON_CreateDoubleArray(row, 4));
+        }
+        if (c.s.have_hess)
+            for (int b = 0; b < 3; b++) {
+                char k[32];
+                snprintf(k, sizeof k, "rank_corr_%d", bits[b]);
+                cJSON_AddNumberToObject(j, k, qd_sens_rank_corr(&c.s, bits[b]));
+            }
+        char *t = cJSON_PrintUnformatted(j);
+        puts(t);
+        free(t);
+        cJSON_Delete(j);
+    } else {
+        printf("float model on %d validation images: loss %.4f, accuracy %.2f%%\n", c.s.n,
+               c.s.loss0, 100 * c.s.acc0);
+        printf("%5s %-16s %10s %10s %10s %10s%s\n", "layer", "node", "dloss@2", "dloss@4",
+               "dloss@8", "dloss@16", c.s.have_hess ? "   hessian@2  hessian@4" : "");
+        for (int i = 0; i < c.g.n; i++) {
+            const struct qd_inode *nd = &c.g.nodes[i];
+            if (nd->qidx < 0)
+                continue;
+            int l = nd->qidx;
+            printf("%5d %-16s %10.4f %10.4f %10.5f %10.6f", l, c.m.nodes[nd->src].name,
+                   c.s.dloss[l][2], c.s.dloss[l][4], c.s.dloss[l][8], c.s.dloss[l][16]);
+            if (c.s.have_hess)
+                printf(" %11.4g %10.4g", c.s.hess[l][2], c.s.hess[l][4]);
+            printf("\n");
+        }
+        if (c.s.have_hess)
+            printf("rank correlation (Spearman) of Hessian vs measured: %.3f at 2 bits, %.3f at "
+                   "4 bits, %.3f at 8 bits\n",
+                   qd_sens_rank_corr(&c.s, 2), qd_sens_rank_corr(&c.s, 4),
+                   qd_sens_rank_corr(&c.s, 8));
+    }
+    ctx_fini(&c);
+    return QD_OK;
+}
+
+struct answer {
+    struct qd_policy p;
+    struct qd_search_result r;
+    int found;
+};
+
+/* The exact search at one activation width. */
+static qd_err search_at(const struct ctx *c, const struct qd_device *d, const double *budget,
+                        int abits, int hessian, struct answer *a)
+{
+    struct qd_cost_table t;
+    QD_TRY(qd_cost_table_build(&c->g, d, abits, &t));
+    double *obj = malloc(sizeof *obj * t.L * t.K);
+    int *ch = malloc(sizeof *ch * t.L);
+    qd_err e = obj && ch ? QD_OK : qd_seterr(QD_ENOMEM, "search: out of memory");
+    for (int l = 0; !e && l < t.L; l++)
+        for (int k = 0; k < t.K; k++)
+            obj[l * t.K + k] = hessian ? c->s.hess[l][t.wbits[k]] : c->s.dloss[l][t.wbits[k]];
+    if (!e) {
+        struct qd_search s = {.L = t.L, .K = t.K, .obj = obj, .cost = t.cost};
+        memcpy(s.base, t.base, sizeof s.base);
+        memcpy(s.budget, budget, sizeof s.budget);
+        e = qd_search_exact(&s, ch, &a->r);
+        if (!e) {
+            qd_policy_uniform(&a->p, t.L, 8, abits);
+            for (int l = 0; l < t.L; l++)
+                a->p.wbits[l] = (uint8_t)t.wbits[ch[l]];
+            a->found = 1;
+        }
+    }
+    free(obj);
+    free(ch);
+    qd_cost_table_fini(&t);
+    return e;
+}
+
+static int fits(const struct qd_costs *k, const double *b)
+{
+    return k->flash <= b[QD_BUDGET_FLASH] && k->ram <= b[QD_BUDGET_RAM] &&
+           k->latency_ms <= b[QD_BUDGET_LATENCY] && k->energy_mj <= b[QD_BUDGET_ENERGY];
+}
+
+/* Builds policy p (calibrated on the training set) and measures it on the test set. */
+static qd_err measure(const struct qd_search_opts *o, struct ctx *c, const struct qd_policy *p,
+                      const struct qd_dataset *te, struct qd_range *rg, double *acc, size_t *len,
+                      const char *out)
+{
+    struct qd_qm_build b = {&c->g, p, QD_QMODE_MIXED, rg, 1, c->m.family};
+    uint8_t *blob;
+    QD_TRY(qd_qm_build(&b, &blob, len));
+    struct qd_lab_eval r;
+    qd_err e = qd_lab_eval_blob(blob, *len, te, o->limit, o->threads, QD_RT_ISA_AUTO, &r);
+    if (!e && out)
+        e = qd_file_write_atomic(out, blob, *len);
+    free(blob);
+    *acc = r.acc;
+    return e;
+}
+
+qd_err qd_lab_search(const struct qd_search_opts *o)
+{
+    struct qd_device d;
+    QD_TRY(qd_device_load(o->device, &d));
+    double budget[QD_BUDGET_COUNT] = {
+        [QD_BUDGET_FLASH] = isnan(o->flash) ? d.flash - d.reserved_flash : o->flash,
+        [QD_BUDGET_RAM] = isnan(o->ram) ? d.ram - d.reserved_ram : o->ram,
+        [QD_BUDGET_LATENCY] = isnan(o->latency) ? INFINITY : o->latency,
+        [QD_BUDGET_ENERGY] = isnan(o->energy) ? INFINITY : o->energy};
+    struct ctx c;
+    qd_kernels_init(o->threads);
+    qd_err e = setup(o, &c, o->hessian);
+    if (e) {
+        ctx_fini(&c);
+        return e;
+    }
+    struct answer best = {0};
+    qd_err first = QD_OK;
+    char firstmsg[512] = "";
+    for (int ab = 8; ab <= 16; ab += 8) {
+        if (!d.abits_ok[ab])
+            continue;
+        struct answer a = {0};
+        qd_err r = search_at(&c, &d, budget, ab, o->hessian, &a);
+        if (r == QD_EBUDGET) {
+            if (!first) {
+                first = r;
+                snprintf(firstmsg, sizeof firstmsg, "%s", qd_errmsg());
+            }
+            continue;
+        }
+        if (r) {
+            ctx_fini(&c);
+            return r;
+        }
+        if (!best.found || a.r.obj < best.r.obj)
+            best = a;
+    }
+    if (!best.found) {
+        e = qd_seterr(QD_EBUDGET, "%s on %s: %s", c.m.family, d.name, firstmsg);
+        ctx_fini(&c);
+        return e;
+    }
+    struct qd_costs k;
+    if ((e = qd_cost_policy(&c.g, &best.p, &d, &k))) {
+        ctx_fini(&c);
+        return e;
+    }
+    /* the best uniform weight width (activations 8, else 16) that fits the same budgets */
+    struct qd_policy uni;
+    struct qd_costs uk;
+    int uni_bits = 0;
+    for (int w = 16; w >= 2 && !uni_bits; w /= 2)
+        for (int ab = 8; ab <= 16 && !uni_bits; ab += 8) {
+            if (!d.wbits_ok[w] || !d.abits_ok[ab])
+                continue;
+            qd_policy_uniform(&uni, c.g.nq, w, ab);
+            if (!qd_cost_policy(&c.g, &uni, &d, &uk) && fits(&uk, budget))
+                uni_bits = w;
+        }
+    char ptxt[4096];
+    qd_policy_format(&best.p, ptxt, sizeof ptxt);
+    double pred = c.s.loss0, upred = c.s.loss0;
+    for (int l = 0; l < c.g.nq; l++) {
+        pred += c.s.dloss[l][best.p.wbits[l]];
+        if (uni_bits)
+            upred += c.s.dloss[l][uni_bits];
+    }
+    double acc = -1, uacc = -1;
+    size_t len = 0, ulen = 0;
+    if (o->eval) {
+        struct qd_dataset te;
+        struct qd_range *rg = calloc((size_t)c.g.n + 1, sizeof *rg);
+        e = rg ? qd_data_load(o->dir, c.tr.name, 0, &te) : qd_seterr(QD_ENOMEM, "out of memory");
+        if (!e) {
+            e = qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg);
+            if (!e)
+                e = measure(o, &c, &best.p, &te, rg, &acc, &len, o->out);
+            if (!e && uni_bits)
+                e = measure(o, &c, &uni, &te, rg, &uacc, &ulen, NULL);
+            qd_dataset_fini(&te);
+        }
+        free(rg);
+        if (e) {
+            ctx_fini(&c);
+            return e;
+        }
+    } else if (o->out) {
+        struct qd_range *rg = calloc((size_t)c.g.n + 1, sizeof *rg);
+        e = rg ? qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg)
+               : qd_seterr(QD_ENOMEM, "out of memory");
+        struct qd_qm_build b = {&c.g, &best.p, QD_QMODE_MIXED, rg, 1, c.m.family};
+        uint8_t *blob = NULL;
+        if (!e && !(e = qd_qm_build(&b, &blob, &len)))
+            e = qd_file_write_atomic(o->out, blob, len);
+        free(blob);
+        free(rg);
+        if (e) {
+            ctx_fini(&c);
+            return e;
+        }
+    }
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", c.m.family);
+        cJSON_AddStringToObject(j, "device", d.name);
+        cJSON_AddStringToObject(j, "policy", ptxt);
+        cJSON_AddItemToObject(j, "policy_json", qd_policy_to_json(&best.p));
+        cJSON_AddNumberToObject(j, "flash", k.flash);
+        cJSON_AddNumberToObject(j, "ram", k.ram);
+        cJSON_AddNumberToObject(j, "latency_ms", k.latency_ms);
+        cJSON_AddNumberToObject(j, "energy_mj", k.energy_mj);
+        cJSON_AddNumberToObject(j, "budget_flash", budget[QD_BUDGET_FLASH]);
+        cJSON_AddNumberToObject(j, "budget_ram", budget[QD_BUDGET_RAM]);
+        if (isfinite(budget[QD_BUDGET_LATENCY]))
+            cJSON_AddNumberToObject(j, "budget_latency_ms", budget[QD_BUDGET_LATENCY]);
+        if (isfinite(budget[QD_BUDGET_ENERGY]))
+            cJSON_AddNumberToObject(j, "budget_energy_mj", budget[QD_BUDGET_ENERGY]);
+        cJSON_AddNumberToObject(j, "objective", best.r.obj);
+        cJSON_AddNumberToObject(j, "predicted_loss", pred);
+        cJSON_AddNumberToObject(j, "float_val_loss", c.s.loss0);
+        cJSON_AddNumberToObject(j, "search_states", (double)best.r.states);
+        cJSON_AddNumberToObject(j, "search_seconds", best.r.seconds);
+        if (uni_bits) {
+            cJSON_AddNumberToObject(j, "uniform_bits", uni_bits);
+            cJSON_AddNumberToObject(j, "uniform_flash", uk.flash);
+            cJSON_AddNumberToObject(j, "uniform_predicted_loss", upred);
+        }
+        if (acc >= 0) {
+            cJSON_AddNumberToObject(j, "test_acc", acc);
+            cJSON_AddNumberToObject(j, "bytes", (double)len);
+            if (uacc >= 0)
+                cJSON_AddNumberToObject(j, "uniform_test_acc", uacc);
+        }
+        char *t = cJSON_PrintUnformatted(j);
+        puts(t);
+        free(t);
+        cJSON_Delete(j);
+    } else {
+        printf("%s on %s (%s)\npolicy (weight bits per layer%s): %s\n", c.m.family, d.name,
+               d.description, best.p.abits[0] == 16 ? ", 16-bit activations" : "", ptxt);
+        printf("  flash   %10.0f bytes   budget %.0f\n", k.flash, budget[QD_BUDGET_FLASH]);
+        printf("  RAM     %10.0f bytes   budget %.0f (arena %.0f)\n", k.ram,
+               budget[QD_BUDGET_RAM], k.arena);
+        printf("  latency %10.3f ms      budget %s%.3g\n", k.latency_ms,
+               isfinite(budget[QD_BUDGET_LATENCY]) ? "" : "none ",
+               isfinite(budget[QD_BUDGET_LATENCY]) ? budget[QD_BUDGET_LATENCY] : 0.0);
+        printf("  energy  %10.4f mJ      budget %s%.3g\n", k.energy_mj,
+               isfinite(budget[QD_BUDGET_ENERGY]) ? "" : "none ",
+               isfinite(budget[QD_BUDGET_ENERGY]) ? budget[QD_BUDGET_ENERGY] : 0.0);
+        printf("  predicted validation loss %.4f (float %.4f); exact search: %ld states, %.3f ms\n",
+               pred, c.s.loss0, best.r.states, 1e3 * best.r.seconds);
+        if (uni_bits)
+            printf("best uniform policy that fits: %d-bit weights, %.0f bytes, predicted loss "
+                   "%.4f\n",
+                   uni_bits, uk.flash, upred);
+        else
+            printf("no uniform policy fits these budgets\n");
+        if (acc >= 0) {
+            printf("measured test accuracy: %.2f%% (%zu bytes)", 100 * acc, len);
+            if (uacc >= 0)
+                printf("; uniform %d-bit: %.2f%%", uni_bits, 100 * uacc);
+            printf("\n");
+        }
+    }
+    ctx_fini(&c);
+    return QD_OK;
+}

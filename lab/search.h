@@ -1,0 +1,25 @@
+/* quantlab sensitivity and quantlab search (see search.c).
+ *
+ * Usage:
+ *     struct qd_search_opts o = {.ckpt = "runs/m.qdck", .data = "cifar10", .dir = "data",
+ *                                .device = "cortex-m7", .flash = 150e3, .ram = NAN,
+ *                                .latency = NAN, .energy = NAN, .sens_n = 1000};
+ *     qd_lab_search(&o);         // prints the policy, its costs, and with .eval the accuracy
+ */
+#ifndef QD_LAB_SEARCH_H
+#define QD_LAB_SEARCH_H
+
+#include "core/err.h"
+
+struct qd_search_opts {
+    const char *ckpt, *data, *dir, *device, *out;
+    double flash, ram, latency, energy; /* budgets; NAN: the device's (flash, RAM) or none */
+    int sens_n;                         /* validation images for the sensitivity */
+    int hessian;                        /* objective: the Hessian estimate, not the measured */
+    int eval, limit, threads, json, calib_n;
+};
+
+qd_err qd_lab_sensitivity(const struct qd_search_opts *o);
+qd_err qd_lab_search(const struct qd_search_opts *o);
+
+#endif
