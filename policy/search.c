@@ -1,8 +1,9 @@
-/* Exact multi-budget multiple-choice knapsack by DP over Pareto sets (see search.h). Sums are
- * always formed in layer order starting from `base`, in the DP, in qd_search_eval and in the
- * tests' brute force, so "fits" means the same floating-point comparison everywhere; the
- * pruning bounds, summed in another order, get a relative slack of 1e-9 so they never drop a
- * point that fits exactly. */
+/* Exact multi-budget multiple-choice knapsack by branch and bound with Lagrangian bounds (see
+ * search.h). A complete policy's figures are always summed in layer order starting from
+ * `base` (here, in qd_search_eval and in the tests' brute force), so "fits" means the same
+ * floating-point comparison everywhere; pruning bounds, summed in other orders, get a relative
+ * slack of 1e-9 so they never drop a policy that fits exactly. */
+#define _GNU_SOURCE /* qsort_r */
 #include "policy/search.h"
 
 #include <math.h>
@@ -13,18 +14,6 @@
 
 #define D QD_BUDGET_COUNT
 
-struct pt {
-    double c[D];
-    double obj;
-    double key; /* sort key (the one budgeted cost, when there is one) */
-    int parent; /* index in the previous layer's set */
-    int k;      /* option chosen at this layer */
-};
-
-struct set {
-    struct pt *p;
-    int n, cap;
-};
 
 const char *qd_budget_name(enum qd_budget d)
 {
@@ -43,19 +32,6 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int push(struct set *s, const struct pt *p)
-{
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 64;
-        struct pt *np = realloc(s->p, sizeof *np * cap);
-        if (!np)
-            return -1;
-        s->p = np, s->cap = cap;
-    }
-    s->p[s->n++] = *p;
-    return 0;
 }
 
 static const double *cost_at(const struct qd_search *s, int l, int k)
@@ -94,19 +70,10 @@ static int fits(const struct qd_search *s, const double *c)
     return 1;
 }
 
-/* Greedy start: the best objective per layer, then, while a budget is broken, the single
- * change with the least objective increase per unit of normalized excess removed. */
-static int greedy(const struct qd_search *s, int *ch)
+/* Greedy repair: from the assignment in ch, while a budget is broken, the single change with
+ * the least objective increase per unit of normalized excess removed. */
+static int repair(const struct qd_search *s, int *ch)
 {
-    for (int l = 0; l < s->L; l++) {
-        ch[l] = -1;
-        for (int k = 0; k < s->K; k++)
-            if (usable(s, l, k) &&
-                (ch[l] < 0 || s->obj[(size_t)l * s->K + k] < s->obj[(size_t)l * s->K + ch[l]]))
-                ch[l] = k;
-        if (ch[l] < 0)
-            return 0;
-    }
     for (int it = 0; it < s->L * s->K * 4; it++) {
         struct qd_search_result r;
         qd_search_eval(s, ch, &r);
@@ -137,61 +104,106 @@ static int greedy(const struct qd_search *s, int *ch)
     return 0;
 }
 
-static int cmp_obj(const void *a, const void *b)
+struct bb {
+    const struct qd_search *s;
+    int L, K, na, act[D];
+    double cap[D];     /* budget - base of each active dimension */
+    double lam[D];     /* Lagrange multipliers (per unit of normalized cost) */
+    int *order;        /* layers in search order */
+    int *opt;          /* (L, K): options of each layer by ascending reduced cost, -1 ends */
+    double *red_min;   /* (L): min reduced cost of layer order[i] */
+    double *suf_red;   /* (L + 1): sum of red_min over positions >= i */
+    double *suf_c;     /* (L + 1, D): sum of min cost over positions >= i */
+    int *cur, *best;   /* (L) by layer */
+    double best_obj;
+    int have;
+    long nodes;
+};
+
+static double reduced(const struct bb *b, int l, int k)
 {
-    const struct pt *x = a, *y = b;
-    return x->obj < y->obj ? -1 : x->obj > y->obj;
+    const double *c = cost_at(b->s, l, k);
+    double v = b->s->obj[(size_t)l * b->K + k];
+    for (int a = 0; a < b->na; a++)
+        v += b->lam[a] * c[b->act[a]] / b->cap[a];
+    return v;
 }
 
-static int cmp_key(const void *a, const void *b)
+/* L(lam) = sum of per-layer minima of the reduced costs - sum(lam); x = the minimizers. */
+static double dual(const struct bb *b, int *x, double *g)
 {
-    const struct pt *x = a, *y = b;
-    if (x->key != y->key)
-        return x->key < y->key ? -1 : 1;
-    return x->obj < y->obj ? -1 : x->obj > y->obj;
-}
-
-/* Keeps the points no other point dominates (in the budgeted dimensions and the objective). */
-static void pareto(struct set *s, const int *act, int na)
-{
-    if (s->n <= 1)
-        return;
-    int m = 0;
-    if (na == 0) {
-        int b = 0;
-        for (int i = 1; i < s->n; i++)
-            if (s->p[i].obj < s->p[b].obj)
-                b = i;
-        s->p[0] = s->p[b];
-        s->n = 1;
-        return;
-    }
-    if (na == 1) {
-        for (int i = 0; i < s->n; i++)
-            s->p[i].key = s->p[i].c[act[0]];
-        qsort(s->p, s->n, sizeof *s->p, cmp_key);
-        double best = INFINITY;
-        for (int i = 0; i < s->n; i++)
-            if (s->p[i].obj < best) {
-                best = s->p[i].obj;
-                s->p[m++] = s->p[i];
+    double v = 0;
+    for (int a = 0; a < b->na; a++)
+        g[a] = -1, v -= b->lam[a];
+    for (int l = 0; l < b->L; l++) {
+        int bk = -1;
+        double bv = INFINITY;
+        for (int k = 0; k < b->K; k++)
+            if (usable(b->s, l, k)) {
+                double r = reduced(b, l, k);
+                if (r < bv)
+                    bv = r, bk = k;
             }
-        s->n = m;
+        x[l] = bk;
+        v += bv;
+        const double *c = cost_at(b->s, l, bk);
+        for (int a = 0; a < b->na; a++)
+            g[a] += c[b->act[a]] / b->cap[a];
+    }
+    return v;
+}
+
+static void consider(struct bb *b, const int *ch)
+{
+    struct qd_search_result r;
+    qd_search_eval(b->s, ch, &r);
+    if (fits(b->s, r.cost) && (!b->have || r.obj < b->best_obj)) {
+        memcpy(b->best, ch, sizeof *ch * b->L);
+        b->best_obj = r.obj;
+        b->have = 1;
+    }
+}
+
+/* Depth-first over positions i (layer order[i]); c: costs so far; o: objective so far. */
+static void dfs(struct bb *b, int i, const double *c, double o)
+{
+    b->nodes++;
+    if (i == b->L) {
+        consider(b, b->cur);
         return;
     }
-    qsort(s->p, s->n, sizeof *s->p, cmp_obj);
-    for (int i = 0; i < s->n; i++) {
-        int dom = 0;
-        for (int j = 0; j < m && !dom; j++) {
-            int le = 1;
-            for (int a = 0; a < na && le; a++)
-                le = s->p[j].c[act[a]] <= s->p[i].c[act[a]];
-            dom = le;
+    int l = b->order[i];
+    for (int j = 0; j < b->K; j++) {
+        int k = b->opt[(size_t)i * b->K + j];
+        if (k < 0)
+            break;
+        const double *ck = cost_at(b->s, l, k);
+        double nc[D], no = o + b->s->obj[(size_t)l * b->K + k];
+        int ok = 1;
+        double slack_sum = 0;
+        for (int a = 0; a < b->na && ok; a++) {
+            int d = b->act[a];
+            nc[a] = c[a] + ck[d];
+            double need = nc[a] + b->suf_c[(i + 1) * D + d];
+            ok = need <= b->cap[a] + fabs(b->cap[a]) * 1e-9 + 1e-12;
+            slack_sum += b->lam[a] * (b->cap[a] - nc[a]) / b->cap[a];
         }
-        if (!dom)
-            s->p[m++] = s->p[i];
+        if (!ok)
+            continue;
+        /* Lagrangian bound of every completion: no + sum of reduced minima - lam . slack */
+        double lb = no + b->suf_red[i + 1] - slack_sum;
+        if (b->have && lb >= b->best_obj - fabs(b->best_obj) * 1e-12)
+            continue;
+        b->cur[l] = k;
+        dfs(b, i + 1, nc, no);
     }
-    s->n = m;
+}
+
+static int cmp_gap_desc(const void *x, const void *y, void *ctx)
+{
+    const double *gap = ctx;
+    double a = gap[*(const int *)x], c = gap[*(const int *)y];
+    return a < c ? 1 : a > c ? -1 : 0;
 }
 
 qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_result *r)
@@ -200,134 +212,141 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     memset(r, 0, sizeof *r);
     if (s->L < 1 || s->K < 1)
         return qd_seterr(QD_EINVAL, "search: %d layers, %d options", s->L, s->K);
-    int L = s->L, act[D], na = 0;
+    int L = s->L, K = s->K;
+    struct bb b = {.s = s, .L = L, .K = K};
     for (int d = 0; d < D; d++)
         if (isfinite(s->budget[d]))
-            act[na++] = d;
-    /* suffix minima of each cost and of the objective (lower bounds of any completion) */
-    double *sufc = calloc((size_t)(L + 1) * D, sizeof *sufc), *sufo = calloc(L + 1, sizeof *sufo);
-    struct set *sets = calloc(L, sizeof *sets);
-    int *inc = malloc(sizeof *inc * L);
+            b.act[b.na++] = d;
+    /* smallest achievable figure of each dimension on its own */
+    double minc[D] = {0};
+    for (int l = 0; l < L; l++) {
+        int any = 0;
+        for (int k = 0; k < K; k++)
+            any |= usable(s, l, k);
+        if (!any)
+            return qd_seterr(QD_EBUDGET, "search: layer %d has no usable option", l);
+        for (int d = 0; d < D; d++) {
+            double m = INFINITY;
+            for (int k = 0; k < K; k++)
+                if (usable(s, l, k))
+                    m = fmin(m, cost_at(s, l, k)[d]);
+            minc[d] += m;
+        }
+    }
+    for (int d = 0; d < D; d++)
+        r->cost[d] = s->base[d] + minc[d];
+    for (int a = 0; a < b.na; a++) {
+        int d = b.act[a];
+        if (r->cost[d] > s->budget[d] * (1 + 1e-9) + 1e-12)
+            return qd_seterr(QD_EBUDGET, "no policy fits the %s budget of %.6g %s: the smallest "
+                                         "achievable is %.6g %s",
+                             qd_budget_name(d), s->budget[d], unit(d), r->cost[d], unit(d));
+        b.cap[a] = s->budget[d] - s->base[d];
+        if (!(b.cap[a] > 0))
+            b.cap[a] = 1e-300; /* only zero-cost options fit; normalization stays finite */
+    }
+    b.order = malloc(sizeof *b.order * L);
+    b.opt = malloc(sizeof *b.opt * L * K);
+    b.red_min = malloc(sizeof *b.red_min * L);
+    b.suf_red = calloc(L + 1, sizeof *b.suf_red);
+    b.suf_c = calloc((size_t)(L + 1) * D, sizeof *b.suf_c);
+    b.cur = malloc(sizeof *b.cur * L);
+    b.best = malloc(sizeof *b.best * L);
+    int *x = malloc(sizeof *x * L);
+    double *gap = malloc(sizeof *gap * L);
     qd_err e = QD_OK;
-    if (!sufc || !sufo || !sets || !inc) {
+    if (!b.order || !b.opt || !b.red_min || !b.suf_red || !b.suf_c || !b.cur || !b.best || !x ||
+        !gap) {
         e = qd_seterr(QD_ENOMEM, "search: out of memory");
         goto out;
     }
-    for (int l = L - 1; l >= 0; l--) {
-        double mo = INFINITY, mc[D];
-        for (int d = 0; d < D; d++)
-            mc[d] = INFINITY;
-        for (int k = 0; k < s->K; k++) {
-            if (!usable(s, l, k))
-                continue;
-            mo = fmin(mo, s->obj[(size_t)l * s->K + k]);
-            for (int d = 0; d < D; d++)
-                mc[d] = fmin(mc[d], cost_at(s, l, k)[d]);
+    /* Lagrangian dual by projected subgradient (Polyak steps toward the incumbent) */
+    double lam_best[D] = {0}, lb_best = -INFINITY, g[D];
+    for (int it = 0; it < (b.na ? 80 : 1); it++) {
+        double v = dual(&b, x, g);
+        if (v > lb_best) {
+            lb_best = v;
+            memcpy(lam_best, b.lam, sizeof lam_best);
         }
-        if (!isfinite(mo)) {
-            e = qd_seterr(QD_EBUDGET, "search: layer %d has no usable option", l);
-            goto out;
+        consider(&b, x);
+        double gg = 0;
+        for (int a = 0; a < b.na; a++) {
+            double gp = b.lam[a] > 0 || g[a] > 0 ? g[a] : 0; /* projected */
+            gg += gp * gp;
         }
-        sufo[l] = sufo[l + 1] + mo;
-        for (int d = 0; d < D; d++)
-            sufc[l * D + d] = sufc[(l + 1) * D + d] + mc[d];
+        if (gg == 0)
+            break; /* x feasible with complementary slackness: optimal */
+        double ub = b.have ? b.best_obj : v + fabs(v) * 0.1 + 1e-9;
+        double step = (ub - v) / gg;
+        if (!(step > 0))
+            step = 1e-3;
+        for (int a = 0; a < b.na; a++)
+            b.lam[a] = fmax(0, b.lam[a] + step * g[a]);
     }
-    /* smallest achievable figures, each on its own */
-    for (int d = 0; d < D; d++)
-        r->cost[d] = s->base[d] + sufc[d];
-    for (int a = 0; a < na; a++)
-        if (r->cost[act[a]] > s->budget[act[a]] * (1 + 1e-9)) {
-            int d = act[a];
-            e = qd_seterr(QD_EBUDGET, "no policy fits the %s budget of %.6g %s: the smallest "
-                                      "achievable is %.6g %s",
-                          qd_budget_name(d), s->budget[d], unit(d), r->cost[d], unit(d));
-            goto out;
-        }
-    double incumbent = INFINITY;
-    int have_inc = greedy(s, inc);
-    if (have_inc) {
-        struct qd_search_result g;
-        qd_search_eval(s, inc, &g);
-        incumbent = g.obj;
-    }
-    /* layer by layer */
-    struct pt start = {.parent = -1, .k = -1};
-    for (int d = 0; d < D; d++)
-        start.c[d] = s->base[d];
+    memcpy(b.lam, lam_best, sizeof lam_best);
+    dual(&b, x, g);
+    memcpy(b.cur, x, sizeof *x * L);
+    if (repair(s, b.cur))
+        consider(&b, b.cur);
+    /* search order: layers whose best and second-best reduced costs differ most first */
     for (int l = 0; l < L; l++) {
-        struct set *cur = &sets[l];
-        int np = l ? sets[l - 1].n : 1;
-        for (int i = 0; i < np; i++) {
-            const struct pt *p = l ? &sets[l - 1].p[i] : &start;
-            for (int k = 0; k < s->K; k++) {
-                if (!usable(s, l, k))
-                    continue;
-                struct pt q = {.parent = i, .k = k};
-                const double *c = cost_at(s, l, k);
-                int ok = 1;
-                for (int d = 0; d < D; d++)
-                    q.c[d] = p->c[d] + c[d];
-                for (int a = 0; a < na && ok; a++) {
-                    int d = act[a];
-                    double lb = q.c[d] + sufc[(l + 1) * D + d];
-                    ok = lb <= s->budget[d] + fabs(s->budget[d]) * 1e-9;
-                    if (l == L - 1)
-                        ok = q.c[d] <= s->budget[d]; /* complete: the exact comparison */
-                }
-                q.obj = p->obj + s->obj[(size_t)l * s->K + k];
-                double lbo = q.obj + sufo[l + 1];
-                if (ok && lbo > incumbent + fabs(incumbent) * 1e-9 + 1e-12)
-                    ok = 0;
-                if (ok && push(cur, &q)) {
-                    e = qd_seterr(QD_ENOMEM, "search: out of memory");
-                    goto out;
-                }
+        double m1 = INFINITY, m2 = INFINITY;
+        for (int k = 0; k < K; k++)
+            if (usable(s, l, k)) {
+                double v = reduced(&b, l, k);
+                if (v < m1)
+                    m2 = m1, m1 = v;
+                else if (v < m2)
+                    m2 = v;
             }
-        }
-        pareto(cur, act, na);
-        r->states += cur->n;
-        if (!cur->n)
-            break;
+        gap[l] = isfinite(m2) ? m2 - m1 : INFINITY;
+        b.order[l] = l;
     }
-    struct set *last = &sets[L - 1];
-    int best = -1;
-    for (int i = 0; i < last->n; i++)
-        if (best < 0 || last->p[i].obj < last->p[best].obj)
-            best = i;
-    if (best >= 0) {
-        for (int l = L - 1, i = best; l >= 0; l--) {
-            choice[l] = sets[l].p[i].k;
-            i = sets[l].p[i].parent;
+    qsort_r(b.order, L, sizeof *b.order, cmp_gap_desc, gap);
+    for (int i = L - 1; i >= 0; i--) {
+        int l = b.order[i], n = 0;
+        double rv[64];
+        for (int k = 0; k < K; k++)
+            if (usable(s, l, k))
+                b.opt[(size_t)i * K + n] = k, rv[n++] = reduced(&b, l, k);
+        for (int p = 1; p < n; p++) /* insertion sort by reduced cost */
+            for (int q = p; q > 0 && rv[q] < rv[q - 1]; q--) {
+                double tv = rv[q];
+                rv[q] = rv[q - 1], rv[q - 1] = tv;
+                int tk = b.opt[(size_t)i * K + q];
+                b.opt[(size_t)i * K + q] = b.opt[(size_t)i * K + q - 1];
+                b.opt[(size_t)i * K + q - 1] = tk;
+            }
+        if (n < K)
+            b.opt[(size_t)i * K + n] = -1;
+        b.red_min[i] = rv[0];
+        b.suf_red[i] = b.suf_red[i + 1] + rv[0];
+        for (int d = 0; d < D; d++) {
+            double m = INFINITY;
+            for (int k = 0; k < K; k++)
+                if (usable(s, l, k))
+                    m = fmin(m, cost_at(s, l, k)[d]);
+            b.suf_c[i * D + d] = b.suf_c[(i + 1) * D + d] + m;
         }
-        if (have_inc) { /* the greedy start may tie or (by the bound's slack) be kept */
-            struct qd_search_result a, b;
-            qd_search_eval(s, choice, &a);
-            qd_search_eval(s, inc, &b);
-            if (b.obj < a.obj)
-                memcpy(choice, inc, sizeof *inc * L);
-        }
-    } else if (have_inc) {
-        memcpy(choice, inc, sizeof *inc * L);
-    } else {
+    }
+    double c0[D] = {0};
+    dfs(&b, 0, c0, 0);
+    if (!b.have) {
         char figs[256] = "";
-        for (int a = 0; a < na; a++)
+        for (int a = 0; a < b.na; a++)
             snprintf(figs + strlen(figs), sizeof figs - strlen(figs), "%s%s >= %.6g %s",
-                     a ? ", " : "", qd_budget_name(act[a]), r->cost[act[a]], unit(act[a]));
+                     a ? ", " : "", qd_budget_name(b.act[a]), r->cost[b.act[a]],
+                     unit(b.act[a]));
         e = qd_seterr(QD_EBUDGET, "no policy meets all the budgets together (each alone can be "
                                   "met: %s)", figs);
         goto out;
     }
-    long states = r->states;
+    memcpy(choice, b.best, sizeof *choice * L);
     qd_search_eval(s, choice, r);
-    r->states = states;
+    r->states = b.nodes;
 out:
     r->seconds = now() - t0;
-    if (sets)
-        for (int l = 0; l < L; l++)
-            free(sets[l].p);
-    free(sets);
-    free(sufc);
-    free(sufo);
-    free(inc);
+    free(b.order), free(b.opt), free(b.red_min), free(b.suf_red), free(b.suf_c);
+    free(b.cur), free(b.best), free(x), free(gap);
     return e;
 }
