@@ -94,14 +94,12 @@ static qd_err setup(const struct qd_search_opts *o, struct ctx *c, int need_hess
     qd_err e = qd_sens_load(&c->s, path, key, c->g.nq);
     if (!e && (!need_hessian || c->s.have_hess)) {
         c->have_s = 1;
-        if (!o->json)
-            fprintf(stderr, "sensitivity: from %s\n", path);
+        fprintf(stderr, "sensitivity: from %s\n", path);
         return QD_OK;
     }
     if (!e)
         qd_sens_fini(&c->s);
-    if (!o->json)
-        fprintf(stderr, "sensitivity: measuring %d layers x 4 bitwidths on %d validation images\n",
+    fprintf(stderr, "sensitivity: measuring %d layers x 4 bitwidths on %d validation images\n",
                 c->g.nq, n);
     QD_TRY(qd_sens_measure(&c->g, &c->val, &c->nm, n, &c->s));
     c->have_s = 1;

@@ -244,6 +244,66 @@ static void study_writes_tables_and_plots(void **st)
     assert_int_equal(rows, 10);
 }
 
+/* sensitivity and search: the table has a row per layer and is cached; the policy fits the
+ * budget; an impossible budget is a clear error naming the smallest figure; bad flags exit 2. */
+static void search_fits_budgets_and_explains_failures(void **st)
+{
+    make_data();
+    static char out[1 << 16], err[1 << 16];
+    char args[2048], p[1024];
+    snprintf(args, sizeof args,
+             "train --model custom --data mnist --dir %s --epochs 1 --threads 2 --no-eval --json "
+             "--out %s/s.qdck",
+             dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    snprintf(args, sizeof args, "sensitivity --ckpt %s/s.qdck --dir %s --sens-n 100 --json", dir,
+             dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("sensitivity: %s", err);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    cJSON *dl = cJSON_GetObjectItem(j, "dloss");
+    assert_int_equal(cJSON_GetArraySize(dl), 5); /* custom: 4 convs and a dense */
+    double d2 = cJSON_GetArrayItem(cJSON_GetArrayItem(dl, 0), 0)->valuedouble;
+    double d16 = cJSON_GetArrayItem(cJSON_GetArrayItem(dl, 0), 3)->valuedouble;
+    assert_true(fabs(d16) <= fabs(d2) + 1e-9); /* 16 bits hurts no more than 2 */
+    cJSON_Delete(j);
+    snprintf(p, sizeof p, "%s/s.qdck.sens.json", dir);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    /* a budget half way between the smallest and the 8-bit model */
+    char dev[1200];
+    snprintf(dev, sizeof dev, "--device %s/etc/devices/cortex-m4.ini", getenv("QD_SOURCE_DIR"));
+    snprintf(args, sizeof args,
+             "search --ckpt %s/s.qdck --dir %s --sens-n 100 %s --flash 60k --json --eval "
+             "--limit 100 --out %s/s.qm",
+             dir, dir, dev, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("search: %s", err);
+    assert_non_null(strstr(err, "from")); /* the cached sensitivity was used */
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    double flash = cJSON_GetObjectItem(j, "flash")->valuedouble;
+    assert_true(flash <= 60 * 1024);
+    assert_int_equal(stat(p, &sb), 0);
+    snprintf(p, sizeof p, "%s/s.qm", dir);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_true((double)sb.st_size == flash); /* the predicted flash is the file */
+    assert_true(cJSON_GetObjectItem(j, "test_acc")->valuedouble > 0.5);
+    cJSON_Delete(j);
+    snprintf(args, sizeof args, "search --ckpt %s/s.qdck --dir %s --sens-n 100 %s --flash 2k",
+             dir, dir, dev);
+    assert_int_equal(run(args, out, sizeof out, err, sizeof err), 1);
+    assert_non_null(strstr(err, "EBUDGET"));
+    assert_non_null(strstr(err, "smallest achievable"));
+    snprintf(args, sizeof args, "search --ckpt %s/s.qdck %s --flash 12q", dir, dev);
+    assert_int_equal(run(args, out, sizeof out, err, sizeof err), 2);
+    snprintf(args, sizeof args, "search --ckpt %s/s.qdck --dir %s --device no-such-board", dir,
+             dir);
+    assert_int_equal(run(args, out, sizeof out, err, sizeof err), 1);
+    assert_non_null(strstr(err, "no-such-board"));
+}
+
 static int setup(void **st)
 {
     ql = getenv("QUANTLAB");
@@ -262,6 +322,7 @@ int main(void)
         cmocka_unit_test(spec_output_is_a_valid_spec),
         cmocka_unit_test(train_then_eval_agree),
         cmocka_unit_test(study_writes_tables_and_plots),
+        cmocka_unit_test(search_fits_budgets_and_explains_failures),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
