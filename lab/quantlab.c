@@ -50,6 +50,8 @@ static const char usage[] =
     "  search --ckpt F --device PROFILE [--data D] [--flash B] [--ram B] [--latency MS]\n"
     "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N]] [--out M.qm]\n"
     "        exact search for the policy that fits the budgets (sizes take k/M suffixes)\n"
+    "  pareto --ckpt F --device PROFILE [--points N] [--eval [--random R] [--limit N]]\n"
+    "        [--out DIR]   flash vs predicted loss (and measured accuracy), with a plot\n"
     "  calibrate-host [--out F] [--images N]   measure the host device profile's latency\n"
     "        coefficients and report measured vs predicted latency\n"
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
@@ -62,7 +64,7 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device;
     double flash, ram, latency, energy;
-    int sens_n, hessian, do_eval;
+    int sens_n, hessian, do_eval, points, randoms;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
@@ -144,6 +146,8 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--limit", 1, 1e9, a->limit, (void)0)
         NUM("--images", 1, 1e6, a->limit, (void)0)
         NUM("--sens-n", 1, 1e7, a->sens_n, (void)0)
+        NUM("--points", 2, 64, a->points, (void)0)
+        NUM("--random", 0, 1000, a->randoms, (void)0)
         NUM("--latency", 1e-9, 1e12, a->latency, (void)0)
         NUM("--energy", 1e-12, 1e12, a->energy, (void)0)
         NUM("--qat-epochs", 0, 10000, a->qat_epochs, (void)0)
@@ -702,10 +706,11 @@ static int cmd_run(struct args *a)
     return 0;
 }
 
-static int cmd_search(struct args *a, int search)
+static int cmd_search(struct args *a, int search, int argc, char **argv)
 {
+    static const char *names[] = {"sensitivity", "search", "pareto"};
     if (!a->ckpt || (search && !a->device))
-        return bad("%s needs --ckpt F and --device PROFILE", search ? "search" : "sensitivity");
+        return bad("%s needs --ckpt F and --device PROFILE", names[search]);
     struct qd_search_opts o = {.ckpt = a->ckpt,
                                .data = a->data,
                                .dir = a->dir,
@@ -722,6 +727,16 @@ static int cmd_search(struct args *a, int search)
                                .threads = a->threads ? a->threads : 2,
                                .json = a->json,
                                .calib_n = a->calib_n};
+    if (search == 2) {
+        o.out = NULL;
+        char cmdline[1024] = "quantlab";
+        for (int i = 1; i < argc; i++)
+            snprintf(cmdline + strlen(cmdline), sizeof cmdline - strlen(cmdline), " %s", argv[i]);
+        const char *dir = a->out ? a->out : "docs/pareto";
+        mkdir(dir, 0755);
+        qd_err e = qd_lab_pareto(&o, a->points ? a->points : 8, a->randoms, dir, cmdline);
+        return e ? fail(e) : 0;
+    }
     qd_err e = search ? qd_lab_search(&o) : qd_lab_sensitivity(&o);
     return e ? fail(e) : 0;
 }
@@ -816,9 +831,11 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "quantize"))
         return cmd_quantize(&a);
     if (!strcmp(cmd, "search"))
-        return cmd_search(&a, 1);
+        return cmd_search(&a, 1, argc, argv);
     if (!strcmp(cmd, "sensitivity"))
-        return cmd_search(&a, 0);
+        return cmd_search(&a, 0, argc, argv);
+    if (!strcmp(cmd, "pareto"))
+        return cmd_search(&a, 2, argc, argv);
     if (!strcmp(cmd, "calibrate-host"))
         return cmd_calibrate_host(&a);
     if (!strcmp(cmd, "study"))

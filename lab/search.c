@@ -18,6 +18,7 @@
 
 #include "core/file.h"
 #include "core/md5.h"
+#include "core/rng.h"
 #include "lab/labrun.h"
 #include "nn/ckpt.h"
 #include "nn/data.h"
@@ -393,4 +394,190 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
     }
     ctx_fini(&c);
     return QD_OK;
+}
+
+/* ---------------------------------------------------------------- Pareto frontier */
+
+static qd_err write_pareto(const char *dir, const char *stem, const char *title, int n,
+                           const double *flash, const double *pred, const double *acc,
+                           const double *racc, const char *const *pol, int eval, int randoms,
+                           const char *cmdline)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.csv", dir, stem);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return qd_seterr(QD_EIO, "pareto: cannot write %s", path);
+    fprintf(f, "flash,predicted_loss,test_acc,random_test_acc,policy\n");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%.0f,%.6f,%.4f,%.4f,\"%s\"\n", flash[i], pred[i], eval ? acc[i] : NAN,
+                eval && randoms ? racc[i] : NAN, pol[i]);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s.md", dir, stem);
+    if (!(f = fopen(path, "w")))
+        return qd_seterr(QD_EIO, "pareto: cannot write %s", path);
+    fprintf(f, "# Pareto frontier: %s\n\nMade by `%s`.\n\n", title, cmdline);
+    fprintf(f, "| flash (bytes) | predicted val. loss | test accuracy | random policies, same "
+               "flash | policy |\n| ---: | ---: | ---: | ---: | --- |\n");
+    for (int i = 0; i < n; i++) {
+        fprintf(f, "| %.0f | %.4f | ", flash[i], pred[i]);
+        if (eval)
+            fprintf(f, "%.2f%% | ", 100 * acc[i]);
+        else
+            fprintf(f, "- | ");
+        if (eval && randoms && !isnan(racc[i]))
+            fprintf(f, "%.2f%% | ", 100 * racc[i]);
+        else
+            fprintf(f, "- | ");
+        fprintf(f, "%s |\n", pol[i]);
+    }
+    fprintf(f, "\n![frontier](%s.svg)\n", stem);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%s.gp", dir, stem);
+    if (!(f = fopen(path, "w")))
+        return qd_seterr(QD_EIO, "pareto: cannot write %s", path);
+    fprintf(f, "# made by quantlab pareto; reads %s.csv\nset datafile separator ','\nset grid\n"
+               "set key center right\nset xlabel 'flash (KiB)'\nset ylabel 'predicted "
+               "validation loss'\nset title '%s'\n",
+            stem, title);
+    if (eval)
+        fprintf(f, "set y2label 'test accuracy (%%)'\nset y2tics\nset ytics nomirror\n");
+    for (int t = 0; t < 2; t++) {
+        fprintf(f, t ? "set terminal svg size 900,560\nset output '%s.svg'\n"
+                     : "set terminal png size 900,560\nset output '%s.png'\n",
+                stem);
+        fprintf(f, "plot '%s.csv' every ::1 using ($1/1024):2 with linespoints pt 7 title "
+                   "'predicted loss (exact search)'",
+                stem);
+        if (eval)
+            fprintf(f, ", '' every ::1 using ($1/1024):(100*$3) axes x1y2 with linespoints pt 5 "
+                       "title 'measured accuracy'");
+        if (eval && randoms)
+            fprintf(f, ", '' every ::1 using ($1/1024):(100*$4) axes x1y2 with points pt 2 "
+                       "title 'random policies (mean)'");
+        fprintf(f, "\n");
+    }
+    fclose(f);
+    char cmd[8400];
+    snprintf(cmd, sizeof cmd, "cd '%s' && gnuplot '%s.gp' 2>&1", dir, stem);
+    if (system(cmd))
+        return qd_seterr(QD_EEXTERNAL, "pareto: gnuplot failed; the tables are in %s", dir);
+    return QD_OK;
+}
+
+qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, const char *dir,
+                     const char *cmdline)
+{
+    struct qd_device d;
+    QD_TRY(qd_device_load(o->device, &d));
+    struct ctx c;
+    qd_kernels_init(o->threads);
+    qd_err e = setup(o, &c, o->hessian);
+    if (e) {
+        ctx_fini(&c);
+        return e;
+    }
+    /* flash from the smallest policy to the uniform 8-bit one */
+    struct qd_cost_table t;
+    if ((e = qd_cost_table_build(&c.g, &d, 8, &t))) {
+        ctx_fini(&c);
+        return e;
+    }
+    double lo = t.base[QD_BUDGET_FLASH];
+    for (int l = 0; l < t.L; l++)
+        lo += t.cost[(size_t)l * t.K * QD_BUDGET_COUNT]; /* option 0: the fewest bits */
+    qd_cost_table_fini(&t);
+    struct qd_policy u8;
+    struct qd_costs k8;
+    qd_policy_uniform(&u8, c.g.nq, 8, 8);
+    if ((e = qd_cost_policy(&c.g, &u8, &d, &k8))) {
+        ctx_fini(&c);
+        return e;
+    }
+    double hi = k8.flash;
+    points = points < 2 ? 2 : points > 64 ? 64 : points;
+    double flash[64], pred[64], acc[64], racc[64];
+    char *pol[64] = {0};
+    int n = 0;
+    struct qd_dataset te = {0};
+    struct qd_range *rg = NULL;
+    struct qd_rng rng;
+    qd_rng_seed(&rng, 99);
+    if (o->eval) {
+        rg = calloc((size_t)c.g.n + 1, sizeof *rg);
+        e = rg ? qd_data_load(o->dir, c.tr.name, 0, &te) : qd_seterr(QD_ENOMEM, "out of memory");
+        if (!e)
+            e = qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg);
+    }
+    for (int i = 0; i < points && !e; i++) {
+        double b[QD_BUDGET_COUNT];
+        for (int q = 0; q < QD_BUDGET_COUNT; q++)
+            b[q] = INFINITY;
+        b[QD_BUDGET_FLASH] = lo + (hi - lo) * i / (points - 1);
+        struct answer a = {0};
+        if ((e = search_at(&c, &d, b, 8, o->hessian, &a)))
+            break;
+        struct qd_costs k;
+        if ((e = qd_cost_policy(&c.g, &a.p, &d, &k)))
+            break;
+        char txt[4096];
+        qd_policy_format(&a.p, txt, sizeof txt);
+        if (n && !strcmp(txt, pol[n - 1]))
+            continue; /* the same policy as the last point */
+        pol[n] = strdup(txt);
+        flash[n] = k.flash;
+        pred[n] = c.s.loss0;
+        for (int l = 0; l < c.g.nq; l++)
+            pred[n] += c.s.dloss[l][a.p.wbits[l]];
+        acc[n] = racc[n] = NAN;
+        if (o->eval) {
+            size_t len;
+            if ((e = measure(o, &c, &a.p, &te, rg, &acc[n], &len, NULL)))
+                break;
+            /* random policies of about the same flash (90-100% of this point's) */
+            double sum = 0;
+            int got = 0;
+            for (int tries = 0; got < randoms && tries < 20000; tries++) {
+                struct qd_policy rp;
+                qd_policy_uniform(&rp, c.g.nq, 8, 8);
+                int nb = 0, wb[4];
+                for (int w = 2; w <= 16; w *= 2)
+                    if (d.wbits_ok[w])
+                        wb[nb++] = w;
+                for (int l = 0; l < c.g.nq; l++)
+                    rp.wbits[l] = (uint8_t)wb[qd_rng_below(&rng, nb)];
+                struct qd_costs rk;
+                if (qd_cost_policy(&c.g, &rp, &d, &rk) || rk.flash > flash[n] ||
+                    rk.flash < 0.9 * flash[n])
+                    continue;
+                double ra;
+                if ((e = measure(o, &c, &rp, &te, rg, &ra, &len, NULL)))
+                    break;
+                sum += ra, got++;
+            }
+            racc[n] = got ? sum / got : NAN;
+        }
+        fprintf(stderr, "pareto: %.0f bytes, predicted loss %.4f%s", flash[n], pred[n],
+                o->eval ? "" : "\n");
+        if (o->eval)
+            fprintf(stderr, ", accuracy %.2f%%, random policies %.2f%%\n", 100 * acc[n],
+                    100 * racc[n]);
+        n++;
+    }
+    if (!e) {
+        char stem[256], title[256];
+        snprintf(stem, sizeof stem, "pareto-%s-%s-%s", c.m.family, c.tr.name, d.name);
+        snprintf(title, sizeof title, "%s on %s, %s", c.m.family, c.tr.name, d.name);
+        e = write_pareto(dir, stem, title, n, flash, pred, acc, racc, (const char *const *)pol,
+                         o->eval, randoms, cmdline);
+        if (!e)
+            printf("frontier of %d policies written to %s/%s.{md,csv,gp,png,svg}\n", n, dir, stem);
+    }
+    for (int i = 0; i < n; i++)
+        free(pol[i]);
+    free(rg);
+    if (o->eval)
+        qd_dataset_fini(&te);
+    ctx_fini(&c);
+    return e;
 }

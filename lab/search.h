@@ -21,5 +21,11 @@ struct qd_search_opts {
 
 qd_err qd_lab_sensitivity(const struct qd_search_opts *o);
 qd_err qd_lab_search(const struct qd_search_opts *o);
+/* The frontier of flash against predicted loss: the exact search at `points` flash budgets
+ * from the smallest policy to the uniform 8-bit one; with o->eval each distinct policy's
+ * measured accuracy and the mean of `randoms` random policies of 90-100% of its flash. Writes
+ * pareto-<family>-<data>-<device>.{md,csv,gp,png,svg} into dir. */
+qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, const char *dir,
+                     const char *cmdline);
 
 #endif
