@@ -48,7 +48,8 @@ static const char usage[] =
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "  sensitivity --ckpt F [--data D] [--sens-n N] [--hessian]   per-layer sensitivity\n"
     "  search --ckpt F --device PROFILE [--data D] [--flash B] [--ram B] [--latency MS]\n"
-    "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N]] [--out M.qm]\n"
+    "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N] [--bn-recal B]]\n"
+    "        [--out M.qm]\n"
     "        exact search for the policy that fits the budgets (sizes take k/M suffixes)\n"
     "  pareto --ckpt F --device PROFILE [--points N] [--eval [--random R] [--limit N]]\n"
     "        [--out DIR]   flash vs predicted loss (and measured accuracy), with a plot\n"
@@ -64,7 +65,7 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device;
     double flash, ram, latency, energy;
-    int sens_n, hessian, do_eval, points, randoms;
+    int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
     long max_batches, batches;
@@ -147,6 +148,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--images", 1, 1e6, a->limit, (void)0)
         NUM("--sens-n", 1, 1e7, a->sens_n, (void)0)
         NUM("--points", 2, 64, a->points, (void)0)
+        NUM("--bn-recal", 0, 10000, a->bn_batches, (void)0)
         NUM("--random", 0, 1000, a->randoms, (void)0)
         NUM("--latency", 1e-9, 1e12, a->latency, (void)0)
         NUM("--energy", 1e-12, 1e12, a->energy, (void)0)
@@ -726,7 +728,8 @@ static int cmd_search(struct args *a, int search, int argc, char **argv)
                                .limit = a->limit,
                                .threads = a->threads ? a->threads : 2,
                                .json = a->json,
-                               .calib_n = a->calib_n};
+                               .calib_n = a->calib_n,
+                               .bn_batches = a->bn_batches >= 0 ? a->bn_batches : 50};
     if (search == 2) {
         o.out = NULL;
         char cmdline[1024] = "quantlab";
@@ -794,7 +797,8 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO};
+    struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO,
+                     .bn_batches = -1};
     const char *cmd = argv[1];
     int first = 2;
     if (!strcmp(cmd, "data")) {

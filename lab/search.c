@@ -210,15 +210,75 @@ static int fits(const struct qd_costs *k, const double *b)
            k->latency_ms <= b[QD_BUDGET_LATENCY] && k->energy_mj <= b[QD_BUDGET_ENERGY];
 }
 
-/* Builds policy p (calibrated on the training set) and measures it on the test set. */
-static qd_err measure(const struct qd_search_opts *o, struct ctx *c, const struct qd_policy *p,
-                      const struct qd_dataset *te, struct qd_range *rg, double *acc, size_t *len,
-                      const char *out)
+/* BatchNorm recalibration for policy p: the float model runs `batches` training batches in
+ * training mode with its conv/dense weights fake-quantized at p's bits, so the running
+ * statistics match the quantized weights; the graph g2 is then built from those statistics.
+ * The model's own statistics are restored. */
+static qd_err bn_recalibrate(struct ctx *c, const struct qd_policy *p, int batches,
+                             struct qd_igraph *g2)
 {
-    struct qd_qm_build b = {&c->g, p, QD_QMODE_MIXED, rg, 1, c->m.family};
+    struct qd_model *m = &c->m;
+    uint8_t *bits = calloc((size_t)m->nnodes, 1);
+    float *shadow = malloc(sizeof *shadow * m->nparam), *st0 = malloc(sizeof *st0 * m->nstat);
+    float *x = malloc(sizeof *x * 128 * (size_t)c->tr.c * c->tr.h * c->tr.w);
+    struct qd_exec e;
+    qd_err err = bits && shadow && st0 && x ? qd_exec_init(&e, m, 128)
+                                           : qd_seterr(QD_ENOMEM, "out of memory");
+    if (!err) {
+        for (int i = 0; i < c->g.n; i++) {
+            const struct qd_inode *nd = &c->g.nodes[i];
+            int op = m->nodes[nd->src].op;
+            if (nd->qidx >= 0 && (op == QD_OP_CONV || op == QD_OP_DENSE))
+                bits[nd->src] = p->wbits[nd->qidx];
+        }
+        memcpy(st0, m->stat, sizeof *st0 * m->nstat);
+        qd_fake_quant_weights(m, bits, shadow);
+        float *master = m->param;
+        m->param = shadow;
+        struct qd_rng r;
+        qd_rng_seed(&r, 7);
+        int idx[128];
+        uint8_t y[128];
+        for (int b = 0; b < batches; b++) {
+            for (int k = 0; k < 128; k++)
+                idx[k] = (int)qd_rng_below(&r, (uint64_t)c->tr.n);
+            qd_batch_fill(&c->tr, &c->nm, idx, 128, 0, NULL, x, y);
+            qd_exec_forward(&e, 128, x, 1);
+        }
+        m->param = master;
+        err = qd_igraph_build(m, &c->nm, g2);
+        memcpy(m->stat, st0, sizeof *st0 * m->nstat);
+        qd_exec_fini(&e);
+    }
+    free(bits), free(shadow), free(st0), free(x);
+    return err;
+}
+
+/* The .qm of policy p: BatchNorm recalibrated, activations calibrated on the training set. */
+static qd_err build_policy(const struct qd_search_opts *o, struct ctx *c,
+                           const struct qd_policy *p, uint8_t **blob, size_t *len)
+{
+    struct qd_igraph g2;
+    QD_TRY(bn_recalibrate(c, p, o->bn_batches, &g2));
+    struct qd_range *rg = calloc((size_t)g2.n + 1, sizeof *rg);
+    qd_err e = rg ? qd_calibrate(&g2, &c->tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0,
+                                 rg)
+                  : qd_seterr(QD_ENOMEM, "out of memory");
+    struct qd_qm_build b = {&g2, p, QD_QMODE_MIXED, rg, 1, c->m.family};
+    if (!e)
+        e = qd_qm_build(&b, blob, len);
+    free(rg);
+    qd_igraph_fini(&g2);
+    return e;
+}
+
+/* Builds policy p and measures it on the test set; writes it to out when given. */
+static qd_err measure(const struct qd_search_opts *o, struct ctx *c, const struct qd_policy *p,
+                      const struct qd_dataset *te, double *acc, size_t *len, const char *out)
+{
     uint8_t *blob;
-    QD_TRY(qd_qm_build(&b, &blob, len));
-    struct qd_lab_eval r;
+    QD_TRY(build_policy(o, c, p, &blob, len));
+    struct qd_lab_eval r = {0};
     qd_err e = qd_lab_eval_blob(blob, *len, te, o->limit, o->threads, QD_RT_ISA_AUTO, &r);
     if (!e && out)
         e = qd_file_write_atomic(out, blob, *len);
@@ -299,31 +359,22 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
     size_t len = 0, ulen = 0;
     if (o->eval) {
         struct qd_dataset te;
-        struct qd_range *rg = calloc((size_t)c.g.n + 1, sizeof *rg);
-        e = rg ? qd_data_load(o->dir, c.tr.name, 0, &te) : qd_seterr(QD_ENOMEM, "out of memory");
+        e = qd_data_load(o->dir, c.tr.name, 0, &te);
         if (!e) {
-            e = qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg);
-            if (!e)
-                e = measure(o, &c, &best.p, &te, rg, &acc, &len, o->out);
+            e = measure(o, &c, &best.p, &te, &acc, &len, o->out);
             if (!e && uni_bits)
-                e = measure(o, &c, &uni, &te, rg, &uacc, &ulen, NULL);
+                e = measure(o, &c, &uni, &te, &uacc, &ulen, NULL);
             qd_dataset_fini(&te);
         }
-        free(rg);
         if (e) {
             ctx_fini(&c);
             return e;
         }
     } else if (o->out) {
-        struct qd_range *rg = calloc((size_t)c.g.n + 1, sizeof *rg);
-        e = rg ? qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg)
-               : qd_seterr(QD_ENOMEM, "out of memory");
-        struct qd_qm_build b = {&c.g, &best.p, QD_QMODE_MIXED, rg, 1, c.m.family};
         uint8_t *blob = NULL;
-        if (!e && !(e = qd_qm_build(&b, &blob, &len)))
+        if (!(e = build_policy(o, &c, &best.p, &blob, &len)))
             e = qd_file_write_atomic(o->out, blob, len);
         free(blob);
-        free(rg);
         if (e) {
             ctx_fini(&c);
             return e;
@@ -500,15 +551,10 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
     char *pol[64] = {0};
     int n = 0;
     struct qd_dataset te = {0};
-    struct qd_range *rg = NULL;
     struct qd_rng rng;
     qd_rng_seed(&rng, 99);
-    if (o->eval) {
-        rg = calloc((size_t)c.g.n + 1, sizeof *rg);
-        e = rg ? qd_data_load(o->dir, c.tr.name, 0, &te) : qd_seterr(QD_ENOMEM, "out of memory");
-        if (!e)
-            e = qd_calibrate(&c.g, &c.tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, rg);
-    }
+    if (o->eval)
+        e = qd_data_load(o->dir, c.tr.name, 0, &te);
     for (int i = 0; i < points && !e; i++) {
         double b[QD_BUDGET_COUNT];
         for (int q = 0; q < QD_BUDGET_COUNT; q++)
@@ -532,7 +578,7 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
         acc[n] = racc[n] = NAN;
         if (o->eval) {
             size_t len;
-            if ((e = measure(o, &c, &a.p, &te, rg, &acc[n], &len, NULL)))
+            if ((e = measure(o, &c, &a.p, &te, &acc[n], &len, NULL)))
                 break;
             /* random policies of about the same flash (90-100% of this point's) */
             double sum = 0;
@@ -551,7 +597,7 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
                     rk.flash < 0.9 * flash[n])
                     continue;
                 double ra;
-                if ((e = measure(o, &c, &rp, &te, rg, &ra, &len, NULL)))
+                if ((e = measure(o, &c, &rp, &te, &ra, &len, NULL)))
                     break;
                 sum += ra, got++;
             }
@@ -575,7 +621,6 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
     }
     for (int i = 0; i < n; i++)
         free(pol[i]);
-    free(rg);
     if (o->eval)
         qd_dataset_fini(&te);
     ctx_fini(&c);

@@ -17,6 +17,7 @@ struct qd_search_opts {
     int sens_n;                         /* validation images for the sensitivity */
     int hessian;                        /* objective: the Hessian estimate, not the measured */
     int eval, limit, threads, json, calib_n;
+    int bn_batches;                     /* BatchNorm recalibration batches before eval (0: none) */
 };
 
 qd_err qd_lab_sensitivity(const struct qd_search_opts *o);
