@@ -199,6 +199,46 @@ static void dfs(struct bb *b, int i, const double *c, double o)
     }
 }
 
+/* 1-opt on the incumbent: single-layer changes that keep every budget and lower the
+ * objective, best first, until none is left. A better start prunes far more. */
+static void improve(struct bb *b)
+{
+    const struct qd_search *s = b->s;
+    int *ch = b->cur;
+    memcpy(ch, b->best, sizeof *ch * b->L);
+    struct qd_search_result r;
+    qd_search_eval(s, ch, &r);
+    for (int it = 0; it < 4 * b->L; it++) {
+        double bestd = 0;
+        int bl = -1, bk = -1;
+        for (int l = 0; l < b->L; l++)
+            for (int k = 0; k < b->K; k++) {
+                if (k == ch[l] || !usable(s, l, k))
+                    continue;
+                double dobj = s->obj[(size_t)l * b->K + k] - s->obj[(size_t)l * b->K + ch[l]];
+                if (dobj >= bestd)
+                    continue;
+                const double *a = cost_at(s, l, ch[l]), *n = cost_at(s, l, k);
+                int ok = 1;
+                for (int q = 0; q < b->na && ok; q++) {
+                    int d = b->act[q];
+                    ok = r.cost[d] - a[d] + n[d] <= s->budget[d] - fabs(s->budget[d]) * 1e-12;
+                }
+                if (ok)
+                    bestd = dobj, bl = l, bk = k;
+            }
+        if (bl < 0)
+            break;
+        ch[bl] = bk;
+        qd_search_eval(s, ch, &r);
+        if (!fits(s, r.cost)) {
+            ch[bl] = b->best[bl];
+            break;
+        }
+        consider(b, ch);
+    }
+}
+
 static int cmp_gap_desc(const void *x, const void *y, void *ctx)
 {
     const double *gap = ctx;
@@ -288,6 +328,8 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     memcpy(b.cur, x, sizeof *x * L);
     if (repair(s, b.cur))
         consider(&b, b.cur);
+    if (b.have)
+        improve(&b);
     /* search order: layers whose best and second-best reduced costs differ most first */
     for (int l = 0; l < L; l++) {
         double m1 = INFINITY, m2 = INFINITY;
