@@ -3,6 +3,7 @@
 #include "core/file.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,5 +54,21 @@ qd_err qd_file_write_atomic(const char *path, const void *data, size_t len)
         unlink(tmp);
         return qd_seterr(QD_EIO, "%s: write failed (%s)", path, strerror(errno));
     }
+    return QD_OK;
+}
+
+qd_err qd_file_mkdirs(const char *path)
+{
+    char b[4096];
+    if (snprintf(b, sizeof b, "%s", path) >= (int)sizeof b)
+        return qd_seterr(QD_EINVAL, "%.64s...: path too long", path);
+    for (char *s = b + 1; *s; s++)
+        if (*s == '/') {
+            *s = 0;
+            mkdir(b, 0755);
+            *s = '/';
+        }
+    if (mkdir(b, 0755) && errno != EEXIST)
+        return qd_seterr(QD_EIO, "%s: cannot create directory (%s)", path, strerror(errno));
     return QD_OK;
 }

@@ -2,6 +2,7 @@
  *     uint8_t *b; size_t n;
  *     if (qd_file_read("m.qm", &b, &n)) die(qd_errmsg());   // b is NUL-terminated, free() it
  *     qd_file_write_atomic("out.qm", b, n);                  // temp file, fsync, rename
+ *     qd_file_mkdirs("runs/study");                          // mkdir -p
  * A reader never sees a half-written file: the rename is the commit. */
 #ifndef QD_CORE_FILE_H
 #define QD_CORE_FILE_H
@@ -13,5 +14,7 @@
 
 qd_err qd_file_read(const char *path, uint8_t **data, size_t *len);
 qd_err qd_file_write_atomic(const char *path, const void *data, size_t len);
+/* mkdir -p: every missing directory of path. */
+qd_err qd_file_mkdirs(const char *path);
 
 #endif

@@ -736,8 +736,9 @@ static int cmd_search(struct args *a, int search, int argc, char **argv)
         for (int i = 1; i < argc; i++)
             snprintf(cmdline + strlen(cmdline), sizeof cmdline - strlen(cmdline), " %s", argv[i]);
         const char *dir = a->out ? a->out : "docs/pareto";
-        mkdir(dir, 0755);
-        qd_err e = qd_lab_pareto(&o, a->points ? a->points : 8, a->randoms, dir, cmdline);
+        qd_err e = qd_file_mkdirs(dir);
+        if (!e)
+            e = qd_lab_pareto(&o, a->points ? a->points : 8, a->randoms, dir, cmdline);
         return e ? fail(e) : 0;
     }
     qd_err e = search ? qd_lab_search(&o) : qd_lab_sensitivity(&o);

@@ -69,9 +69,20 @@ static qd_err md5_hex(const char *path, char *hex)
     return QD_OK;
 }
 
+static qd_err setup_inner(const struct qd_search_opts *o, struct ctx *c, int need_hessian);
+
 /* Loads the checkpoint, the training set, the graph; the sensitivity from the cache or
- * measured (and cached). */
+ * measured (and cached). On failure everything is released. */
 static qd_err setup(const struct qd_search_opts *o, struct ctx *c, int need_hessian)
+{
+    qd_kernels_init(o->threads);
+    qd_err e = setup_inner(o, c, need_hessian);
+    if (e)
+        ctx_fini(c);
+    return e;
+}
+
+static qd_err setup_inner(const struct qd_search_opts *o, struct ctx *c, int need_hessian)
 {
     memset(c, 0, sizeof *c);
     QD_TRY(qd_ckpt_load(o->ckpt, &c->m, c->ds, &c->nm));
@@ -112,12 +123,7 @@ static qd_err setup(const struct qd_search_opts *o, struct ctx *c, int need_hess
 qd_err qd_lab_sensitivity(const struct qd_search_opts *o)
 {
     struct ctx c;
-    qd_kernels_init(o->threads);
-    qd_err e = setup(o, &c, o->hessian);
-    if (e) {
-        ctx_fini(&c);
-        return e;
-    }
+    QD_TRY(setup(o, &c, o->hessian));
     static const int bits[] = {2, 4, 8, 16};
     if (o->json) {
         cJSON *j = cJSON_CreateObject();
@@ -297,12 +303,8 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
         [QD_BUDGET_LATENCY] = isnan(o->latency) ? INFINITY : o->latency,
         [QD_BUDGET_ENERGY] = isnan(o->energy) ? INFINITY : o->energy};
     struct ctx c;
-    qd_kernels_init(o->threads);
-    qd_err e = setup(o, &c, o->hessian);
-    if (e) {
-        ctx_fini(&c);
-        return e;
-    }
+    qd_err e;
+    QD_TRY(setup(o, &c, o->hessian));
     struct answer best = {0};
     qd_err first = QD_OK;
     char firstmsg[512] = "";
@@ -522,12 +524,8 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
     struct qd_device d;
     QD_TRY(qd_device_load(o->device, &d));
     struct ctx c;
-    qd_kernels_init(o->threads);
-    qd_err e = setup(o, &c, o->hessian);
-    if (e) {
-        ctx_fini(&c);
-        return e;
-    }
+    qd_err e;
+    QD_TRY(setup(o, &c, o->hessian));
     /* flash from the smallest policy to the uniform 8-bit one */
     struct qd_cost_table t;
     if ((e = qd_cost_table_build(&c.g, &d, 8, &t))) {

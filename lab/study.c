@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/file.h"
 #include "nn/data.h"
 
 static const char *modes[] = {"fp32", "fp16", "dynamic", "int8", "int16x8"};
@@ -88,20 +89,6 @@ static int exists(const char *p)
     return !stat(p, &s);
 }
 
-static qd_err mkdirs(const char *dir)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) && errno != EEXIST)
-        return qd_seterr(QD_EIO, "study: mkdir %s: %s", dir, strerror(errno));
-    return QD_OK;
-}
 
 static qd_err one_family(const struct qd_study_opts *o, const char *fam, const char *data,
                          struct row *rows)
@@ -215,8 +202,8 @@ qd_err qd_study_run(const struct qd_study_opts *o, const char *cmdline)
     const char *data = qd_data_canonical(o->data);
     if (!data)
         return qd_seterr(QD_EINVAL, "study: unknown dataset %s", o->data);
-    QD_TRY(mkdirs(o->ckpt_dir));
-    QD_TRY(mkdirs(o->out_dir));
+    QD_TRY(qd_file_mkdirs(o->ckpt_dir));
+    QD_TRY(qd_file_mkdirs(o->out_dir));
     int nf = 0;
     const char *fams[16];
     char list[512];

