@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "quant/qm.h"
 #include "quant/runtime.h"
@@ -58,7 +61,6 @@ qd_err qd_lab_eval_blob(const uint8_t *blob, size_t len, const struct qd_dataset
         for (int i = 0; i < n; i++) {
             int tid = 0;
 #ifdef _OPENMP
-            extern int omp_get_thread_num(void);
             tid = omp_get_thread_num();
 #endif
             float logits[256];
