@@ -56,8 +56,8 @@ static const char usage[] =
     "  calibrate-host [--out F] [--images N]   measure the host device profile's latency\n"
     "        coefficients and report measured vs predicted latency\n"
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
-    "        [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes for each family: size,\n"
-    "        accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
+    "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
+    "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
@@ -779,7 +779,8 @@ static int cmd_study(struct args *a, int argc, char **argv)
                               .dir = a->dir,
                               .epochs = a->epochs ? a->epochs : 1,
                               .limit = a->limit ? a->limit : 2000,
-                              .threads = a->threads ? a->threads : 2};
+                              .threads = a->threads ? a->threads : 2,
+                              .subset = a->subset};
     char cmdline[1024] = "quantlab";
     for (int i = 1; i < argc; i++)
         snprintf(cmdline + strlen(cmdline), sizeof cmdline - strlen(cmdline), " %s", argv[i]);

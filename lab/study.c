@@ -93,18 +93,19 @@ static int exists(const char *p)
 static qd_err one_family(const struct qd_study_opts *o, const char *fam, const char *data,
                          struct row *rows)
 {
-    char ckpt[4096], qm[4096], ep[16], lim[16], thr[16];
+    char ckpt[4096], qm[4096], ep[16], lim[16], thr[16], sub[16];
     snprintf(ckpt, sizeof ckpt, "%s/%s-%s.qdck", o->ckpt_dir, fam, data);
     snprintf(ep, sizeof ep, "%d", o->epochs);
     snprintf(lim, sizeof lim, "%d", o->limit);
     snprintf(thr, sizeof thr, "%d", o->threads);
+    snprintf(sub, sizeof sub, "%d", o->subset);
     cJSON *j;
     if (!exists(ckpt)) {
         const char *tv[] = {"quantlab", "train", "--model", fam, "--data", data, "--dir", o->dir,
                             "--epochs", ep, "--threads", thr, "--out", ckpt, "--no-eval",
-                            "--json", NULL};
-        fprintf(stderr, "study: training %s on %s for %d epoch%s -> %s\n", fam, data, o->epochs,
-                o->epochs > 1 ? "s" : "", ckpt);
+                            "--json", o->subset ? "--subset" : NULL, sub, NULL};
+        fprintf(stderr, "study: training %s on %s for %d epoch%s%s -> %s\n", fam, data, o->epochs,
+                o->epochs > 1 ? "s" : "", o->subset ? " on a subset" : "", ckpt);
         QD_TRY(run_self(tv, &j));
         cJSON_Delete(j);
     }

@@ -16,6 +16,7 @@
 struct qd_study_opts {
     const char *data, *models, *ckpt_dir, *out_dir, *dir;
     int epochs, limit, threads;
+    int subset; /* train missing checkpoints on the first N training images (0: all) */
 };
 
 qd_err qd_study_run(const struct qd_study_opts *o, const char *cmdline);
