@@ -292,7 +292,7 @@ void qd_conv2d_fwd_f32(const struct qd_conv_desc *d, const float *x, const float
     int cig = d->cin / d->groups, cog = d->cout / d->groups, ohw = d->oh * d->ow;
     int K = cig * d->kh * d->kw;
     size_t per = (size_t)K * ohw + (size_t)d->cout * K + d->cout;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(n_threads) /* scratch holds n_threads columns */
     for (int n = 0; n < d->n; n++) {
         float *col = scratch + (size_t)omp_get_thread_num() * per;
         for (int g = 0; g < d->groups; g++) {
