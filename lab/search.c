@@ -24,6 +24,7 @@
 #include "nn/data.h"
 #include "nn/kernels.h"
 #include "policy/cost.h"
+#include "policy/decide.h"
 #include "policy/device.h"
 #include "policy/search.h"
 #include "policy/sens.h"
@@ -31,98 +32,19 @@
 #include "quant/qm.h"
 #include "quant/runtime.h"
 
-struct ctx {
-    struct qd_model m;
-    struct qd_norm nm;
-    struct qd_igraph g;
-    struct qd_dataset tr, val; /* val: a view of tr's last images */
-    struct qd_sens s;
-    char ds[32];
-    int have_m, have_g, have_tr, have_s;
-};
-
-static void ctx_fini(struct ctx *c)
-{
-    if (c->have_s)
-        qd_sens_fini(&c->s);
-    if (c->have_g)
-        qd_igraph_fini(&c->g);
-    if (c->have_tr)
-        qd_dataset_fini(&c->tr);
-    if (c->have_m)
-        qd_model_fini(&c->m);
-}
-
-static qd_err md5_hex(const char *path, char *hex)
-{
-    uint8_t *b;
-    size_t n;
-    QD_TRY(qd_file_read(path, &b, &n));
-    struct qd_md5 m;
-    uint8_t d[16];
-    qd_md5_init(&m);
-    qd_md5_update(&m, b, n);
-    qd_md5_final(&m, d);
-    free(b);
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", d[i]);
-    return QD_OK;
-}
-
-static qd_err setup_inner(const struct qd_search_opts *o, struct ctx *c, int need_hessian);
-
-/* Loads the checkpoint, the training set, the graph; the sensitivity from the cache or
- * measured (and cached). On failure everything is released. */
-static qd_err setup(const struct qd_search_opts *o, struct ctx *c, int need_hessian)
+/* The lab's decider keeps the training set (BatchNorm recalibration, calibration). */
+static qd_err setup(const struct qd_search_opts *o, struct qd_decider *c, int need_hessian)
 {
     qd_kernels_init(o->threads);
-    qd_err e = setup_inner(o, c, need_hessian);
-    if (e)
-        ctx_fini(c);
-    return e;
-}
-
-static qd_err setup_inner(const struct qd_search_opts *o, struct ctx *c, int need_hessian)
-{
-    memset(c, 0, sizeof *c);
-    QD_TRY(qd_ckpt_load(o->ckpt, &c->m, c->ds, &c->nm));
-    c->have_m = 1;
-    const char *data = o->data ? o->data : c->ds;
-    QD_TRY(qd_data_load(o->dir, data, 1, &c->tr));
-    c->have_tr = 1;
-    QD_TRY(qd_igraph_build(&c->m, &c->nm, &c->g));
-    c->have_g = 1;
-    int n = o->sens_n > 0 ? o->sens_n : 1000;
-    n = n < c->tr.n ? n : c->tr.n;
-    size_t per = (size_t)c->tr.c * c->tr.h * c->tr.w;
-    c->val = c->tr;
-    c->val.n = n;
-    c->val.x = c->tr.x + (size_t)(c->tr.n - n) * per;
-    c->val.y = c->tr.y + (c->tr.n - n);
-    char hex[33], key[128], path[4200];
-    QD_TRY(md5_hex(o->ckpt, hex));
-    snprintf(key, sizeof key, "%s:%s:%d", hex, c->tr.name, n);
-    snprintf(path, sizeof path, "%s.sens.json", o->ckpt);
-    qd_err e = qd_sens_load(&c->s, path, key, c->g.nq);
-    if (!e && (!need_hessian || c->s.have_hess)) {
-        c->have_s = 1;
-        fprintf(stderr, "sensitivity: from %s\n", path);
-        return QD_OK;
-    }
-    if (!e)
-        qd_sens_fini(&c->s);
-    fprintf(stderr, "sensitivity: measuring %d layers x 4 bitwidths on %d validation images\n",
-                c->g.nq, n);
-    QD_TRY(qd_sens_measure(&c->g, &c->val, &c->nm, n, &c->s));
-    c->have_s = 1;
-    if (need_hessian)
-        QD_TRY(qd_sens_hessian(&c->m, &c->nm, &c->tr, 16, &c->g, &c->s));
-    return qd_sens_save(&c->s, path, key);
+    struct qd_decider_opts d = {.ckpt = o->ckpt, .data = o->data, .dir = o->dir,
+                                .sens_n = o->sens_n, .hessian = need_hessian,
+                                .calib_n = o->calib_n, .keep_train = 1};
+    return qd_decider_load(&d, c);
 }
 
 qd_err qd_lab_sensitivity(const struct qd_search_opts *o)
 {
-    struct ctx c;
+    struct qd_decider c;
     QD_TRY(setup(o, &c, o->hessian));
     static const int bits[] = {2, 4, 8, 16};
     if (o->json) {
@@ -170,7 +92,7 @@ qd_err qd_lab_sensitivity(const struct qd_search_opts *o)
                    qd_sens_rank_corr(&c.s, 2), qd_sens_rank_corr(&c.s, 4),
                    qd_sens_rank_corr(&c.s, 8));
     }
-    ctx_fini(&c);
+    qd_decider_fini(&c);
     return QD_OK;
 }
 
@@ -181,32 +103,23 @@ struct answer {
 };
 
 /* The exact search at one activation width. */
-static qd_err search_at(const struct ctx *c, const struct qd_device *d, const double *budget,
-                        int abits, int hessian, struct answer *a)
+/* The exact search at one activation width (the decider's objective). */
+static qd_err search_at(const struct qd_decider *c, const struct qd_device *d, const double *budget,
+                        int abits, struct answer *a)
 {
-    struct qd_cost_table t;
-    QD_TRY(qd_cost_table_build(&c->g, d, abits, &t));
-    double *obj = malloc(sizeof *obj * t.L * t.K);
-    int *ch = malloc(sizeof *ch * t.L);
-    qd_err e = obj && ch ? QD_OK : qd_seterr(QD_ENOMEM, "search: out of memory");
-    for (int l = 0; !e && l < t.L; l++)
-        for (int k = 0; k < t.K; k++)
-            obj[l * t.K + k] = hessian ? c->s.hess[l][t.wbits[k]] : c->s.dloss[l][t.wbits[k]];
+    struct qd_device one = *d;
+    memset(one.abits_ok, 0, sizeof one.abits_ok);
+    one.abits_ok[abits] = 1;
+    struct qd_decide_tables t;
+    QD_TRY(qd_decide_prepare(c, &one, &t));
+    struct qd_decision r;
+    qd_err e = qd_decide(c, &t, budget, &r);
+    qd_decide_tables_fini(&t);
     if (!e) {
-        struct qd_search s = {.L = t.L, .K = t.K, .obj = obj, .cost = t.cost};
-        memcpy(s.base, t.base, sizeof s.base);
-        memcpy(s.budget, budget, sizeof s.budget);
-        e = qd_search_exact(&s, ch, &a->r);
-        if (!e) {
-            qd_policy_uniform(&a->p, t.L, 8, abits);
-            for (int l = 0; l < t.L; l++)
-                a->p.wbits[l] = (uint8_t)t.wbits[ch[l]];
-            a->found = 1;
-        }
+        a->p = r.policy;
+        a->r = r.r;
+        a->found = 1;
     }
-    free(obj);
-    free(ch);
-    qd_cost_table_fini(&t);
     return e;
 }
 
@@ -220,7 +133,7 @@ static int fits(const struct qd_costs *k, const double *b)
  * training mode with its conv/dense weights fake-quantized at p's bits, so the running
  * statistics match the quantized weights; the graph g2 is then built from those statistics.
  * The model's own statistics are restored. */
-static qd_err bn_recalibrate(struct ctx *c, const struct qd_policy *p, int batches,
+static qd_err bn_recalibrate(struct qd_decider *c, const struct qd_policy *p, int batches,
                              struct qd_igraph *g2)
 {
     struct qd_model *m = &c->m;
@@ -261,7 +174,7 @@ static qd_err bn_recalibrate(struct ctx *c, const struct qd_policy *p, int batch
 }
 
 /* The .qm of policy p: BatchNorm recalibrated, activations calibrated on the training set. */
-static qd_err build_policy(const struct qd_search_opts *o, struct ctx *c,
+static qd_err build_policy(const struct qd_search_opts *o, struct qd_decider *c,
                            const struct qd_policy *p, uint8_t **blob, size_t *len)
 {
     struct qd_igraph g2;
@@ -279,7 +192,7 @@ static qd_err build_policy(const struct qd_search_opts *o, struct ctx *c,
 }
 
 /* Builds policy p and measures it on the test set; writes it to out when given. */
-static qd_err measure(const struct qd_search_opts *o, struct ctx *c, const struct qd_policy *p,
+static qd_err measure(const struct qd_search_opts *o, struct qd_decider *c, const struct qd_policy *p,
                       const struct qd_dataset *te, double *acc, size_t *len, const char *out)
 {
     uint8_t *blob;
@@ -302,41 +215,26 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
         [QD_BUDGET_RAM] = isnan(o->ram) ? d.ram - d.reserved_ram : o->ram,
         [QD_BUDGET_LATENCY] = isnan(o->latency) ? INFINITY : o->latency,
         [QD_BUDGET_ENERGY] = isnan(o->energy) ? INFINITY : o->energy};
-    struct ctx c;
+    struct qd_decider c;
     qd_err e;
     QD_TRY(setup(o, &c, o->hessian));
     struct answer best = {0};
-    qd_err first = QD_OK;
-    char firstmsg[512] = "";
-    for (int ab = 8; ab <= 16; ab += 8) {
-        if (!d.abits_ok[ab])
-            continue;
-        struct answer a = {0};
-        qd_err r = search_at(&c, &d, budget, ab, o->hessian, &a);
-        if (r == QD_EBUDGET) {
-            if (!first) {
-                first = r;
-                snprintf(firstmsg, sizeof firstmsg, "%s", qd_errmsg());
-            }
-            continue;
-        }
-        if (r) {
-            ctx_fini(&c);
-            return r;
-        }
-        if (!best.found || a.r.obj < best.r.obj)
-            best = a;
-    }
-    if (!best.found) {
-        e = qd_seterr(QD_EBUDGET, "%s on %s: %s", c.m.family, d.name, firstmsg);
-        ctx_fini(&c);
+    struct qd_decide_tables t;
+    if ((e = qd_decide_prepare(&c, &d, &t))) {
+        qd_decider_fini(&c);
         return e;
     }
-    struct qd_costs k;
-    if ((e = qd_cost_policy(&c.g, &best.p, &d, &k))) {
-        ctx_fini(&c);
+    struct qd_decision dec;
+    e = qd_decide(&c, &t, budget, &dec);
+    qd_decide_tables_fini(&t);
+    if (e) {
+        qd_decider_fini(&c);
         return e;
     }
+    best.p = dec.policy;
+    best.r = dec.r;
+    best.found = 1;
+    struct qd_costs k = dec.costs;
     /* the best uniform weight width (activations 8, else 16) that fits the same budgets */
     struct qd_policy uni;
     struct qd_costs uk;
@@ -369,7 +267,7 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
             qd_dataset_fini(&te);
         }
         if (e) {
-            ctx_fini(&c);
+            qd_decider_fini(&c);
             return e;
         }
     } else if (o->out) {
@@ -378,7 +276,7 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
             e = qd_file_write_atomic(o->out, blob, len);
         free(blob);
         if (e) {
-            ctx_fini(&c);
+            qd_decider_fini(&c);
             return e;
         }
     }
@@ -445,7 +343,7 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
             printf("\n");
         }
     }
-    ctx_fini(&c);
+    qd_decider_fini(&c);
     return QD_OK;
 }
 
@@ -523,13 +421,13 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
 {
     struct qd_device d;
     QD_TRY(qd_device_load(o->device, &d));
-    struct ctx c;
+    struct qd_decider c;
     qd_err e;
     QD_TRY(setup(o, &c, o->hessian));
     /* flash from the smallest policy to the uniform 8-bit one */
     struct qd_cost_table t;
     if ((e = qd_cost_table_build(&c.g, &d, 8, &t))) {
-        ctx_fini(&c);
+        qd_decider_fini(&c);
         return e;
     }
     double lo = t.base[QD_BUDGET_FLASH];
@@ -540,7 +438,7 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
     struct qd_costs k8;
     qd_policy_uniform(&u8, c.g.nq, 8, 8);
     if ((e = qd_cost_policy(&c.g, &u8, &d, &k8))) {
-        ctx_fini(&c);
+        qd_decider_fini(&c);
         return e;
     }
     double hi = k8.flash;
@@ -559,7 +457,7 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
             b[q] = INFINITY;
         b[QD_BUDGET_FLASH] = lo + (hi - lo) * i / (points - 1);
         struct answer a = {0};
-        if ((e = search_at(&c, &d, b, 8, o->hessian, &a)))
+        if ((e = search_at(&c, &d, b, 8, &a)))
             break;
         struct qd_costs k;
         if ((e = qd_cost_policy(&c.g, &a.p, &d, &k)))
@@ -621,6 +519,6 @@ qd_err qd_lab_pareto(const struct qd_search_opts *o, int points, int randoms, co
         free(pol[i]);
     if (o->eval)
         qd_dataset_fini(&te);
-    ctx_fini(&c);
+    qd_decider_fini(&c);
     return e;
 }

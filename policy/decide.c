@@ -1,0 +1,211 @@
+/* The decider (see decide.h): loading a backbone for decisions (checkpoint, graph, cached or
+ * measured sensitivity, activation ranges), the exact search over the device's activation
+ * widths, and building a policy's .qm. After load nothing here writes to the decider. */
+#include "policy/decide.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "core/md5.h"
+#include "nn/ckpt.h"
+#include "quant/calib.h"
+
+void qd_decider_fini(struct qd_decider *d)
+{
+    if (d->have_s)
+        qd_sens_fini(&d->s);
+    if (d->have_g)
+        qd_igraph_fini(&d->g);
+    if (d->have_tr)
+        qd_dataset_fini(&d->tr);
+    if (d->have_m)
+        qd_model_fini(&d->m);
+    free(d->ranges);
+    memset(d, 0, sizeof *d);
+}
+
+static qd_err md5_hex(const char *path, char *hex)
+{
+    uint8_t *b;
+    size_t n;
+    QD_TRY(qd_file_read(path, &b, &n));
+    struct qd_md5 m;
+    uint8_t h[16];
+    qd_md5_init(&m);
+    qd_md5_update(&m, b, n);
+    qd_md5_final(&m, h);
+    free(b);
+    for (int i = 0; i < 16; i++)
+        sprintf(hex + 2 * i, "%02x", h[i]);
+    return QD_OK;
+}
+
+static qd_err load_inner(const struct qd_decider_opts *o, struct qd_decider *d)
+{
+    QD_TRY(qd_ckpt_load(o->ckpt, &d->m, d->ds, &d->nm));
+    d->have_m = 1;
+    const char *data = o->data ? o->data : d->ds;
+    QD_TRY(qd_data_load(o->dir ? o->dir : "data", data, 1, &d->tr));
+    d->have_tr = 1;
+    QD_TRY(qd_igraph_build(&d->m, &d->nm, &d->g));
+    d->have_g = 1;
+    int n = o->sens_n > 0 ? o->sens_n : 1000;
+    n = n < d->tr.n ? n : d->tr.n;
+    size_t per = (size_t)d->tr.c * d->tr.h * d->tr.w;
+    d->val = d->tr;
+    d->val.n = n;
+    d->val.x = d->tr.x + (size_t)(d->tr.n - n) * per;
+    d->val.y = d->tr.y + (d->tr.n - n);
+    d->hessian = o->hessian;
+    char key[128], path[4200];
+    QD_TRY(md5_hex(o->ckpt, d->md5));
+    snprintf(key, sizeof key, "%s:%s:%d", d->md5, d->tr.name, n);
+    snprintf(path, sizeof path, "%s.sens.json", o->ckpt);
+    qd_err e = qd_sens_load(&d->s, path, key, d->g.nq);
+    if (!e && (!o->hessian || d->s.have_hess)) {
+        d->have_s = 1;
+        if (!o->quiet)
+            fprintf(stderr, "sensitivity: from %s\n", path);
+    } else {
+        if (!e)
+            qd_sens_fini(&d->s);
+        if (!o->quiet)
+            fprintf(stderr,
+                    "sensitivity: measuring %d layers x 4 bitwidths on %d validation images\n",
+                    d->g.nq, n);
+        QD_TRY(qd_sens_measure(&d->g, &d->val, &d->nm, n, &d->s));
+        d->have_s = 1;
+        if (o->hessian)
+            QD_TRY(qd_sens_hessian(&d->m, &d->nm, &d->tr, 16, &d->g, &d->s));
+        QD_TRY(qd_sens_save(&d->s, path, key));
+    }
+    if (!(d->ranges = calloc((size_t)d->g.n + 1, sizeof *d->ranges)))
+        return qd_seterr(QD_ENOMEM, "decider: out of memory");
+    QD_TRY(qd_calibrate(&d->g, &d->tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0,
+                        d->ranges));
+    if (!o->keep_train) {
+        qd_dataset_fini(&d->tr);
+        d->have_tr = 0;
+        memset(&d->val, 0, sizeof d->val);
+    }
+    return QD_OK;
+}
+
+qd_err qd_decider_load(const struct qd_decider_opts *o, struct qd_decider *d)
+{
+    memset(d, 0, sizeof *d);
+    qd_err e = load_inner(o, d);
+    if (e)
+        qd_decider_fini(d);
+    return e;
+}
+
+void qd_decide_tables_fini(struct qd_decide_tables *t)
+{
+    for (int i = 0; i < 2; i++)
+        if (t->have[i])
+            qd_cost_table_fini(&t->t[i]);
+    memset(t, 0, sizeof *t);
+}
+
+qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev,
+                         struct qd_decide_tables *t)
+{
+    memset(t, 0, sizeof *t);
+    t->dev = *dev;
+    for (int i = 0; i < 2; i++) {
+        int ab = 8 << i;
+        if (!dev->abits_ok[ab])
+            continue;
+        qd_err e = qd_cost_table_build(&d->g, dev, ab, &t->t[i]);
+        if (e) {
+            qd_decide_tables_fini(t);
+            return e;
+        }
+        t->have[i] = 1;
+    }
+    if (!t->have[0] && !t->have[1])
+        return qd_seterr(QD_EINVAL, "%s supports neither 8- nor 16-bit activations", dev->name);
+    struct qd_policy u8;
+    qd_policy_uniform(&u8, d->g.nq, 8, 8);
+    qd_err e = qd_cost_policy(&d->g, &u8, dev, &t->int8);
+    if (e)
+        qd_decide_tables_fini(t);
+    return e;
+}
+
+/* The exact search over one cost table; 0 objective entries for unsupported widths are made
+ * infinite by the table's own infinite costs. */
+static qd_err search_table(const struct qd_decider *d, const struct qd_cost_table *t,
+                           const double *budget, struct qd_decision *r)
+{
+    int L = t->L, K = t->K;
+    double obj[QD_POLICY_MAX * 4];
+    int ch[QD_POLICY_MAX];
+    if (L > QD_POLICY_MAX || K > 4)
+        return qd_seterr(QD_EINVAL, "decide: %d layers x %d options is too many", L, K);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < K; k++)
+            obj[l * K + k] = d->hessian ? d->s.hess[l][t->wbits[k]] : d->s.dloss[l][t->wbits[k]];
+    struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost};
+    memcpy(s.base, t->base, sizeof s.base);
+    memcpy(s.budget, budget, sizeof s.budget);
+    QD_TRY(qd_search_exact(&s, ch, &r->r));
+    qd_policy_uniform(&r->policy, L, 8, t->abits);
+    for (int l = 0; l < L; l++)
+        r->policy.wbits[l] = (uint8_t)t->wbits[ch[l]];
+    return QD_OK;
+}
+
+qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
+                 const double *budget, struct qd_decision *r)
+{
+    struct qd_decision best = {0}, a;
+    int found = 0;
+    qd_err first = QD_OK;
+    char firstmsg[400] = "";
+    double mincost[QD_BUDGET_COUNT];
+    for (int i = 0; i < QD_BUDGET_COUNT; i++)
+        mincost[i] = INFINITY;
+    for (int i = 0; i < 2; i++) {
+        if (!t->have[i])
+            continue;
+        memset(&a, 0, sizeof a);
+        qd_err e = search_table(d, &t->t[i], budget, &a);
+        if (e == QD_EBUDGET) {
+            for (int k = 0; k < QD_BUDGET_COUNT; k++)
+                mincost[k] = fmin(mincost[k], a.r.cost[k]);
+            if (!first) {
+                first = e;
+                snprintf(firstmsg, sizeof firstmsg, "%s", qd_errmsg());
+            }
+            continue;
+        }
+        if (e)
+            return e;
+        if (!found || a.r.obj < best.r.obj)
+            best = a;
+        found = 1;
+    }
+    if (!found) {
+        memset(r, 0, sizeof *r);
+        memcpy(r->r.cost, mincost, sizeof mincost);
+        return qd_seterr(QD_EBUDGET, "%s on %s: %s", d->m.family, t->dev.name, firstmsg);
+    }
+    QD_TRY(qd_cost_policy(&d->g, &best.policy, &t->dev, &best.costs));
+    best.predicted_loss = d->s.loss0 + best.r.obj;
+    *r = best;
+    return QD_OK;
+}
+
+qd_err qd_decider_build(const struct qd_decider *d, const struct qd_policy *p, uint8_t **blob,
+                        size_t *len)
+{
+    if (p->n != d->g.nq)
+        return qd_seterr(QD_EINVAL, "policy has %d layers, the model %d", p->n, d->g.nq);
+    struct qd_qm_build b = {&d->g, p, QD_QMODE_MIXED, d->ranges, 1, d->m.family};
+    return qd_qm_build(&b, blob, len);
+}
