@@ -28,7 +28,12 @@
     X(EBUDGET, "no policy fits the budget")                                                        \
     X(ENOTREADY, "not ready")                                                                      \
     X(EAUTH, "authentication failed")                                                              \
-    X(ETOOBIG, "message too large")
+    X(ETOOBIG, "message too large")                                                                \
+    X(EREPLAY, "replayed or stale nonce")                                                          \
+    X(EOP, "unknown op")                                                                           \
+    X(ENODEV, "no such device")                                                                    \
+    X(EEXIST, "already exists")                                                                    \
+    X(ETIMEDOUT, "timed out")
 
 typedef enum {
 #define QD_ERR_ENUM(name, msg) QD_##name,

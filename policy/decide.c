@@ -129,6 +129,32 @@ qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev
     }
     if (!t->have[0] && !t->have[1])
         return qd_seterr(QD_EINVAL, "%s supports neither 8- nor 16-bit activations", dev->name);
+    for (int k = 0; k < QD_BUDGET_COUNT; k++) {
+        t->lo[k] = INFINITY;
+        t->hi[k] = -INFINITY;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (!t->have[i])
+            continue;
+        const struct qd_cost_table *c = &t->t[i];
+        for (int k = 0; k < QD_BUDGET_COUNT; k++) {
+            double lo = c->base[k], hi = c->base[k];
+            for (int l = 0; l < c->L; l++) {
+                double mn = INFINITY, mx = -INFINITY;
+                for (int o = 0; o < c->K; o++) {
+                    double v = c->cost[((size_t)l * c->K + o) * QD_BUDGET_COUNT + k];
+                    if (isfinite(v)) {
+                        mn = fmin(mn, v);
+                        mx = fmax(mx, v);
+                    }
+                }
+                lo += mn;
+                hi += mx;
+            }
+            t->lo[k] = fmin(t->lo[k], lo);
+            t->hi[k] = fmax(t->hi[k], hi);
+        }
+    }
     struct qd_policy u8;
     qd_policy_uniform(&u8, d->g.nq, 8, 8);
     qd_err e = qd_cost_policy(&d->g, &u8, dev, &t->int8);

@@ -61,6 +61,8 @@ struct qd_decide_tables {
     struct qd_cost_table t[2]; /* 8-bit, 16-bit activations */
     int have[2];
     struct qd_costs int8;      /* the uniform int8 model's figures on this device */
+    double lo[QD_BUDGET_COUNT], hi[QD_BUDGET_COUNT]; /* smallest and largest achievable figure
+                                                        of each dimension, over every policy */
 };
 qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev,
                          struct qd_decide_tables *t);

@@ -1,0 +1,93 @@
+/* libquantd-client: what a gateway needs to talk to quantd. Connect, say hello, report a
+ * context, receive pushed models (verified: Ed25519 signature by the daemon's pinned key and
+ * the header's sha256), fetch a version, ack it. Also the admin calls quantctl makes.
+ *
+ * Usage:
+ *     struct qd_client c;
+ *     qd_client_open(&c, "tcp://127.0.0.1:7411", "tcp://127.0.0.1:7412", 5000);
+ *     struct qd_ident me;
+ *     qd_ident_init(&me, "gw-17", "f00d...64 hex...");           // the key from `quantctl keys add`
+ *     cJSON *r;
+ *     qd_client_hello(&c, &me, "cortex-m4", &r); cJSON_Delete(r);
+ *     qd_client_subscribe(&c, "gw-17");
+ *     struct qd_client_ctx ctx = QD_CLIENT_CTX_NONE; ctx.battery = 0.3;
+ *     qd_client_report(&c, &me, &ctx, &r); cJSON_Delete(r);     // {"version":..,"changed":..}
+ *     struct qd_client_push p;
+ *     if (!qd_client_push_recv(&c, 10000, sign_pub, &p)) {        // verified model bytes
+ *         run(p.qm, p.len); qd_client_ack(&c, &me, p.version, p.sha); qd_client_push_fini(&p);
+ *     }
+ *     qd_client_close(&c);
+ *
+ * Every call signs its request (HMAC-SHA256 under the identity's key, nonce = microseconds,
+ * strictly increasing per identity). An error reply becomes the qd_err of its code, with the
+ * daemon's message in qd_errmsg(); *reply (when asked for) still holds the whole reply. */
+#ifndef QD_CLIENT_CLIENT_H
+#define QD_CLIENT_CLIENT_H
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "proto/proto.h"
+
+struct qd_client {
+    int req, sub; /* sockets; sub < 0 until a push endpoint is given */
+    int timeout_ms;
+};
+
+struct qd_ident {
+    char id[QD_PROTO_MAX_ID + 1]; /* a device id or "admin" */
+    uint8_t key[QD_PROTO_KEY_BYTES];
+    int64_t nonce;
+};
+
+/* A device's context: what it can spare now. NAN: not reported. */
+struct qd_client_ctx {
+    double free_flash, free_ram, latency_ms, energy_mj, battery;
+};
+#define QD_CLIENT_CTX_NONE ((struct qd_client_ctx){NAN, NAN, NAN, NAN, NAN})
+
+struct qd_client_push {
+    char id[QD_PROTO_MAX_ID + 1];
+    int64_t version;
+    char sha[65];
+    char policy[2048];
+    uint8_t *qm; /* malloc'd, verified */
+    size_t len;
+};
+
+qd_err qd_client_open(struct qd_client *c, const char *control, const char *push, int timeout_ms);
+void qd_client_close(struct qd_client *c);
+/* key: 64 hex digits, or the path of a file holding them. */
+qd_err qd_ident_init(struct qd_ident *who, const char *id, const char *key);
+
+/* Adds v, from, nonce and the MAC to req (consumed) unless who is NULL. A JSON reply goes to
+ * *reply (may be NULL), a binary one to *bin and *binlen (may be NULL: then it is an error). */
+qd_err qd_client_call(struct qd_client *c, struct qd_ident *who, cJSON *req, cJSON **reply,
+                      uint8_t **bin, size_t *binlen);
+/* Same, for a request text the caller made (tests of malformed input): reply text malloc'd. */
+qd_err qd_client_call_raw(struct qd_client *c, const void *msg, size_t len, char **reply,
+                           size_t *rlen);
+
+qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *profile,
+                       cJSON **reply);
+qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,
+                        const struct qd_client_ctx *ctx, cJSON **reply);
+/* version 0: the current one. The model is verified against pk before it is returned. */
+qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, int64_t version,
+                       const uint8_t pk[QD_PROTO_PUB_BYTES], uint8_t **qm, size_t *len);
+qd_err qd_client_ack(struct qd_client *c, struct qd_ident *who, int64_t version,
+                     const char *sha);
+/* The daemon's model-signing public key (admin). */
+qd_err qd_client_sign_pub(struct qd_client *c, struct qd_ident *admin,
+                          uint8_t pk[QD_PROTO_PUB_BYTES]);
+
+qd_err qd_client_subscribe(struct qd_client *c, const char *id);
+/* Waits for one push: QD_ETIMEDOUT when none came; QD_EAUTH / QD_ECHECKSUM when it does not
+ * verify (then p is empty). */
+qd_err qd_client_push_recv(struct qd_client *c, int timeout_ms,
+                           const uint8_t pk[QD_PROTO_PUB_BYTES], struct qd_client_push *p);
+void qd_client_push_fini(struct qd_client_push *p);
+
+#endif

@@ -1,0 +1,498 @@
+/* quantctl: the command line of quantd. Query and steer the daemon (status, devices, device,
+ * decide, keys), act as a device (hello, report, fetch, ack), and simulate a fleet.
+ * Endpoints and the admin key come from flags (--control, --push, --admin-key or --state-dir,
+ * whose admin.key is used); --json prints the daemon's replies as they are. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+#include "client/sim.h"
+#include "core/file.h"
+#include "nn/kernels.h"
+#include "policy/device.h"
+
+static const char USAGE[] =
+    "usage: quantctl [--control URL] [--push URL] [--admin-key FILE | --state-dir DIR]\n"
+    "                [--json] [--timeout MS] COMMAND ...\n"
+    "commands:\n"
+    "  status                        health, progress and counters\n"
+    "  devices [--offset N] [--limit N]\n"
+    "  device ID                     one device: versions and decisions\n"
+    "  decide --profile P [CONTEXT]  dry run: the policy quantd would choose\n"
+    "  keys add ID | keys rotate ID | keys pub\n"
+    "  hello ID --key K --profile P  (as the device)\n"
+    "  report ID --key K [CONTEXT]   (as the device) report a context; prints the decision\n"
+    "  fetch ID --key K [--version N] -o F.qm   (as the device) fetch and verify a model\n"
+    "  simulate [--devices N] [--images N] [--data-dir DIR]   a fleet: register, receive\n"
+    "                                models, change context (battery 15%, free RAM halved)\n"
+    "CONTEXT: [--free-flash B] [--free-ram B] [--latency MS] [--energy MJ] [--battery F]\n"
+    "         (sizes take k/M suffixes)\n";
+
+struct args {
+    const char *control, *push, *admin_key, *state_dir, *key, *profile, *out, *data_dir;
+    int json, timeout, devices, images;
+    long offset, limit, version;
+    struct qd_client_ctx ctx;
+    const char *pos[4];
+    int npos;
+};
+
+static int bad(const char *fmt, const char *a)
+{
+    fprintf(stderr, "quantctl: ");
+    fprintf(stderr, fmt, a);
+    fprintf(stderr, "\n%s", USAGE);
+    return 2;
+}
+
+static int fail(qd_err e)
+{
+    fprintf(stderr, "quantctl: %s: %s\n", qd_err_name(e), qd_errmsg());
+    return 1;
+}
+
+static int parse(int argc, char **argv, struct args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->control = "tcp://127.0.0.1:7411";
+    a->push = "tcp://127.0.0.1:7412";
+    a->timeout = 10000;
+    a->devices = 12;
+    a->images = 200;
+    a->limit = 1000;
+    a->data_dir = "data";
+    a->ctx = QD_CLIENT_CTX_NONE;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (f[0] != '-' || f[1] != '-') {
+            if (!strcmp(f, "-o") && i + 1 < argc) {
+                a->out = argv[++i];
+                continue;
+            }
+            if (a->npos == 4)
+                return bad("too many arguments at %s", f);
+            a->pos[a->npos++] = f;
+            continue;
+        }
+        if (!strcmp(f, "--json")) {
+            a->json = 1;
+            continue;
+        }
+        if (!strcmp(f, "--help"))
+            return bad("%s", "help");
+        if (i + 1 >= argc)
+            return bad("flag %s needs a value", f);
+        const char *v = argv[++i];
+        char *end;
+        double num = strtod(v, &end);
+        int isnum = end != v && !*end && isfinite(num);
+#define STR(name, field)                                                                           \
+    if (!strcmp(f, name)) {                                                                        \
+        a->field = v;                                                                              \
+        continue;                                                                                  \
+    }
+#define NUM(name, field, lo, hi)                                                                   \
+    if (!strcmp(f, name)) {                                                                        \
+        if (!isnum || num < (lo) || num > (hi))                                                    \
+            return bad("%s: out of range or not a number", f);                                     \
+        a->field = num;                                                                            \
+        continue;                                                                                  \
+    }
+        STR("--control", control)
+        STR("--push", push)
+        STR("--admin-key", admin_key)
+        STR("--state-dir", state_dir)
+        STR("--key", key)
+        STR("--profile", profile)
+        STR("--data-dir", data_dir)
+        NUM("--timeout", timeout, 1, 3.6e6)
+        NUM("--devices", devices, 1, 1e6)
+        NUM("--images", images, 0, 1e6)
+        NUM("--offset", offset, 0, 1e9)
+        NUM("--limit", limit, 1, 10000)
+        NUM("--version", version, 1, 1e15)
+        NUM("--latency", ctx.latency_ms, 1e-9, 1e9)
+        NUM("--energy", ctx.energy_mj, 1e-12, 1e9)
+        NUM("--battery", ctx.battery, 0, 1)
+        if (!strcmp(f, "--free-flash") || !strcmp(f, "--free-ram")) {
+            double b;
+            if (qd_parse_size(v, &b))
+                return bad("%s", qd_errmsg());
+            *(!strcmp(f, "--free-flash") ? &a->ctx.free_flash : &a->ctx.free_ram) = b;
+            continue;
+        }
+        return bad("unknown flag %s", f);
+    }
+    if (!a->npos)
+        return bad("%s", "no command");
+    return 0;
+}
+
+static void print_json(const cJSON *j)
+{
+    char *t = cJSON_PrintUnformatted(j);
+    puts(t ? t : "null");
+    free(t);
+}
+
+static qd_err admin_ident(const struct args *a, struct qd_ident *who)
+{
+    char path[1100];
+    if (a->admin_key)
+        snprintf(path, sizeof path, "%s", a->admin_key);
+    else if (a->state_dir)
+        snprintf(path, sizeof path, "%s/admin.key", a->state_dir);
+    else if (getenv("QUANTD_ADMIN_KEY"))
+        snprintf(path, sizeof path, "%s", getenv("QUANTD_ADMIN_KEY"));
+    else
+        snprintf(path, sizeof path, "state/admin.key");
+    return qd_ident_init(who, "admin", path);
+}
+
+static cJSON *op(const char *name)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "op", name);
+    return j;
+}
+
+static void add_ctx(cJSON *j, const struct qd_client_ctx *x)
+{
+    const double v[] = {x->free_flash, x->free_ram, x->latency_ms, x->energy_mj, x->battery};
+    static const char *const names[] = {"free_flash", "free_ram", "latency_ms", "energy_mj",
+                                        "battery"};
+    for (int i = 0; i < 5; i++)
+        if (!isnan(v[i]))
+            cJSON_AddNumberToObject(j, names[i], v[i]);
+}
+
+static double num(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void print_decision(const cJSON *r)
+{
+    const cJSON *c = cJSON_GetObjectItem(r, "costs"), *b = cJSON_GetObjectItem(r, "budget");
+    printf("policy %s\n", str(r, "policy"));
+    printf("  flash   %10.0f bytes  budget %.0f\n", num(c, "flash"), num(b, "flash"));
+    printf("  RAM     %10.0f bytes  budget %.0f\n", num(c, "ram"), num(b, "ram"));
+    printf("  latency %10.3f ms     budget %g\n", num(c, "latency_ms"), num(b, "latency_ms"));
+    printf("  energy  %10.4f mJ     budget %g\n", num(c, "energy_mj"), num(b, "energy_mj"));
+    printf("  predicted loss %.4f; search %.0f us\n", num(r, "predicted_loss"),
+           num(r, "search_us"));
+    if (cJSON_GetObjectItem(r, "version"))
+        printf("  version %.0f%s, sha256 %s\n", num(r, "version"),
+               cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "",
+               str(r, "sha256"));
+}
+
+/* Prints an error reply's extra fields (EBUDGET: the smallest achievable figures). */
+static int fail_reply(qd_err e, cJSON *r, int json)
+{
+    if (json && r)
+        print_json(r);
+    const cJSON *s = cJSON_GetObjectItem(r, "smallest");
+    int rc = fail(e);
+    if (!json && s) {
+        char *t = cJSON_PrintUnformatted(s);
+        fprintf(stderr, "quantctl: smallest achievable: %s\n", t);
+        free(t);
+    }
+    cJSON_Delete(r);
+    return rc;
+}
+
+static int cmd_status(struct args *a, struct qd_client *c)
+{
+    cJSON *r = NULL;
+    qd_err e = qd_client_call(c, NULL, op("health"), &r, NULL, NULL);
+    if (e)
+        return fail_reply(e, r, a->json);
+    struct qd_ident admin;
+    cJSON *s = NULL;
+    if (!admin_ident(a, &admin)) {
+        if ((e = qd_client_call(c, &admin, op("stats"), &s, NULL, NULL))) {
+            cJSON_Delete(r);
+            return fail_reply(e, s, a->json);
+        }
+    }
+    const cJSON *src = s ? s : r;
+    if (a->json)
+        print_json(src);
+    else {
+        printf("quantd: %s", str(src, "phase"));
+        if (cJSON_GetObjectItem(src, "epoch"))
+            printf(" (epoch %.0f of %.0f done)", num(src, "epoch"), num(src, "epochs"));
+        if (*str(src, "message"))
+            printf(": %s", str(src, "message"));
+        printf(", up %.0f s, %.0f devices\n", num(src, "uptime_s"), num(src, "devices"));
+        if (*str(src, "model"))
+            printf("backbone: %s on %s, %.0f layers (%s)\n", str(src, "model"), str(src, "data"),
+                   num(src, "layers"), str(src, "backbone"));
+        if (s)
+            printf("requests %.0f, errors %.0f, decisions %.0f, builds %.0f, blobs %.0f, pushes "
+                   "%.0f (+%.0f repeated), acks %.0f, unacked %.0f\n",
+                   num(s, "requests"), num(s, "errors"), num(s, "decisions"), num(s, "builds"),
+                   num(s, "blobs"), num(s, "pushes"), num(s, "repushes"), num(s, "acks"),
+                   num(s, "unacked"));
+        else
+            printf("(no admin key: counters not shown)\n");
+    }
+    cJSON_Delete(r);
+    cJSON_Delete(s);
+    return 0;
+}
+
+static int cmd_admin(struct args *a, struct qd_client *c)
+{
+    struct qd_ident admin;
+    qd_err e = admin_ident(a, &admin);
+    if (e)
+        return fail(e);
+    const char *cmd = a->pos[0];
+    cJSON *j = op(cmd), *r = NULL;
+    if (!strcmp(cmd, "devices")) {
+        cJSON_AddNumberToObject(j, "offset", (double)a->offset);
+        cJSON_AddNumberToObject(j, "limit", (double)a->limit);
+    } else if (!strcmp(cmd, "device")) {
+        if (a->npos < 2) {
+            cJSON_Delete(j);
+            return bad("%s", "device needs an ID");
+        }
+        cJSON_AddStringToObject(j, "id", a->pos[1]);
+    } else if (!strcmp(cmd, "decide")) {
+        if (!a->profile && a->npos < 2) {
+            cJSON_Delete(j);
+            return bad("%s", "decide needs --profile P or a device ID");
+        }
+        if (a->profile)
+            cJSON_AddStringToObject(j, "profile", a->profile);
+        if (a->npos >= 2)
+            cJSON_AddStringToObject(j, "device", a->pos[1]);
+        add_ctx(j, &a->ctx);
+    } else if (!strcmp(cmd, "keys")) {
+        if (a->npos < 2 || (strcmp(a->pos[1], "pub") && a->npos < 3)) {
+            cJSON_Delete(j);
+            return bad("%s", "keys add ID | keys rotate ID | keys pub");
+        }
+        cJSON_AddStringToObject(j, "action", a->pos[1]);
+        if (a->npos >= 3)
+            cJSON_AddStringToObject(j, "id", a->pos[2]);
+    }
+    e = qd_client_call(c, &admin, j, &r, NULL, NULL);
+    if (e)
+        return fail_reply(e, r, a->json);
+    if (a->json)
+        print_json(r);
+    else if (!strcmp(cmd, "devices")) {
+        printf("%.0f devices\n%-20s %-16s %8s %8s  %s\n", num(r, "total"), "id", "profile",
+               "version", "acked", "policy");
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "devices"))
+            printf("%-20s %-16s %8.0f %8.0f  %s\n", str(x, "id"), str(x, "profile"),
+                   num(x, "version"), num(x, "acked"), str(x, "policy"));
+    } else if (!strcmp(cmd, "device")) {
+        const cJSON *d = cJSON_GetObjectItem(r, "device"), *x;
+        printf("%s (%s): version %.0f, acked %.0f, policy %s\n", str(d, "id"), str(d, "profile"),
+               num(d, "version"), num(d, "acked"), str(d, "policy"));
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(d, "versions"))
+            printf("  version %3.0f  %s  %s%s\n", num(x, "version"), str(x, "sha256"),
+                   str(x, "policy"), cJSON_GetObjectItem(x, "acked_ms") ? "  acked" : "");
+    } else if (!strcmp(cmd, "decide"))
+        print_decision(r);
+    else if (!strcmp(cmd, "keys")) {
+        if (*str(r, "key"))
+            printf("device %s key %s\n", str(r, "id"), str(r, "key"));
+        printf("model signing key (pin it on devices): %s\n", str(r, "sign_pub"));
+    }
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int cmd_device(struct args *a, struct qd_client *c)
+{
+    const char *cmd = a->pos[0];
+    if (a->npos < 2 || !a->key)
+        return bad("%s needs ID and --key K", cmd);
+    struct qd_ident who;
+    qd_err e = qd_ident_init(&who, a->pos[1], a->key);
+    if (e)
+        return fail(e);
+    cJSON *r = NULL;
+    if (!strcmp(cmd, "hello")) {
+        if (!a->profile)
+            return bad("%s", "hello needs --profile P");
+        e = qd_client_hello(c, &who, a->profile, &r);
+    } else if (!strcmp(cmd, "report"))
+        e = qd_client_report(c, &who, &a->ctx, &r);
+    else { /* fetch: verify with the daemon's key (admin) */
+        if (!a->out)
+            return bad("%s", "fetch needs -o FILE");
+        struct qd_ident admin;
+        uint8_t pk[QD_PROTO_PUB_BYTES];
+        uint8_t *qm;
+        size_t len;
+        if ((e = admin_ident(a, &admin)) || (e = qd_client_sign_pub(c, &admin, pk)) ||
+            (e = qd_client_fetch(c, &who, a->version, pk, &qm, &len)))
+            return fail(e);
+        e = qd_file_write_atomic(a->out, qm, len);
+        char sha[65];
+        qd_proto_sha256_hex(qm, len, sha);
+        free(qm);
+        if (e)
+            return fail(e);
+        if (a->json)
+            printf("{\"file\":\"%s\",\"bytes\":%zu,\"sha256\":\"%s\",\"verified\":true}\n", a->out,
+                   len, sha);
+        else
+            printf("%s: %zu bytes, sha256 %s, signature verified\n", a->out, len, sha);
+        return 0;
+    }
+    if (e)
+        return fail_reply(e, r, a->json);
+    if (a->json)
+        print_json(r);
+    else if (!strcmp(cmd, "report"))
+        print_decision(r);
+    else
+        printf("hello: version %.0f, acked %.0f\n", num(r, "version"), num(r, "acked"));
+    cJSON_Delete(r);
+    return 0;
+}
+
+static void sim_table(const struct qd_sim *s, const char *title, const int64_t *before)
+{
+    printf("\n%s\n%-11s %-15s %4s %8s %7s %8s  %s\n", title, "device", "profile", "ver",
+           "flash", "acc%", "push ms", "policy");
+    for (int i = 0; i < s->n; i++) {
+        const struct qd_sim_dev *d = &s->dev[i];
+        if (before && d->nofit) {
+            printf("%-11s %-15s keeps version %lld: %s\n", d->who.id, d->profile,
+                   (long long)d->want, d->nofit_msg);
+            continue;
+        }
+        if (before && d->want == before[i])
+            continue;
+        printf("%-11s %-15s %4lld %8.0f %7.2f %8.1f  %s\n", d->who.id, d->profile,
+               (long long)d->want, d->flash, 100 * d->acc, 1e3 * d->push_lat, d->policy);
+    }
+}
+
+static int cmd_simulate(struct args *a)
+{
+    struct qd_sim_opts o = {.control = a->control, .push = a->push, .data_dir = a->data_dir,
+                            .devices = a->devices, .images = a->images, .timeout_ms = a->timeout};
+    char key[1100];
+    if (a->admin_key)
+        snprintf(key, sizeof key, "%s", a->admin_key);
+    else
+        snprintf(key, sizeof key, "%s/admin.key", a->state_dir ? a->state_dir : "state");
+    o.admin_key = key;
+    qd_kernels_init(1);
+    struct qd_sim s;
+    qd_err e = qd_sim_open(&s, &o);
+    if (e)
+        return fail(e);
+    int64_t *before = calloc((size_t)s.n, sizeof *before);
+    double t0 = qd_sim_now();
+    if (!a->json)
+        printf("simulate: %d devices over %d profiles, each running its model on %d %s test "
+               "images\n", s.n, s.o.nprofiles, a->images, s.data);
+    e = qd_sim_provision(&s);
+    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
+    full.battery = 1.0;
+    for (int i = 0; !e && i < s.n; i++)
+        e = qd_sim_report(&s, i, &full);
+    if (!e)
+        e = qd_sim_collect(&s, a->timeout * 3, 1);
+    double t1 = qd_sim_now();
+    if (!e && !a->json)
+        sim_table(&s, "round 1: registered, full battery; every model verified, run and acked",
+                  NULL);
+    double acc1 = 0;
+    for (int i = 0; i < s.n; i++)
+        acc1 += s.dev[i].acc / s.n, before[i] = s.dev[i].want;
+    /* context change: battery down to 15%, free RAM halved */
+    int changed = 0;
+    for (int i = 0; !e && i < s.n; i++) {
+        struct qd_client_ctx low = QD_CLIENT_CTX_NONE;
+        struct qd_device dv;
+        low.battery = 0.15;
+        if (!qd_device_load(s.dev[i].profile, &dv))
+            low.free_ram = (dv.ram - dv.reserved_ram) / 2;
+        e = qd_sim_report(&s, i, &low);
+        if (e == QD_EBUDGET) { /* an answer, not a failure: the device keeps its model */
+            s.dev[i].nofit = 1;
+            snprintf(s.dev[i].nofit_msg, sizeof s.dev[i].nofit_msg, "%s", qd_errmsg());
+            e = QD_OK;
+        }
+    }
+    if (!e)
+        e = qd_sim_collect(&s, a->timeout * 3, 1);
+    double acc2 = 0;
+    int nofit = 0;
+    for (int i = 0; i < s.n; i++) {
+        nofit += s.dev[i].nofit;
+        changed += s.dev[i].want != before[i];
+        acc2 += s.dev[i].acc / s.n;
+    }
+    if (!e && !a->json)
+        sim_table(&s, "round 2: battery 15%, free RAM halved; the devices whose model changed",
+                  before);
+    if (e) {
+        free(before);
+        qd_sim_close(&s);
+        return fail(e);
+    }
+    if (a->json)
+        printf("{\"devices\":%d,\"pushes\":%ld,\"verified\":%ld,\"rejected\":%ld,\"acks\":%ld,"
+               "\"changed\":%d,\"nofit\":%d,\"mean_acc_round1\":%.4f,\"mean_acc_round2\":%.4f,"
+               "\"round1_s\":%.3f,\"total_s\":%.3f}\n",
+               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, acc1, acc2, t1 - t0,
+               qd_sim_now() - t0);
+    else
+        printf("\nsummary: %d devices, %ld pushes received (%ld verified, %ld rejected), %ld "
+               "acks; %d decisions changed with the context, %d found no policy that fits; mean accuracy %.2f%% then %.2f%%; "
+               "%.1f s\n",
+               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, 100 * acc1, 100 * acc2,
+               qd_sim_now() - t0);
+    free(before);
+    qd_sim_close(&s);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct args a;
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc;
+    const char *cmd = a.pos[0];
+    if (!strcmp(cmd, "simulate"))
+        return cmd_simulate(&a);
+    struct qd_client c;
+    qd_err e = qd_client_open(&c, a.control, NULL, a.timeout);
+    if (e)
+        return fail(e);
+    if (!strcmp(cmd, "status"))
+        rc = cmd_status(&a, &c);
+    else if (!strcmp(cmd, "devices") || !strcmp(cmd, "device") || !strcmp(cmd, "decide") ||
+             !strcmp(cmd, "keys"))
+        rc = cmd_admin(&a, &c);
+    else if (!strcmp(cmd, "hello") || !strcmp(cmd, "report") || !strcmp(cmd, "fetch"))
+        rc = cmd_device(&a, &c);
+    else
+        rc = bad("unknown command %s", cmd);
+    qd_client_close(&c);
+    return rc;
+}

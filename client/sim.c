@@ -1,0 +1,287 @@
+/* Simulated devices (see sim.h). One REQ socket and one SUB socket serve all of them; each
+ * device has its own key and nonce, so to the daemon they are N devices. */
+#include "client/sim.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lab/labrun.h"
+#include "quant/runtime.h"
+
+static const char *const REAL[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040", "cortex-a53",
+                                   "raspberry-pi-4"};
+
+double qd_sim_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static cJSON *simple(const char *name)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "op", name);
+    return j;
+}
+
+qd_err qd_sim_open(struct qd_sim *s, const struct qd_sim_opts *o)
+{
+    memset(s, 0, sizeof *s);
+    s->o = *o;
+    if (!s->o.profiles) {
+        s->o.profiles = REAL;
+        s->o.nprofiles = 6;
+    }
+    if (!s->o.prefix)
+        s->o.prefix = "sim";
+    QD_TRY(qd_client_open(&s->c, o->control, o->push, o->timeout_ms ? o->timeout_ms : 10000));
+    qd_err e = qd_ident_init(&s->admin, "admin", o->admin_key);
+    /* wait for the backbone (training on a first start), saying how far it got */
+    double t0 = qd_sim_now(), last = -1e9;
+    while (!e) {
+        cJSON *r = NULL;
+        e = qd_client_call(&s->c, NULL, simple("health"), &r, NULL, NULL);
+        if (e)
+            break;
+        cJSON *ready = cJSON_GetObjectItem(r, "ready"), *ph = cJSON_GetObjectItem(r, "phase");
+        if (cJSON_IsTrue(ready)) {
+            const char *d = NULL;
+            qd_proto_str(r, "data", 31, 0, &d);
+            snprintf(s->data, sizeof s->data, "%s", d ? d : "");
+            cJSON_Delete(r);
+            break;
+        }
+        if (cJSON_IsString(ph) && !strcmp(ph->valuestring, "failed")) {
+            cJSON *m = cJSON_GetObjectItem(r, "message");
+            e = qd_seterr(QD_ENOTREADY, "quantd's backbone failed: %s",
+                          cJSON_IsString(m) ? m->valuestring : "?");
+        } else if (!o->quiet && qd_sim_now() - last > 10) {
+            cJSON *ep = cJSON_GetObjectItem(r, "epoch"), *eps = cJSON_GetObjectItem(r, "epochs");
+            fprintf(stderr, "quantd: %s%s", cJSON_IsString(ph) ? ph->valuestring : "?",
+                    cJSON_IsNumber(ep) ? "" : "\n");
+            if (cJSON_IsNumber(ep))
+                fprintf(stderr, " (epoch %d of %d done)\n", ep->valueint,
+                        cJSON_IsNumber(eps) ? eps->valueint : 0);
+            last = qd_sim_now();
+        }
+        cJSON_Delete(r);
+        if (!e)
+            usleep(200000);
+        (void)t0;
+    }
+    if (!e)
+        e = qd_client_sign_pub(&s->c, &s->admin, s->pk);
+    if (!e && o->images > 0) {
+        e = qd_data_load(o->data_dir ? o->data_dir : "data", s->data, 0, &s->te);
+        s->have_te = !e;
+    }
+    if (!e && !(s->dev = calloc((size_t)(o->devices > 0 ? o->devices : 1), sizeof *s->dev)))
+        e = qd_seterr(QD_ENOMEM, "out of memory");
+    if (e) {
+        qd_sim_close(s);
+        return e;
+    }
+    s->n = o->devices;
+    return QD_OK;
+}
+
+void qd_sim_close(struct qd_sim *s)
+{
+    qd_client_close(&s->c);
+    if (s->have_te)
+        qd_dataset_fini(&s->te);
+    free(s->dev);
+    s->dev = NULL;
+    s->have_te = 0;
+}
+
+qd_err qd_sim_hello_all(struct qd_sim *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        cJSON *r = NULL;
+        QD_TRY(qd_client_hello(&s->c, &s->dev[i].who, s->dev[i].profile, &r));
+        cJSON_Delete(r);
+    }
+    return QD_OK;
+}
+
+qd_err qd_sim_provision(struct qd_sim *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        struct qd_sim_dev *d = &s->dev[i];
+        char id[64];
+        snprintf(id, sizeof id, "%s-%05d", s->o.prefix, i);
+        d->profile = s->o.profiles[i % s->o.nprofiles];
+        d->acc = -1;
+        cJSON *j = simple("keys"), *r = NULL;
+        cJSON_AddStringToObject(j, "action", "add");
+        cJSON_AddStringToObject(j, "id", id);
+        qd_err e = qd_client_call(&s->c, &s->admin, j, &r, NULL, NULL);
+        if (e == QD_EEXIST) { /* from an earlier run: a fresh key */
+            cJSON_Delete(r);
+            j = simple("keys");
+            cJSON_AddStringToObject(j, "action", "rotate");
+            cJSON_AddStringToObject(j, "id", id);
+            e = qd_client_call(&s->c, &s->admin, j, &r, NULL, NULL);
+        }
+        const char *key = NULL;
+        if (!e)
+            e = qd_proto_str(r, "key", 64, 1, &key);
+        if (!e)
+            e = qd_ident_init(&d->who, id, key);
+        cJSON_Delete(r);
+        if (!e)
+            e = qd_client_subscribe(&s->c, id);
+        if (e)
+        {
+            char pre[80];
+            snprintf(pre, sizeof pre, "%s: ", id);
+            return qd_wraperr(e, pre, NULL);
+        }
+    }
+    return qd_sim_hello_all(s);
+}
+
+static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
+                     const uint8_t *qm, size_t len, double t_recv, int ack);
+
+qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
+{
+    struct qd_sim_dev *d = &s->dev[i];
+    cJSON *r = NULL;
+    double t = qd_sim_now();
+    qd_err e = qd_client_report(&s->c, &d->who, ctx, &r);
+    if (!e) {
+        int64_t v = 0;
+        const char *sha = NULL, *pol = NULL;
+        e = qd_proto_int(r, "version", 1, INT64_C(1) << 53, 1, &v);
+        if (!e)
+            e = qd_proto_str(r, "sha256", 64, 1, &sha);
+        if (!e)
+            e = qd_proto_str(r, "policy", sizeof d->policy - 1, 1, &pol);
+        if (!e) {
+            if (v != d->want)
+                d->t_report = t;
+            d->want = v;
+            snprintf(d->want_sha, sizeof d->want_sha, "%s", sha);
+            snprintf(d->policy, sizeof d->policy, "%s", pol);
+            cJSON *c = cJSON_GetObjectItem(r, "costs");
+            cJSON *f = cJSON_GetObjectItem(c, "flash");
+            d->flash = cJSON_IsNumber(f) ? f->valuedouble : 0;
+        }
+        /* nothing new to push, but this device does not hold it (it restarted): fetch */
+        if (!e && !cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) && d->have < v) {
+            uint8_t *qm;
+            size_t len;
+            e = qd_client_fetch(&s->c, &d->who, v, s->pk, &qm, &len);
+            if (!e) {
+                char got[65];
+                qd_proto_sha256_hex(qm, len, got);
+                e = strcmp(got, d->want_sha)
+                        ? qd_seterr(QD_ECHECKSUM, "fetched model's sha256 differs")
+                        : accept(s, d, v, got, qm, len, qd_sim_now(), 1);
+                free(qm);
+            }
+        }
+    }
+    cJSON_Delete(r);
+    if (e) {
+        char pre[80];
+        snprintf(pre, sizeof pre, "%s: ", d->who.id);
+        return qd_wraperr(e, pre, NULL);
+    }
+    return QD_OK;
+}
+
+/* A verified model for device d: run it on the test images, ack it. */
+static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
+                     const uint8_t *qm, size_t len, double t_recv, int ack)
+{
+    if (version >= d->have) {
+        d->have = version;
+        d->push_lat = t_recv - d->t_report;
+        if (s->have_te && s->o.images > 0) {
+            struct qd_lab_eval r;
+            qd_err e = qd_lab_eval_blob(qm, len, &s->te, s->o.images, 1, QD_RT_ISA_AUTO, &r);
+            if (e)
+                return qd_wraperr(e, "running a pushed model: ", NULL);
+            d->acc = r.acc;
+        }
+    }
+    if (ack) {
+        qd_err e = qd_client_ack(&s->c, &d->who, version, sha);
+        if (e)
+            return qd_wraperr(e, "ack: ", NULL);
+        if (version > d->acked)
+            d->acked = version;
+        s->acks++;
+    }
+    return QD_OK;
+}
+
+static int find(const struct qd_sim *s, const char *id)
+{
+    /* ids are <prefix>-NNNNN */
+    size_t n = strlen(s->o.prefix);
+    if (strncmp(id, s->o.prefix, n) || id[n] != '-')
+        return -1;
+    int i = atoi(id + n + 1);
+    return i >= 0 && i < s->n && !strcmp(s->dev[i].who.id, id) ? i : -1;
+}
+
+static int missing(const struct qd_sim *s, int ack)
+{
+    int m = 0;
+    for (int i = 0; i < s->n; i++)
+        m += s->dev[i].have < s->dev[i].want || (ack && s->dev[i].acked < s->dev[i].want);
+    return m;
+}
+
+qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
+{
+    double end = qd_sim_now() + timeout_ms / 1e3;
+    int m;
+    while ((m = missing(s, ack)) > 0) {
+        double left = end - qd_sim_now();
+        if (left <= 0)
+            return qd_seterr(QD_ETIMEDOUT, "%d of %d devices still without their model", m,
+                             s->n);
+        struct qd_client_push p;
+        qd_err e = qd_client_push_recv(&s->c, (int)(left * 1e3) + 1, s->pk, &p);
+        double t_recv = qd_sim_now();
+        if (e == QD_ETIMEDOUT)
+            continue;
+        s->pushes++;
+        if (e == QD_EAUTH || e == QD_ECHECKSUM || e == QD_EFORMAT) {
+            s->rejected++;
+            fprintf(stderr, "simulate: rejected a push: %s\n", qd_errmsg());
+            continue;
+        }
+        if (e)
+            return e;
+        int i = find(s, p.id);
+        if (i < 0) {
+            qd_client_push_fini(&p);
+            continue;
+        }
+        struct qd_sim_dev *d = &s->dev[i];
+        s->verified++;
+        d->pushes++;
+        if (p.version <= d->have && d->acked >= p.version) {
+            s->duplicates++; /* a re-push that crossed our ack */
+            qd_client_push_fini(&p);
+            continue;
+        }
+        e = accept(s, d, p.version, p.sha, p.qm, p.len, t_recv, ack);
+        if (e) {
+            qd_client_push_fini(&p);
+            return e;
+        }
+        qd_client_push_fini(&p);
+    }
+    return QD_OK;
+}

@@ -1,0 +1,40 @@
+/* quantd's configuration: one table of keys (section, name, type, range, whether SIGHUP can
+ * change it), read from an INI file with inih, every key also a flag (--state-dir DIR or
+ * --state-dir=DIR for state_dir). A bad file or flag is an error naming the file, line and key.
+ *
+ * Usage:
+ *     struct qd_config c;
+ *     qd_config_defaults(&c);
+ *     if (qd_config_load_file(&c, "etc/quantd.conf")) die(qd_errmsg());  // "file:12: ..."
+ *     if (qd_config_apply_flags(&c, argc, argv)) die(qd_errmsg());
+ */
+#ifndef QD_DAEMON_CONFIG_H
+#define QD_DAEMON_CONFIG_H
+
+#include <stdio.h>
+
+#include "core/err.h"
+
+struct qd_config {
+    /* [quantd] */
+    char control[256], push[256], state_dir[1024], log_level[16];
+    double ack_timeout_ms, max_message;
+    int threads;
+    /* [backbone] */
+    char ckpt[1024], model[32], data[32], data_dir[1024];
+    int train_epochs, train_subset, sens_n, calib_n;
+    /* [decide] */
+    char devices_dir[1024];
+    double battery_floor;
+};
+
+void qd_config_defaults(struct qd_config *c);
+qd_err qd_config_load_file(struct qd_config *c, const char *path);
+/* Applies every --key[=value] flag; skips -c FILE. Unknown flags are errors. */
+qd_err qd_config_apply_flags(struct qd_config *c, int argc, char **argv);
+/* Names the keys whose change needs a restart, comparing old with new ("" if none). */
+void qd_config_restart_keys(const struct qd_config *old, const struct qd_config *c, char *buf,
+                            size_t len);
+void qd_config_usage(FILE *f);
+
+#endif

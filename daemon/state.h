@@ -1,0 +1,82 @@
+/* quantd's durable state behind one small interface (SQLite in WAL mode today; a second
+ * backend such as PostgreSQL is another state_*.c behind the same functions).
+ *
+ * Usage:
+ *     qd_state_t *st;
+ *     if (qd_state_open("/var/lib/quantd", &st)) die(qd_errmsg());   // creates models/, state.db
+ *     qd_state_devices_load(st, on_device, ctx);                     // everything, at start
+ *     qd_state_decision(st, &dec);                                   // one transaction
+ *     qd_state_close(st);
+ *
+ * Tables: meta (key/value), devices (id, key, profile, context, nonce, current and acked
+ * version), blobs (sha256, backbone, policy, size, signature), versions (device, version, sha256,
+ * acked time), decisions (every decision with its context, policy, costs or error), events.
+ * Blobs live in <dir>/models/<sha256>.qm, written to a temporary file, fsynced and renamed
+ * before the row that names them commits. With synchronous=NORMAL in WAL mode a committed
+ * transaction survives the process being killed at any instant. Single-threaded: only the
+ * daemon's loop thread calls these (qd_state_blob_write excepted: it only touches files). */
+#ifndef QD_DAEMON_STATE_H
+#define QD_DAEMON_STATE_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "proto/proto.h"
+
+typedef struct qd_state qd_state_t;
+
+struct qd_state_device {
+    char id[QD_PROTO_MAX_ID + 1];
+    uint8_t key[QD_PROTO_KEY_BYTES];
+    char profile[QD_PROTO_MAX_ID + 1]; /* "" until hello */
+    const char *context;               /* JSON text or NULL */
+    int64_t nonce, version, acked;
+    char sha[65];                      /* the current version's blob ("" when none) */
+    double flash, ram;                 /* hello's own figures (0: the profile's) */
+};
+
+/* A decision to record: a new version when version > 0 (its blob row is added if new). */
+struct qd_state_decision {
+    const char *device, *context, *policy, *costs, *error;
+    int64_t nonce, version;
+    const char *sha, *backbone;
+    size_t size;
+    const uint8_t *sig;
+};
+
+qd_err qd_state_open(const char *dir, qd_state_t **st);
+void qd_state_close(qd_state_t *st);
+
+qd_err qd_state_meta_get(qd_state_t *st, const char *key, char *buf, size_t len);
+qd_err qd_state_meta_set(qd_state_t *st, const char *key, const char *value);
+
+qd_err qd_state_devices_load(qd_state_t *st,
+                             qd_err (*cb)(void *ctx, const struct qd_state_device *d), void *ctx);
+/* QD_EEXIST when the id is taken. */
+qd_err qd_state_device_add(qd_state_t *st, const char *id, const uint8_t *key);
+qd_err qd_state_device_set_key(qd_state_t *st, const char *id, const uint8_t *key);
+qd_err qd_state_device_hello(qd_state_t *st, const char *id, const char *profile, double flash,
+                             double ram, int64_t nonce);
+qd_err qd_state_device_nonce(qd_state_t *st, const char *id, int64_t nonce);
+qd_err qd_state_decision(qd_state_t *st, const struct qd_state_decision *d);
+qd_err qd_state_ack(qd_state_t *st, const char *id, int64_t version, int64_t nonce);
+/* The blob of a device's version: its sha256 (QD_ENOENT when there is no such version). */
+qd_err qd_state_version_sha(qd_state_t *st, const char *id, int64_t version, char sha[65]);
+/* A blob's signature and policy by sha256 (QD_ENOENT when unknown). */
+qd_err qd_state_blob_meta(qd_state_t *st, const char *sha, uint8_t sig[QD_PROTO_SIG_BYTES],
+                          char *policy, size_t plen);
+/* The blobs of one backbone, for the policy cache at start. */
+qd_err qd_state_blobs_load(qd_state_t *st, const char *backbone,
+                           qd_err (*cb)(void *ctx, const char *sha, const char *policy,
+                                        const uint8_t *sig),
+                           void *ctx);
+/* <dir>/models/<sha>.qm: write (temp, fsync, rename; thread-safe) and read back. */
+qd_err qd_state_blob_write(const char *dir, const char *sha, const uint8_t *b, size_t n);
+qd_err qd_state_blob_read(const char *dir, const char *sha, uint8_t **b, size_t *n);
+/* The last `limit` versions and decisions of a device, as arrays added to obj. */
+qd_err qd_state_device_history(qd_state_t *st, const char *id, int limit, cJSON *obj);
+qd_err qd_state_event(qd_state_t *st, const char *device, const char *kind, const char *detail);
+
+#endif

@@ -1,0 +1,278 @@
+/* The wire format (see proto.h): sealing and checking requests, validated field access, error
+ * replies, model signatures and push frames. Every function here takes untrusted bytes; none
+ * reads past the length it is given or trusts a length inside the data. */
+#include "proto/proto.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char MAC_HEAD[] = ",\"mac\":\"";
+
+static void hmac(const uint8_t *key, const char *msg, size_t len, char hex[65])
+{
+    uint8_t mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, key, QD_PROTO_KEY_BYTES);
+    crypto_auth_hmacsha256_update(&st, (const uint8_t *)msg, len);
+    crypto_auth_hmacsha256_final(&st, mac);
+    qd_proto_hex(mac, sizeof mac, hex);
+}
+
+qd_err qd_proto_seal(const char *json, const uint8_t key[QD_PROTO_KEY_BYTES], char **out)
+{
+    size_t n = strlen(json);
+    if (n < 2 || json[0] != '{' || json[n - 1] != '}')
+        return qd_seterr(QD_EINVAL, "seal: not a JSON object");
+    char *m = malloc(n - 1 + QD_PROTO_MAC_TAIL + 1);
+    if (!m)
+        return qd_seterr(QD_ENOMEM, "seal: out of memory");
+    memcpy(m, json, n - 1);
+    char hex[65];
+    hmac(key, m, n - 1, hex);
+    snprintf(m + n - 1, QD_PROTO_MAC_TAIL + 1, "%s%s\"}", MAC_HEAD, hex);
+    *out = m;
+    return QD_OK;
+}
+
+qd_err qd_proto_verify(const char *msg, size_t len, const uint8_t key[QD_PROTO_KEY_BYTES])
+{
+    if (len < QD_PROTO_MAC_TAIL + 2 || memcmp(msg + len - 2, "\"}", 2) ||
+        memcmp(msg + len - QD_PROTO_MAC_TAIL, MAC_HEAD, sizeof MAC_HEAD - 1))
+        return qd_seterr(QD_EAUTH, "the message does not end in its \"mac\" member");
+    char hex[65];
+    size_t body = len - QD_PROTO_MAC_TAIL;
+    hmac(key, msg, body, hex);
+    /* constant-time compare of the 64 hex digits */
+    if (sodium_memcmp(hex, msg + body + sizeof MAC_HEAD - 1, 64))
+        return qd_seterr(QD_EAUTH, "bad message authentication code");
+    return QD_OK;
+}
+
+qd_err qd_proto_parse(const char *msg, size_t len, size_t max, cJSON **out)
+{
+    *out = NULL;
+    if (len > max)
+        return qd_seterr(QD_ETOOBIG, "request of %zu bytes exceeds the limit of %zu", len, max);
+    if (len == 0 || msg[0] != '{')
+        return qd_seterr(QD_EFORMAT, "a request is a JSON object");
+    if (memchr(msg, 0, len))
+        return qd_seterr(QD_EFORMAT, "a request may not contain NUL bytes");
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(msg, len, &end, 0);
+    if (!j || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return qd_seterr(QD_EFORMAT, "malformed JSON near byte %ld",
+                         end ? (long)(end - msg) : 0L);
+    }
+    for (size_t i = (size_t)(end - msg); i < len; i++)
+        if (msg[i] != ' ' && msg[i] != '\n' && msg[i] != '\r' && msg[i] != '\t') {
+            cJSON_Delete(j);
+            return qd_seterr(QD_EFORMAT, "trailing bytes after the JSON object");
+        }
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "v");
+    if (!cJSON_IsNumber(v) || v->valuedouble != QD_PROTO_VERSION) {
+        cJSON_Delete(j);
+        return qd_seterr(QD_EVERSION, "field \"v\" must be %d", QD_PROTO_VERSION);
+    }
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(j, "op");
+    if (!cJSON_IsString(op) || strlen(op->valuestring) > 32) {
+        cJSON_Delete(j);
+        return qd_seterr(QD_EINVAL, "field \"op\" must be a string of at most 32 bytes");
+    }
+    *out = j;
+    return QD_OK;
+}
+
+qd_err qd_proto_str(const cJSON *o, const char *name, size_t maxlen, int required,
+                    const char **out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v) {
+        if (required)
+            return qd_seterr(QD_EINVAL, "field \"%s\" is required", name);
+        return QD_OK;
+    }
+    if (!cJSON_IsString(v))
+        return qd_seterr(QD_EINVAL, "field \"%s\" must be a string", name);
+    if (strlen(v->valuestring) > maxlen)
+        return qd_seterr(QD_EINVAL, "field \"%s\" is longer than %zu bytes", name, maxlen);
+    *out = v->valuestring;
+    return QD_OK;
+}
+
+qd_err qd_proto_num(const cJSON *o, const char *name, double lo, double hi, int required,
+                    double *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v) {
+        if (required)
+            return qd_seterr(QD_EINVAL, "field \"%s\" is required", name);
+        return QD_OK;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return qd_seterr(QD_EINVAL, "field \"%s\" must be a number", name);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return qd_seterr(QD_EINVAL, "field \"%s\" = %g is outside [%g, %g]", name,
+                         v->valuedouble, lo, hi);
+    *out = v->valuedouble;
+    return QD_OK;
+}
+
+qd_err qd_proto_int(const cJSON *o, const char *name, int64_t lo, int64_t hi, int required,
+                    int64_t *out)
+{
+    double d = NAN;
+    QD_TRY(qd_proto_num(o, name, (double)lo, (double)hi, required, &d));
+    if (isnan(d))
+        return QD_OK;
+    if (d != floor(d) || fabs(d) > 9007199254740992.0)
+        return qd_seterr(QD_EINVAL, "field \"%s\" must be an integer", name);
+    *out = (int64_t)d;
+    return QD_OK;
+}
+
+int qd_proto_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > QD_PROTO_MAX_ID || s[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+cJSON *qd_proto_ok(void)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "v", QD_PROTO_VERSION);
+    cJSON_AddTrueToObject(j, "ok");
+    return j;
+}
+
+char *qd_proto_error(qd_err e, const char *message)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "v", QD_PROTO_VERSION);
+    cJSON_AddFalseToObject(j, "ok");
+    cJSON *er = cJSON_AddObjectToObject(j, "error");
+    cJSON_AddStringToObject(er, "code", qd_err_name(e));
+    cJSON_AddStringToObject(er, "message", message ? message : qd_strerror(e));
+    char *t = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return t;
+}
+
+void qd_proto_hex(const uint8_t *b, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[b[i] >> 4];
+        out[2 * i + 1] = d[b[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+qd_err qd_proto_unhex(const char *s, uint8_t *b, size_t n)
+{
+    if (strlen(s) != 2 * n)
+        return qd_seterr(QD_EINVAL, "expected %zu hex digits", 2 * n);
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return qd_seterr(QD_EINVAL, "not a hex digit at %zu", 2 * i);
+        b[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return QD_OK;
+}
+
+void qd_proto_sha256_hex(const uint8_t *b, size_t n, char out[65])
+{
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, b, n);
+    qd_proto_hex(h, sizeof h, out);
+}
+
+void qd_proto_sign(const uint8_t *qm, size_t len, const uint8_t sk[QD_PROTO_SECRET_BYTES],
+                   uint8_t sig[QD_PROTO_SIG_BYTES])
+{
+    crypto_sign_detached(sig, NULL, qm, len, sk);
+}
+
+qd_err qd_proto_verify_model(const uint8_t *qm, size_t len, const uint8_t sig[QD_PROTO_SIG_BYTES],
+                             const uint8_t pk[QD_PROTO_PUB_BYTES])
+{
+    if (crypto_sign_verify_detached(sig, qm, len, pk))
+        return qd_seterr(QD_EAUTH, "the model's signature does not verify");
+    return QD_OK;
+}
+
+qd_err qd_proto_push_encode(const char *id, const char *header, const uint8_t *qm, size_t len,
+                            const uint8_t sig[QD_PROTO_SIG_BYTES], uint8_t **out, size_t *outlen)
+{
+    size_t ni = strlen(id) + 1, nh = strlen(header);
+    if (memchr(header, '\n', nh))
+        return qd_seterr(QD_EINVAL, "push header may not contain a newline");
+    size_t n = ni + nh + 1 + len + QD_PROTO_SIG_BYTES;
+    uint8_t *b = malloc(n);
+    if (!b)
+        return qd_seterr(QD_ENOMEM, "push: out of memory");
+    memcpy(b, id, ni);
+    memcpy(b + ni, header, nh);
+    b[ni + nh] = '\n';
+    memcpy(b + ni + nh + 1, qm, len);
+    memcpy(b + ni + nh + 1 + len, sig, QD_PROTO_SIG_BYTES);
+    *out = b;
+    *outlen = n;
+    return QD_OK;
+}
+
+qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v)
+{
+    memset(v, 0, sizeof *v);
+    const uint8_t *z = memchr(buf, 0, len < QD_PROTO_MAX_ID + 1 ? len : QD_PROTO_MAX_ID + 1);
+    if (!z)
+        return qd_seterr(QD_EFORMAT, "push: no device id");
+    const uint8_t *h = z + 1, *nl = memchr(h, '\n', len - (size_t)(h - buf));
+    if (!nl)
+        return qd_seterr(QD_EFORMAT, "push: no header line");
+    size_t rest = len - (size_t)(nl + 1 - buf);
+    if (rest < QD_PROTO_SIG_BYTES + 1)
+        return qd_seterr(QD_EFORMAT, "push: %zu bytes of model and signature", rest);
+    cJSON *j = cJSON_ParseWithLength((const char *)h, (size_t)(nl - h));
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return qd_seterr(QD_EFORMAT, "push: malformed header");
+    }
+    v->id = (const char *)buf;
+    v->header = j;
+    v->qm = nl + 1;
+    v->qm_len = rest - QD_PROTO_SIG_BYTES;
+    v->sig = v->qm + v->qm_len;
+    return QD_OK;
+}
+
+int64_t qd_proto_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

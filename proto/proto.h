@@ -1,0 +1,96 @@
+/* The wire format of quantd: authenticated JSON control messages, error replies with stable
+ * codes, signed model frames (fetch replies and pushes). Pure functions over bytes; the
+ * sockets are in transport.h.
+ *
+ * Usage (a device signing a request; the daemon opening it):
+ *     char *txt;   // {"v":1,"op":"report","from":"dev-1","nonce":...,"battery":0.4,"mac":"..."}
+ *     qd_proto_seal(req_json_without_mac, key, &txt);        // malloc'd
+ *     cJSON *j; const char *from;
+ *     qd_proto_parse(txt, len, QD_PROTO_MAX_REQUEST, &j);     // size, UTF-8 JSON object, v == 1
+ *     qd_proto_verify(txt, len, key);                         // HMAC-SHA256 over the body
+ *
+ * Requests: a JSON object {"v":1,"op":NAME,"from":ID,"nonce":N,...,"mac":HEX}. The MAC is
+ * HMAC-SHA256 (libsodium) under the sender's 32-byte key over every byte of the message before
+ * the final member `,"mac":"<64 hex>"}` (which must be last, exactly so), so nothing is
+ * re-serialized to check it. `from` is a device id or "admin". The nonce is the sender's clock in
+ * microseconds since the epoch, strictly increasing per key; the daemon rejects one not above
+ * the last it accepted from that key or more than QD_PROTO_NONCE_WINDOW_US from its own clock.
+ * `health` alone needs no MAC.
+ *
+ * Replies: {"v":1,"ok":true,...} or {"v":1,"ok":false,"error":{"code":"EBUDGET","message":..}}
+ * with the code one of qd_err_name()'s. A model reply is binary: the .qm bytes then a 64-byte
+ * Ed25519 signature of them by the daemon's signing key. A push on the PUB socket is
+ * "<device id>\0" + a JSON header line {"v":1,"op":"push","version":N,"sha256":HEX,...} + "\n"
+ * + the same signed model bytes; the device id ends in \0 so that SUB prefix matching is exact.
+ */
+#ifndef QD_PROTO_PROTO_H
+#define QD_PROTO_PROTO_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+
+#define QD_PROTO_VERSION 1
+#define QD_PROTO_MAX_REQUEST (64 * 1024)  /* default limit on a control request */
+#define QD_PROTO_MAX_ID 63                /* device id: [A-Za-z0-9._-]{1,63} */
+#define QD_PROTO_KEY_BYTES 32
+#define QD_PROTO_SIG_BYTES 64
+#define QD_PROTO_PUB_BYTES 32
+#define QD_PROTO_SECRET_BYTES 64
+#define QD_PROTO_MAC_TAIL 74              /* strlen(",\"mac\":\"") + 64 + strlen("\"}") */
+#define QD_PROTO_NONCE_WINDOW_US (300LL * 1000000)
+
+/* Appends the MAC member to `json` (an object's text, ending in '}'); *out is malloc'd. */
+qd_err qd_proto_seal(const char *json, const uint8_t key[QD_PROTO_KEY_BYTES], char **out);
+/* Checks the MAC of a sealed message of len bytes: QD_EAUTH when absent, misplaced or wrong. */
+qd_err qd_proto_verify(const char *msg, size_t len, const uint8_t key[QD_PROTO_KEY_BYTES]);
+/* Parses a request: size <= max (QD_ETOOBIG), a JSON object (QD_EFORMAT), "v" == 1
+ * (QD_EVERSION), "op" a string. *out is the parsed object (cJSON_Delete it). */
+qd_err qd_proto_parse(const char *msg, size_t len, size_t max, cJSON **out);
+
+/* Validated field access: QD_EINVAL naming the field when it is absent (required), of the
+ * wrong type, out of range or too long. Absent and optional: *out unchanged, returns QD_OK. */
+qd_err qd_proto_str(const cJSON *o, const char *name, size_t maxlen, int required,
+                    const char **out);
+qd_err qd_proto_num(const cJSON *o, const char *name, double lo, double hi, int required,
+                    double *out);
+qd_err qd_proto_int(const cJSON *o, const char *name, int64_t lo, int64_t hi, int required,
+                    int64_t *out);
+/* A device id or profile name: 1..QD_PROTO_MAX_ID of [A-Za-z0-9._-], not starting with '.'. */
+int qd_proto_id_ok(const char *s);
+
+/* {"v":1,"ok":false,"error":{"code":..,"message":..}} as malloc'd text. */
+char *qd_proto_error(qd_err e, const char *message);
+/* A fresh reply object {"v":1,"ok":true}. */
+cJSON *qd_proto_ok(void);
+
+/* Hex of n bytes into out (2n + 1); parse back, QD_EINVAL unless exactly 2n hex digits. */
+void qd_proto_hex(const uint8_t *b, size_t n, char *out);
+qd_err qd_proto_unhex(const char *s, uint8_t *b, size_t n);
+/* SHA-256 of a blob as 64 hex digits. */
+void qd_proto_sha256_hex(const uint8_t *b, size_t n, char out[65]);
+
+/* Ed25519 over the model bytes; verify: QD_EAUTH when the signature does not match. */
+void qd_proto_sign(const uint8_t *qm, size_t len, const uint8_t sk[QD_PROTO_SECRET_BYTES],
+                   uint8_t sig[QD_PROTO_SIG_BYTES]);
+qd_err qd_proto_verify_model(const uint8_t *qm, size_t len, const uint8_t sig[QD_PROTO_SIG_BYTES],
+                             const uint8_t pk[QD_PROTO_PUB_BYTES]);
+
+/* A push frame: id, header JSON, qm, signature, all copied into one malloc'd buffer. */
+qd_err qd_proto_push_encode(const char *id, const char *header, const uint8_t *qm, size_t len,
+                            const uint8_t sig[QD_PROTO_SIG_BYTES], uint8_t **out, size_t *outlen);
+/* Splits a received push frame (no copies: views into buf): QD_EFORMAT when malformed. */
+struct qd_push_view {
+    const char *id;          /* NUL-terminated inside buf */
+    cJSON *header;           /* parsed; cJSON_Delete it */
+    const uint8_t *qm, *sig; /* qm: qm_len bytes; sig: 64 bytes */
+    size_t qm_len;
+};
+qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v);
+
+/* Microseconds since the epoch (the nonce clock). */
+int64_t qd_proto_now_us(void);
+
+#endif
