@@ -1,0 +1,488 @@
+/* quantd end to end: the real daemon ($QUANTD) on ipc:// paths in a temp dir, started with no
+ * artifacts so that it trains a small backbone in the background while already answering.
+ *   - bad config: exit 2 naming the key and the line;
+ *   - before the backbone is ready: health says how far it got, device ops get ENOTREADY;
+ *   - malformed, oversized, unauthenticated, replayed and mistyped messages: error replies with
+ *     their stable codes, and the daemon still serving;
+ *   - 50 simulated devices of six profiles register, report, receive and verify their models,
+ *     run them on test images and ack; the context changes; quantd is killed with SIGKILL right
+ *     after the decisions were replied and before any ack; on restart every acked version is
+ *     still there and every unacked push is delivered;
+ *   - SIGHUP reloads (a bad file is refused, serving goes on); SIGTERM exits 0 (and, in the
+ *     sanitizer build, with no leak). */
+#include "testutil.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "client/sim.h"
+#include "nn/kernels.h"
+#include "proto/transport.h"
+
+static char *tmp;
+static char data_dir[1024], control[1200], push[1200], conf[1200], logpath[1200];
+static pid_t pid = -1;
+static int have_data;
+
+static void write_conf(const char *extra)
+{
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "# test configuration\n[quantd]\ncontrol = %s\npush = %s\nstate_dir = %s/state\n"
+            "log_level = info\nack_timeout_ms = 400\nmax_message = 4096\nthreads = 2\n"
+            "[backbone]\nmodel = custom\ndata = fashion-mnist\ndata_dir = %s\n"
+            "train_epochs = 1\ntrain_subset = 3000\nsens_n = 200\ncalib_n = 256\n"
+            "[decide]\ndevices_dir = %s/etc/devices\n%s",
+            control, push, tmp, data_dir, getenv("QD_SOURCE_DIR"), extra ? extra : "");
+    fclose(f);
+}
+
+static pid_t start(const char *cfg)
+{
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        FILE *l = freopen(logpath, "a", stderr);
+        (void)l;
+        execl(getenv("QUANTD"), "quantd", "-c", cfg, (char *)NULL);
+        _exit(127);
+    }
+    return p;
+}
+
+static int wait_exit(pid_t p, int seconds)
+{
+    for (int i = 0; i < seconds * 20; i++) {
+        int st;
+        if (waitpid(p, &st, WNOHANG) == p)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(50000);
+    }
+    kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    return -1;
+}
+
+static cJSON *call(struct qd_client *c, struct qd_ident *who, cJSON *req, qd_err *e)
+{
+    cJSON *r = NULL;
+    *e = qd_client_call(c, who, req, &r, NULL, NULL);
+    return r;
+}
+
+static cJSON *op(const char *name)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "op", name);
+    return j;
+}
+
+static int ready(struct qd_client *c, char *phase, size_t len)
+{
+    qd_err e;
+    cJSON *r = call(c, NULL, op("health"), &e);
+    if (e) {
+        cJSON_Delete(r);
+        return -1;
+    }
+    cJSON *p = cJSON_GetObjectItem(r, "phase");
+    snprintf(phase, len, "%s", cJSON_IsString(p) ? p->valuestring : "?");
+    int ok = cJSON_IsTrue(cJSON_GetObjectItem(r, "ready"));
+    cJSON_Delete(r);
+    return ok;
+}
+
+static void wait_ready(struct qd_client *c, int seconds)
+{
+    char ph[64] = "";
+    for (int i = 0; i < seconds * 10; i++) {
+        int r = ready(c, ph, sizeof ph);
+        if (r == 1)
+            return;
+        if (!strcmp(ph, "failed"))
+            fail_msg("quantd's backbone failed (see %s)", logpath);
+        usleep(100000);
+    }
+    fail_msg("quantd not ready after %d s (phase %s; see %s)", seconds, ph, logpath);
+}
+
+/* The reply code of a raw request. */
+static const char *raw_code(struct qd_client *c, const void *msg, size_t len, char *buf,
+                            size_t blen)
+{
+    char *rep;
+    size_t n;
+    qd_err e = qd_client_call_raw(c, msg, len, &rep, &n);
+    if (e)
+        fail_msg("raw request: %s", qd_errmsg());
+    cJSON *j = cJSON_Parse(rep);
+    free(rep);
+    cJSON *code = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code");
+    snprintf(buf, blen, "%s", cJSON_IsString(code) ? code->valuestring
+                              : cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")) ? "OK" : "?");
+    cJSON_Delete(j);
+    return buf;
+}
+
+static void sealed(const char *json, const uint8_t *key, char **out)
+{
+    assert_int_equal(qd_proto_seal(json, key, out), QD_OK);
+}
+
+static void bad_config_exits_2(void **st)
+{
+    char bad[1200];
+    snprintf(bad, sizeof bad, "%s/bad.conf", tmp);
+    FILE *f = fopen(bad, "w");
+    fprintf(f, "[quantd]\nstate_dir = %s/never\n\nack_timeot_ms = 5\n", tmp);
+    fclose(f);
+    char cmd[4000], err[2000] = "";
+    snprintf(cmd, sizeof cmd, "%s -c %s 2>&1", getenv("QUANTD"), bad);
+    FILE *p = popen(cmd, "r");
+    size_t n = fread(err, 1, sizeof err - 1, p);
+    err[n] = 0;
+    int s = pclose(p);
+    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_non_null(strstr(err, ":4:"));
+    assert_non_null(strstr(err, "ack_timeot_ms"));
+    f = fopen(bad, "w");
+    fprintf(f, "[quantd]\nack_timeout_ms = soon\n");
+    fclose(f);
+    p = popen(cmd, "r");
+    n = fread(err, 1, sizeof err - 1, p);
+    err[n] = 0;
+    s = pclose(p);
+    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_non_null(strstr(err, ":2:"));
+    snprintf(cmd, sizeof cmd, "%s --state-dir %s/x --threads 0 2>&1", getenv("QUANTD"), tmp);
+    p = popen(cmd, "r");
+    n = fread(err, 1, sizeof err - 1, p);
+    err[n] = 0;
+    s = pclose(p);
+    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_non_null(strstr(err, "threads"));
+}
+
+static void serves_while_training_then_rejects_bad_input(void **st)
+{
+    if (!have_data)
+        skip();
+    pid = start(conf);
+    struct qd_client c;
+    assert_int_equal(qd_client_open(&c, control, NULL, 20000), QD_OK);
+    char adminkey[1200];
+    snprintf(adminkey, sizeof adminkey, "%s/state/admin.key", tmp);
+    /* health answers at once, before the backbone; keys work; device ops wait */
+    char ph[64];
+    int r = -1;
+    for (int i = 0; i < 100 && r < 0; i++) {
+        r = ready(&c, ph, sizeof ph);
+        if (r < 0)
+            usleep(50000);
+    }
+    assert_true(r >= 0);
+    struct qd_ident admin;
+    assert_int_equal(qd_ident_init(&admin, "admin", adminkey), QD_OK);
+    cJSON *k = op("keys");
+    cJSON_AddStringToObject(k, "action", "add");
+    cJSON_AddStringToObject(k, "id", "early");
+    qd_err e;
+    cJSON *rep = call(&c, &admin, k, &e);
+    assert_int_equal(e, QD_OK);
+    struct qd_ident early;
+    assert_int_equal(
+        qd_ident_init(&early, "early", cJSON_GetObjectItem(rep, "key")->valuestring), QD_OK);
+    cJSON_Delete(rep);
+    int saw_notready = 0;
+    for (int i = 0; i < 6000; i++) {
+        cJSON *h = NULL;
+        e = qd_client_hello(&c, &early, "esp32", &h);
+        cJSON_Delete(h);
+        if (e == QD_ENOTREADY) {
+            saw_notready = 1;
+            assert_true(ready(&c, ph, sizeof ph) == 0 || !strcmp(ph, "ready"));
+            usleep(100000);
+            continue;
+        }
+        assert_int_equal(e, QD_OK);
+        break;
+    }
+    assert_true(saw_notready);
+    wait_ready(&c, 600);
+
+    /* now the bad input, each with its code */
+    char code[32];
+    uint8_t key[32], wrong[32];
+    memcpy(key, early.key, 32);
+    randombytes_buf(wrong, sizeof wrong);
+    const char *plain[][2] = {
+        {"not json", "EFORMAT"},
+        {"{\"v\":1,\"op\":\"health\"", "EFORMAT"},
+        {"{\"v\":9,\"op\":\"health\"}", "EVERSION"},
+        {"{\"v\":1,\"op\":\"explode\"}", "EOP"},
+        {"{\"v\":1,\"op\":\"devices\"}", "EINVAL"},                 /* no from/nonce */
+        {"{\"v\":1,\"op\":\"devices\",\"from\":\"admin\",\"nonce\":1}", "EAUTH"}, /* no mac */
+        {"{\"v\":1,\"op\":\"report\",\"from\":\"nobody\",\"nonce\":1}", "EAUTH"},
+        {"\x01\x02\x03\xff", "EFORMAT"},
+    };
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++)
+        if (strcmp(raw_code(&c, plain[i][0], strlen(plain[i][0]), code, sizeof code),
+                   plain[i][1]))
+            fail_msg("'%s' got %s, want %s", plain[i][0], code, plain[i][1]);
+    /* oversized (limit 4096) */
+    char *big = malloc(20000);
+    memset(big, ' ', 20000);
+    memcpy(big, "{\"v\":1,\"op\":\"health\"}", 21);
+    assert_string_equal(raw_code(&c, big, 20000, code, sizeof code), "ETOOBIG");
+    free(big);
+    /* MAC under the wrong key; a replay; a stale nonce; mistyped and out-of-range fields */
+    char body[512], *m;
+    long long now = (long long)qd_proto_now_us();
+    snprintf(body, sizeof body, "{\"v\":1,\"op\":\"report\",\"from\":\"early\",\"nonce\":%lld}",
+             now);
+    sealed(body, wrong, &m);
+    assert_string_equal(raw_code(&c, m, strlen(m), code, sizeof code), "EAUTH");
+    free(m);
+    sealed(body, key, &m);
+    assert_string_equal(raw_code(&c, m, strlen(m), code, sizeof code), "OK");
+    assert_string_equal(raw_code(&c, m, strlen(m), code, sizeof code), "EREPLAY");
+    free(m);
+    snprintf(body, sizeof body, "{\"v\":1,\"op\":\"report\",\"from\":\"early\",\"nonce\":%lld}",
+             now - 3600LL * 1000000);
+    sealed(body, key, &m);
+    assert_string_equal(raw_code(&c, m, strlen(m), code, sizeof code), "EREPLAY");
+    free(m);
+    const char *fields[][2] = {
+        {"\"op\":\"report\",\"battery\":\"full\"", "EINVAL"},
+        {"\"op\":\"report\",\"battery\":1.5", "EINVAL"},
+        {"\"op\":\"report\",\"free_ram\":-4", "EINVAL"},
+        {"\"op\":\"hello\",\"profile\":\"../../../etc/passwd\"", "EINVAL"},
+        {"\"op\":\"hello\",\"profile\":\"no-such-part\"", "EINVAL"},
+        {"\"op\":\"hello\"", "EINVAL"},
+        {"\"op\":\"ack\",\"version\":99,\"sha256\":\"00\"", "ENOENT"},
+        {"\"op\":\"ack\",\"version\":\"one\",\"sha256\":\"00\"", "EINVAL"},
+        {"\"op\":\"fetch\",\"version\":12345", "ENOENT"},
+        {"\"op\":\"devices\"", "EAUTH"},  /* admin op with a device key */
+        {"\"op\":\"decide\",\"device\":\"sim-00001\"", "ENODEV"},
+        {"\"op\":\"decide\",\"profile\":\"esp32\",\"free_flash\":10", "EBUDGET"},
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        snprintf(body, sizeof body, "{\"v\":1,%s,\"from\":\"early\",\"nonce\":%lld}",
+                 fields[i][0], (long long)qd_proto_now_us());
+        sealed(body, key, &m);
+        if (strcmp(raw_code(&c, m, strlen(m), code, sizeof code), fields[i][1]))
+            fail_msg("%s got %s, want %s", fields[i][0], code, fields[i][1]);
+        free(m);
+    }
+    /* larger than the transport's cut-off: no reply, the connection is dropped; the daemon
+     * goes on serving other clients */
+    struct qd_client c2;
+    assert_int_equal(qd_client_open(&c2, control, NULL, 1000), QD_OK);
+    size_t hn = 2 << 20;
+    char *huge = malloc(hn);
+    memset(huge, '{', hn);
+    char *rr;
+    size_t rn;
+    qd_err he = qd_client_call_raw(&c2, huge, hn, &rr, &rn);
+    if (!he)
+        free(rr);
+    free(huge);
+    qd_client_close(&c2);
+    /* still serving, and the errors were counted */
+    assert_int_equal(ready(&c, ph, sizeof ph), 1);
+    cJSON *s = call(&c, &admin, op("stats"), &e);
+    assert_int_equal(e, QD_OK);
+    assert_true(cJSON_GetObjectItem(s, "errors")->valuedouble >= 20);
+    cJSON_Delete(s);
+    qd_client_close(&c);
+}
+
+static cJSON *devices(struct qd_client *c, struct qd_ident *admin)
+{
+    cJSON *j = op("devices");
+    cJSON_AddNumberToObject(j, "limit", 10000);
+    qd_err e;
+    cJSON *r = call(c, admin, j, &e);
+    if (e)
+        fail_msg("devices: %s", qd_errmsg());
+    return r;
+}
+
+static cJSON *dev_of(cJSON *list, const char *id)
+{
+    cJSON *x;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(list, "devices"))
+        if (!strcmp(cJSON_GetObjectItem(x, "id")->valuestring, id))
+            return x;
+    return NULL;
+}
+
+static void fleet_survives_kill_9(void **st)
+{
+    if (!have_data)
+        skip();
+    char adminkey[1200];
+    snprintf(adminkey, sizeof adminkey, "%s/state/admin.key", tmp);
+    struct qd_sim s;
+    struct qd_sim_opts o = {.control = control, .push = push, .admin_key = adminkey,
+                            .data_dir = data_dir, .devices = 50, .images = 20,
+                            .timeout_ms = 20000, .quiet = 1};
+    qd_kernels_init(1);
+    assert_int_equal(qd_sim_open(&s, &o), QD_OK);
+    if (qd_sim_provision(&s))
+        fail_msg("provision: %s", qd_errmsg());
+    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
+    full.battery = 1.0;
+    for (int i = 0; i < s.n; i++)
+        if (qd_sim_report(&s, i, &full))
+            fail_msg("report: %s", qd_errmsg());
+    if (qd_sim_collect(&s, 120000, 1))
+        fail_msg("round 1: %s", qd_errmsg());
+    int64_t v1[50];
+    for (int i = 0; i < s.n; i++) {
+        assert_true(s.dev[i].have >= 1 && s.dev[i].acked == s.dev[i].want);
+        assert_true(s.dev[i].acc > 0.5); /* each device ran its verified model */
+        v1[i] = s.dev[i].want;
+    }
+    assert_int_equal(s.rejected, 0);
+
+    /* the context changes; the daemon decides (replies say so) and dies before any ack */
+    int changed = 0;
+    for (int i = 0; i < s.n; i++) {
+        struct qd_client_ctx low = QD_CLIENT_CTX_NONE;
+        low.battery = 1.0;
+        low.free_flash = s.dev[i].flash * 0.6;
+        qd_err e = qd_sim_report(&s, i, &low);
+        assert_true(e == QD_OK || e == QD_EBUDGET);
+        changed += s.dev[i].want != v1[i];
+    }
+    assert_true(changed >= 10);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    pid = start(conf);
+    struct qd_client c;
+    assert_int_equal(qd_client_open(&c, control, NULL, 20000), QD_OK);
+    wait_ready(&c, 300);
+    struct qd_ident admin;
+    assert_int_equal(qd_ident_init(&admin, "admin", adminkey), QD_OK);
+    /* every acked version is still there, every decided one too */
+    cJSON *l = devices(&c, &admin);
+    for (int i = 0; i < s.n; i++) {
+        cJSON *x = dev_of(l, s.dev[i].who.id);
+        assert_non_null(x);
+        assert_int_equal((int64_t)cJSON_GetObjectItem(x, "acked")->valuedouble, v1[i]);
+        assert_int_equal((int64_t)cJSON_GetObjectItem(x, "version")->valuedouble,
+                         s.dev[i].want);
+    }
+    cJSON_Delete(l);
+    /* the devices reconnect; every unacked push is delivered */
+    assert_int_equal(qd_sim_hello_all(&s), QD_OK);
+    if (qd_sim_collect(&s, 120000, 1))
+        fail_msg("after restart: %s", qd_errmsg());
+    l = devices(&c, &admin);
+    for (int i = 0; i < s.n; i++) {
+        cJSON *x = dev_of(l, s.dev[i].who.id);
+        assert_int_equal((int64_t)cJSON_GetObjectItem(x, "acked")->valuedouble, s.dev[i].want);
+        assert_true(s.dev[i].acc > 0.3);
+    }
+    cJSON_Delete(l);
+    assert_int_equal(s.rejected, 0);
+    /* identical policies share one blob */
+    qd_err e;
+    cJSON *stt = call(&c, &admin, op("stats"), &e);
+    assert_int_equal(e, QD_OK);
+    assert_true(cJSON_GetObjectItem(stt, "blobs")->valuedouble < 2 * s.n / 4);
+    cJSON_Delete(stt);
+    /* a device's record has its versions and decisions */
+    cJSON *dj = op("device");
+    cJSON_AddStringToObject(dj, "id", s.dev[1].who.id);
+    cJSON *d = call(&c, &admin, dj, &e);
+    assert_int_equal(e, QD_OK);
+    assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetObjectItem(d, "device"),
+                                                       "versions")) >= 1);
+    cJSON_Delete(d);
+    qd_sim_close(&s);
+    qd_client_close(&c);
+}
+
+static void reload_and_stop(void **st)
+{
+    if (!have_data)
+        skip();
+    struct qd_client c;
+    assert_int_equal(qd_client_open(&c, control, NULL, 20000), QD_OK);
+    char ph[64];
+    write_conf("battery_floor = 0.3\n");
+    kill(pid, SIGHUP);
+    usleep(300000);
+    assert_int_equal(ready(&c, ph, sizeof ph), 1);
+    FILE *f = fopen(conf, "a");
+    fprintf(f, "bogus_key = 1\n");
+    fclose(f);
+    kill(pid, SIGHUP);
+    usleep(300000);
+    assert_int_equal(ready(&c, ph, sizeof ph), 1);
+    qd_client_close(&c);
+    kill(pid, SIGTERM);
+    int rc = wait_exit(pid, 60);
+    pid = -1;
+    assert_int_equal(rc, 0);
+    FILE *lg = fopen(logpath, "r");
+    char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf - 1, lg);
+    buf[n] = 0;
+    fclose(lg);
+    assert_non_null(strstr(buf, "configuration reloaded"));
+    assert_non_null(strstr(buf, "bogus_key"));
+}
+
+static int setup(void **st)
+{
+    tmp = make_tmpdir();
+    snprintf(control, sizeof control, "ipc://%s/control", tmp);
+    snprintf(push, sizeof push, "ipc://%s/push", tmp);
+    snprintf(conf, sizeof conf, "%s/quantd.conf", tmp);
+    snprintf(logpath, sizeof logpath, "%s/quantd.log", tmp);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    if (getenv("QD_KEEP"))
+        fprintf(stderr, "kept %s\n", tmp);
+    else
+        rm_rf(tmp);
+    free(tmp);
+    return 0;
+}
+
+static void needs_data(void **st)
+{
+    real_data_dir("fashion-mnist/t10k-images-idx3-ubyte.gz", data_dir, sizeof data_dir);
+    write_conf(NULL);
+    have_data = 1;
+}
+
+int main(void)
+{
+    if (sodium_init() < 0 || !getenv("QUANTD"))
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bad_config_exits_2),
+        cmocka_unit_test(needs_data),
+        cmocka_unit_test(serves_while_training_then_rejects_bad_input),
+        cmocka_unit_test(fleet_survives_kill_9),
+        cmocka_unit_test(reload_and_stop),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
