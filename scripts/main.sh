@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: set up, fetch Fashion-MNIST, train the custom CNN and
-# evaluate the saved checkpoint. Extra arguments go to `quantlab train` (e.g. --epochs 3).
+# The main job on the embedded default: set up, start quantd (which, on a first start, trains
+# the custom CNN on Fashion-MNIST in the background, measures its sensitivity, and meanwhile
+# already answers), then run a simulated fleet against it with quantctl: devices of six real
+# profiles register, receive signed models decided for their budgets, verify and run them on
+# test images and ack; then their battery falls to 15% and their free RAM halves, and quantd
+# decides and pushes again. quantd is stopped (SIGTERM) at the end; its state stays in
+# state/ (a second run reuses the trained backbone). Extra arguments go to `quantctl simulate`
+# (e.g. --devices 50 --images 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 build/quantlab data fetch --data fashion-mnist
-mkdir -p runs
-build/quantlab train --model custom --data fashion-mnist --epochs 10 --threads 2 \
-  --out runs/custom-fashion-mnist.qdck "$@"
-build/quantlab eval --ckpt runs/custom-fashion-mnist.qdck
+STATE=${QUANTD_STATE:-state}
+mkdir -p "$STATE"
+CTL="ipc://$PWD/$STATE/control.sock" PUB="ipc://$PWD/$STATE/push.sock"
+build/quantd -c etc/quantd.conf --state-dir "$STATE" --control "$CTL" --push "$PUB" \
+  2>>"$STATE/quantd.log" &
+QD=$!
+trap 'kill -TERM $QD 2>/dev/null; wait $QD 2>/dev/null || true' EXIT
+echo "quantd started (pid $QD, log $STATE/quantd.log); a first start trains the backbone" \
+     "(about 8 minutes on 2 cores)"
+Q="build/quantctl --control $CTL --push $PUB --state-dir $STATE"
+sleep 1
+$Q status
+$Q simulate --devices 12 --images 200 "$@"
+echo
+$Q status
+$Q devices --limit 6
+echo
+$Q device sim-00001

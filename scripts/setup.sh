@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config git
       libuv1-dev libnanomsg-dev libopenblas-dev libsqlite3-dev libcjson-dev libinih-dev
       libsodium-dev libzstd-dev libpng-dev libcmocka-dev zlib1g-dev
-      dataset-fashion-mnist gnuplot-nox)
+      dataset-fashion-mnist gnuplot-nox python3)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()

@@ -410,6 +410,31 @@ static void fleet_survives_kill_9(void **st)
     qd_client_close(&c);
 }
 
+/* The Python fleet client (stdlib only, speaking SP itself) against the same daemon. */
+static void python_client(void **st)
+{
+    if (!have_data)
+        skip();
+    char cmd[4096], out[8192];
+    const char *ops[][2] = {{"health", "\"ready\": true"},
+                            {"stats", "\"devices\": "},
+                            {"decide profile=esp32 battery=0.3", "\"policy\": "},
+                            {"decide profile=esp32 free_flash=10", "\"EBUDGET\""},
+                            {"no-such-op", "\"EOP\""}};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "python3 %s/client/python/quantd_client.py --control %s --admin-key "
+                 "%s/state/admin.key %s 2>&1",
+                 getenv("QD_SOURCE_DIR"), control, tmp, ops[i][0]);
+        FILE *p = popen(cmd, "r");
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        pclose(p);
+        if (!strstr(out, ops[i][1]))
+            fail_msg("python client '%s': %s", ops[i][0], out);
+    }
+}
+
 static void reload_and_stop(void **st)
 {
     if (!have_data)
@@ -482,6 +507,7 @@ int main(void)
         cmocka_unit_test(needs_data),
         cmocka_unit_test(serves_while_training_then_rejects_bad_input),
         cmocka_unit_test(fleet_survives_kill_9),
+        cmocka_unit_test(python_client),
         cmocka_unit_test(reload_and_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

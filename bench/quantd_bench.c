@@ -1,0 +1,440 @@
+/* quantd's load benchmark (run by bench/quantd_bench.sh against a running quantd):
+ *   decide  K client threads, each a registered device asking `decide` for itself over the
+ *           control socket for S seconds: requests/s, p50/p99 latency; then the same K
+ *           clients against a bare nanomsg REP echo server on the same transport, in this
+ *           process (the peer: what the transport alone allows), and the ratio.
+ *   push    N simulated devices get their first models; then each reports a context that
+ *           changes its decision, and a receiver thread on its own SUB socket timestamps the
+ *           verified pushes: report sent -> model received, p50/p99.
+ *   rss     registers N devices (keys add + hello) and prints quantd's VmRSS.
+ * Usage: quantd_bench decide|push|rss --control URL [--push URL] --admin-key F [--pid P]
+ *        [--clients K] [--seconds S] [--devices N] [--echo URL] */
+#include <math.h>
+#include <nanomsg/nn.h>
+#include <nanomsg/reqrep.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "client/sim.h"
+#include "proto/transport.h"
+
+static const char *control, *pushurl, *adminkey, *echo_url = "ipc:///tmp/quantd-bench-echo";
+static int clients = 4, devices = 1000, pid;
+static double seconds = 5;
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, long n, double p)
+{
+    if (n == 0)
+        return NAN;
+    long i = (long)(p * (n - 1) + 0.5);
+    return v[i];
+}
+
+static cJSON *op(const char *name)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "op", name);
+    return j;
+}
+
+static qd_err provision(struct qd_client *c, struct qd_ident *admin, const char *id,
+                        const char *profile, struct qd_ident *who)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        cJSON *j = op("keys"), *r = NULL;
+        cJSON_AddStringToObject(j, "action", attempt ? "rotate" : "add");
+        cJSON_AddStringToObject(j, "id", id);
+        qd_err e = qd_client_call(c, admin, j, &r, NULL, NULL);
+        if (e == QD_EEXIST) {
+            cJSON_Delete(r);
+            continue;
+        }
+        if (e) {
+            cJSON_Delete(r);
+            return e;
+        }
+        e = qd_ident_init(who, id, cJSON_GetObjectItem(r, "key")->valuestring);
+        cJSON_Delete(r);
+        if (e)
+            return e;
+        if (profile) {
+            r = NULL;
+            e = qd_client_hello(c, who, profile, &r);
+            cJSON_Delete(r);
+        }
+        return e;
+    }
+    return qd_seterr(QD_EEXIST, "%s", id);
+}
+
+struct worker {
+    pthread_t t;
+    int idx, echo;
+    struct qd_ident who;
+    double *lat;
+    long n, cap, errors;
+    volatile int *stop;
+};
+
+static void *decide_loop(void *p)
+{
+    struct worker *w = p;
+    struct qd_client c;
+    if (qd_client_open(&c, w->echo ? echo_url : control, NULL, 10000)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return NULL;
+    }
+    static const char *const profiles[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
+                                           "cortex-a53", "raspberry-pi-4"};
+    double battery = 0.3;
+    while (!*w->stop) {
+        cJSON *j = op("decide");
+        cJSON_AddStringToObject(j, "profile", profiles[(w->n + w->idx) % 6]);
+        battery = battery > 0.95 ? 0.2 : battery + 0.05;
+        cJSON_AddNumberToObject(j, "battery", battery);
+        double t0 = qd_sim_now();
+        qd_err e;
+        if (w->echo) { /* the same bytes a signed decide has, echoed back */
+            cJSON_AddNumberToObject(j, "v", 1);
+            cJSON_AddStringToObject(j, "from", w->who.id);
+            cJSON_AddNumberToObject(j, "nonce", (double)qd_proto_now_us());
+            char *body = cJSON_PrintUnformatted(j), *m = NULL;
+            cJSON_Delete(j);
+            qd_proto_seal(body, w->who.key, &m);
+            char *rep;
+            size_t rn;
+            e = qd_client_call_raw(&c, m, strlen(m), &rep, &rn);
+            if (!e)
+                free(rep);
+            free(body);
+            free(m);
+        } else {
+            cJSON *r = NULL;
+            e = qd_client_call(&c, &w->who, j, &r, NULL, NULL);
+            cJSON_Delete(r);
+        }
+        double dt = qd_sim_now() - t0;
+        if (e) {
+            w->errors++;
+            if (w->errors < 3)
+                fprintf(stderr, "bench: %s: %s\n", qd_err_name(e), qd_errmsg());
+            continue;
+        }
+        if (w->n == w->cap) {
+            w->cap = w->cap ? 2 * w->cap : 1 << 16;
+            w->lat = realloc(w->lat, w->cap * sizeof *w->lat);
+        }
+        w->lat[w->n++] = dt;
+    }
+    qd_client_close(&c);
+    return NULL;
+}
+
+static void *echo_server(void *p)
+{
+    int s = nn_socket(AF_SP, NN_REP);
+    if (s < 0 || nn_bind(s, echo_url) < 0) {
+        fprintf(stderr, "bench: echo bind %s: %s\n", echo_url, nn_strerror(nn_errno()));
+        return NULL;
+    }
+    int to = 200;
+    nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVTIMEO, &to, sizeof to);
+    volatile int *stop = p;
+    while (!*stop) {
+        void *b;
+        int n = nn_recv(s, &b, NN_MSG, 0);
+        if (n < 0)
+            continue;
+        nn_send(s, &b, NN_MSG, 0);
+    }
+    nn_close(s);
+    return NULL;
+}
+
+static void run_clients(struct worker *w, int echo, double *rps, double *p50, double *p99,
+                        long *errors)
+{
+    volatile int stop = 0;
+    for (int i = 0; i < clients; i++) {
+        w[i].echo = echo;
+        w[i].n = w[i].errors = 0;
+        w[i].stop = &stop;
+        pthread_create(&w[i].t, NULL, decide_loop, &w[i]);
+    }
+    double t0 = qd_sim_now();
+    usleep((useconds_t)(seconds * 1e6));
+    stop = 1;
+    long total = 0;
+    *errors = 0;
+    for (int i = 0; i < clients; i++) {
+        pthread_join(w[i].t, NULL);
+        total += w[i].n;
+        *errors += w[i].errors;
+    }
+    double dt = qd_sim_now() - t0;
+    double *all = malloc(sizeof *all * (total ? total : 1));
+    long k = 0;
+    for (int i = 0; i < clients; i++)
+        for (long j = 0; j < w[i].n; j++)
+            all[k++] = w[i].lat[j];
+    qsort(all, total, sizeof *all, cmp);
+    *rps = total / dt;
+    *p50 = 1e6 * pct(all, total, 0.5);
+    *p99 = 1e6 * pct(all, total, 0.99);
+    free(all);
+}
+
+static int bench_decide(void)
+{
+    struct qd_client c;
+    struct qd_ident admin;
+    if (qd_client_open(&c, control, NULL, 10000) || qd_ident_init(&admin, "admin", adminkey)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return 1;
+    }
+    struct worker *w = calloc(clients, sizeof *w);
+    for (int i = 0; i < clients; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "bench-c%02d", i);
+        w[i].idx = i;
+        if (provision(&c, &admin, id, "esp32", &w[i].who)) {
+            fprintf(stderr, "bench: %s: %s\n", id, qd_errmsg());
+            return 1;
+        }
+    }
+    qd_client_close(&c);
+    volatile int stop_echo = 0;
+    pthread_t echo;
+    pthread_create(&echo, NULL, echo_server, (void *)&stop_echo);
+    usleep(100000);
+    double rps, p50, p99, erps, e50, e99;
+    long err, eerr;
+    run_clients(w, 0, &rps, &p50, &p99, &err);
+    run_clients(w, 1, &erps, &e50, &e99, &eerr);
+    stop_echo = 1;
+    pthread_join(echo, NULL);
+    printf("decide, %d clients, %.0f s: quantd %.0f req/s (p50 %.0f us, p99 %.0f us, %ld "
+           "errors); bare nanomsg echo %.0f req/s (p50 %.0f us, p99 %.0f us); ratio %.2f\n",
+           clients, seconds, rps, p50, p99, err, erps, e50, e99, rps / erps);
+    printf("{\"bench\":\"decide\",\"clients\":%d,\"rps\":%.0f,\"p50_us\":%.0f,\"p99_us\":%.0f,"
+           "\"errors\":%ld,\"echo_rps\":%.0f,\"echo_p50_us\":%.0f,\"echo_p99_us\":%.0f,"
+           "\"ratio\":%.3f}\n",
+           clients, rps, p50, p99, err, erps, e50, e99, rps / erps);
+    for (int i = 0; i < clients; i++)
+        free(w[i].lat);
+    free(w);
+    return err ? 1 : 0;
+}
+
+struct receiver {
+    double *t_recv; /* per device, the arrival of its version >= want */
+    const int64_t *want;
+    struct qd_sim *s;
+    volatile int stop;
+    long got, rejected;
+    struct qd_client c;
+};
+
+static void *receive(void *p)
+{
+    struct receiver *r = p;
+    while (!r->stop) {
+        struct qd_client_push m;
+        qd_err e = qd_client_push_recv(&r->c, 200, r->s->pk, &m);
+        if (e == QD_ETIMEDOUT)
+            continue;
+        if (e) {
+            r->rejected++;
+            continue;
+        }
+        double t = qd_sim_now();
+        int i = atoi(m.id + strlen(r->s->o.prefix) + 1);
+        if (i >= 0 && i < r->s->n && m.version >= r->want[i] && r->t_recv[i] == 0) {
+            r->t_recv[i] = t;
+            r->got++;
+        }
+        qd_client_push_fini(&m);
+    }
+    return NULL;
+}
+
+static int bench_push(void)
+{
+    struct qd_sim s;
+    struct qd_sim_opts o = {.control = control, .push = pushurl, .admin_key = adminkey,
+                            .devices = devices, .images = 0, .timeout_ms = 20000,
+                            .quiet = 1, .prefix = "pushb"};
+    if (qd_sim_open(&s, &o) || qd_sim_provision(&s)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return 1;
+    }
+    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
+    full.battery = 1.0;
+    for (int i = 0; i < s.n; i++)
+        if (qd_sim_report(&s, i, &full)) {
+            fprintf(stderr, "bench: %s\n", qd_errmsg());
+            return 1;
+        }
+    if (qd_sim_collect(&s, 120000, 1)) {
+        fprintf(stderr, "bench: round 1: %s\n", qd_errmsg());
+        return 1;
+    }
+    /* round 2: every device's flash shrinks to 60%, so every decision changes */
+    struct receiver r = {.t_recv = calloc(s.n, sizeof(double)), .s = &s};
+    int64_t *want = calloc(s.n, sizeof *want);
+    double *t_sent = calloc(s.n, sizeof *t_sent);
+    r.want = want;
+    for (int i = 0; i < s.n; i++)
+        want[i] = s.dev[i].want + 1; /* what a change makes; checked against the reply below */
+    if (qd_client_open(&r.c, control, pushurl, 10000)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return 1;
+    }
+    for (int i = 0; i < s.n; i++)
+        qd_client_subscribe(&r.c, s.dev[i].who.id);
+    usleep(300000); /* the SUB connection is up */
+    pthread_t rt;
+    pthread_create(&rt, NULL, receive, &r);
+    double t0 = qd_sim_now();
+    int changed = 0;
+    for (int i = 0; i < s.n; i++) {
+        struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
+        c.battery = 1.0;
+        c.free_flash = 0.6 * s.dev[i].flash;
+        int64_t before = s.dev[i].want;
+        t_sent[i] = qd_sim_now();
+        if (qd_sim_report(&s, i, &c)) {
+            fprintf(stderr, "bench: %s\n", qd_errmsg());
+            return 1;
+        }
+        changed += s.dev[i].want > before;
+    }
+    double t_reports = qd_sim_now() - t0;
+    for (int k = 0; k < 300 && r.got < changed; k++)
+        usleep(100000);
+    r.stop = 1;
+    pthread_join(rt, NULL);
+    double *lat = calloc(s.n, sizeof *lat);
+    long n = 0;
+    for (int i = 0; i < s.n; i++)
+        if (r.t_recv[i] > 0)
+            lat[n++] = r.t_recv[i] - t_sent[i];
+    qsort(lat, n, sizeof *lat, cmp);
+    printf("push, %d devices, %d decisions changed: %ld pushes received and verified; report "
+           "-> verified model p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d reports took %.2f s\n",
+           s.n, changed, n, 1e3 * pct(lat, n, 0.5), 1e3 * pct(lat, n, 0.99),
+           n ? 1e3 * lat[n - 1] : NAN, s.n, t_reports);
+    printf("{\"bench\":\"push\",\"devices\":%d,\"changed\":%d,\"received\":%ld,\"p50_ms\":%.3f,"
+           "\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+           s.n, changed, n, 1e3 * pct(lat, n, 0.5), 1e3 * pct(lat, n, 0.99),
+           n ? 1e3 * lat[n - 1] : NAN);
+    int rc = n == changed && changed > 0 ? 0 : 1;
+    qd_client_close(&r.c);
+    free(r.t_recv), free(want), free(t_sent), free(lat);
+    qd_sim_close(&s);
+    return rc;
+}
+
+static double rss_mib(void)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    double kb = NAN;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmRSS:", 6))
+            kb = atof(line + 6);
+    if (f)
+        fclose(f);
+    return kb / 1024;
+}
+
+static int bench_rss(void)
+{
+    struct qd_client c;
+    struct qd_ident admin;
+    if (qd_client_open(&c, control, NULL, 10000) || qd_ident_init(&admin, "admin", adminkey)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return 1;
+    }
+    static const char *const profiles[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
+                                           "cortex-a53", "raspberry-pi-4"};
+    double r0 = rss_mib(), t0 = qd_sim_now();
+    for (int i = 0; i < devices; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "fleet-%06d", i);
+        struct qd_ident who;
+        if (provision(&c, &admin, id, profiles[i % 6], &who)) {
+            fprintf(stderr, "bench: %s: %s\n", id, qd_errmsg());
+            return 1;
+        }
+        if (i && i % 20000 == 0)
+            fprintf(stderr, "bench: %d devices registered, RSS %.1f MiB\n", i, rss_mib());
+    }
+    double dt = qd_sim_now() - t0, r1 = rss_mib();
+    cJSON *r = NULL;
+    qd_err e = qd_client_call(&c, &admin, op("stats"), &r, NULL, NULL);
+    double n = e ? NAN : cJSON_GetObjectItem(r, "devices")->valuedouble;
+    cJSON_Delete(r);
+    printf("rss: %.0f devices registered (keys add + hello) in %.1f s; quantd RSS %.1f MiB "
+           "(%.1f before); goal 200 MiB: %.2fx of it\n",
+           n, dt, r1, r0, r1 / 200);
+    printf("{\"bench\":\"rss\",\"devices\":%.0f,\"rss_mib\":%.1f,\"rss_before_mib\":%.1f,"
+           "\"register_s\":%.1f}\n", n, r1, r0, dt);
+    qd_client_close(&c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: quantd_bench decide|push|rss --control URL [--push URL] "
+                        "--admin-key F [--pid P] [--clients K] [--seconds S] [--devices N]\n");
+        return 2;
+    }
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *f = argv[i], *v = argv[i + 1];
+        if (!strcmp(f, "--control"))
+            control = v;
+        else if (!strcmp(f, "--push"))
+            pushurl = v;
+        else if (!strcmp(f, "--admin-key"))
+            adminkey = v;
+        else if (!strcmp(f, "--pid"))
+            pid = atoi(v);
+        else if (!strcmp(f, "--clients"))
+            clients = atoi(v);
+        else if (!strcmp(f, "--seconds"))
+            seconds = atof(v);
+        else if (!strcmp(f, "--devices"))
+            devices = atoi(v);
+        else if (!strcmp(f, "--echo"))
+            echo_url = v;
+        else {
+            fprintf(stderr, "quantd_bench: unknown flag %s\n", f);
+            return 2;
+        }
+    }
+    if (!control || !adminkey || clients < 1 || devices < 1) {
+        fprintf(stderr, "quantd_bench: --control and --admin-key are required\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "decide"))
+        return bench_decide();
+    if (!strcmp(argv[1], "push"))
+        return pushurl ? bench_push() : 2;
+    if (!strcmp(argv[1], "rss"))
+        return pid ? bench_rss() : 2;
+    fprintf(stderr, "quantd_bench: unknown bench %s\n", argv[1]);
+    return 2;
+}
