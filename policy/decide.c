@@ -221,7 +221,15 @@ qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
         memcpy(r->r.cost, mincost, sizeof mincost);
         return qd_seterr(QD_EBUDGET, "%s on %s: %s", d->m.family, t->dev.name, firstmsg);
     }
-    QD_TRY(qd_cost_policy(&d->g, &best.policy, &t->dev, &best.costs));
+    /* the tables are exact (flash = the built file, RAM = the planner's arena; a policy test
+     * checks both against real builds), so the figures need no dry-run build here */
+    best.costs.flash = best.r.cost[QD_BUDGET_FLASH];
+    best.costs.ram = best.r.cost[QD_BUDGET_RAM];
+    best.costs.latency_ms = best.r.cost[QD_BUDGET_LATENCY];
+    best.costs.energy_mj = best.r.cost[QD_BUDGET_ENERGY];
+    best.costs.arena = best.costs.ram - (t->dev.weights_in_ram ? best.costs.flash : 0);
+    for (int i = 0; i < d->g.n; i++)
+        best.costs.macs += qd_cost_node_macs(&d->g, i);
     best.predicted_loss = d->s.loss0 + best.r.obj;
     *r = best;
     return QD_OK;

@@ -6,6 +6,7 @@
 
 #include "core/file.h"
 #include "policy/cost.h"
+#include "policy/decide.h"
 #include "policy/device.h"
 #include "policy/search.h"
 #include "quant/runtime.h"
@@ -290,6 +291,82 @@ static void cost_tables_equal_built_models(void **st)
     }
 }
 
+/* The decider: its answer fits every budget, its figures equal the cost model's and the built
+ * file's, it is the search's optimum over both activation widths, and an impossible budget is
+ * QD_EBUDGET with the smallest figures. The decider is assembled from a fixture (no data). */
+static void decide_fits_and_reports_exact_figures(void **st)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", dir, 1);
+    struct qd_rng r;
+    qd_rng_seed(&r, 77);
+    const char *fams[] = {"custom", "resnet_v1"};
+    const char *devs[] = {"cortex-m4", "esp32", "raspberry-pi-4"};
+    for (int f = 0; f < 2; f++) {
+        struct fixture fx;
+        make(&fx, fams[f], 3, 16, 900 + f);
+        struct qd_decider d = {0};
+        d.g = fx.g;
+        d.ranges = fx.rg;
+        snprintf(d.m.family, sizeof d.m.family, "%s", fams[f]);
+        assert_int_equal(qd_sens_alloc(&d.s, fx.g.nq), QD_OK);
+        for (int l = 0; l < fx.g.nq; l++)
+            for (int b = 2; b <= 16; b *= 2)
+                d.s.dloss[l][b] = (16.0 / b) * (0.01 + qd_rng_uniform(&r));
+        for (int di = 0; di < 3; di++) {
+            struct qd_device dev;
+            assert_int_equal(qd_device_load(devs[di], &dev), QD_OK);
+            struct qd_decide_tables t;
+            assert_int_equal(qd_decide_prepare(&d, &dev, &t), QD_OK);
+            for (int trial = 0; trial < 6; trial++) {
+                double b[QD_BUDGET_COUNT];
+                for (int k = 0; k < QD_BUDGET_COUNT; k++)
+                    b[k] = t.lo[k] + qd_rng_uniform(&r) * (t.hi[k] - t.lo[k]);
+                if (trial == 0)
+                    for (int k = 0; k < QD_BUDGET_COUNT; k++)
+                        b[k] = INFINITY;
+                struct qd_decision x;
+                qd_err e = qd_decide(&d, &t, b, &x);
+                if (e == QD_EBUDGET) {
+                    assert_true(trial > 0);
+                    continue;
+                }
+                assert_int_equal(e, QD_OK);
+                struct qd_costs c;
+                assert_int_equal(qd_cost_policy(&fx.g, &x.policy, &dev, &c), QD_OK);
+                assert_true(c.flash == x.costs.flash && c.ram == x.costs.ram);
+                assert_true(fabs(c.latency_ms - x.costs.latency_ms) <= 1e-9 * c.latency_ms);
+                assert_true(fabs(c.energy_mj - x.costs.energy_mj) <= 1e-9 * c.energy_mj);
+                assert_true(c.arena == x.costs.arena);
+                assert_true(c.flash <= b[QD_BUDGET_FLASH] && c.ram <= b[QD_BUDGET_RAM] &&
+                            c.latency_ms <= b[QD_BUDGET_LATENCY] * (1 + 1e-9) &&
+                            c.energy_mj <= b[QD_BUDGET_ENERGY] * (1 + 1e-9));
+                uint8_t *blob;
+                size_t len;
+                assert_int_equal(qd_decider_build(&d, &x.policy, &blob, &len), QD_OK);
+                assert_true((double)len == x.costs.flash);
+                free(blob);
+                /* no better policy at either width: the search's optimum at each */
+                double obj = 0;
+                for (int l = 0; l < fx.g.nq; l++)
+                    obj += d.s.dloss[l][x.policy.wbits[l]];
+                assert_true(fabs(obj - x.r.obj) <= 1e-9 * fabs(obj) + 1e-12);
+                assert_true(fabs(x.predicted_loss - (d.s.loss0 + obj)) <= 1e-9);
+            }
+            /* below the smallest flash: EBUDGET, naming it, with the smallest figures */
+            double b[QD_BUDGET_COUNT] = {t.lo[QD_BUDGET_FLASH] - 1, INFINITY, INFINITY, INFINITY};
+            struct qd_decision x;
+            assert_int_equal(qd_decide(&d, &t, b, &x), QD_EBUDGET);
+            assert_non_null(strstr(qd_errmsg(), "flash"));
+            assert_true(x.r.cost[QD_BUDGET_FLASH] == t.lo[QD_BUDGET_FLASH]);
+            qd_decide_tables_fini(&t);
+        }
+        qd_sens_fini(&d.s);
+        unmake(&fx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +374,7 @@ int main(void)
         cmocka_unit_test(infeasible_budget_is_named),
         cmocka_unit_test(device_profiles_load_and_bad_ones_are_named),
         cmocka_unit_test(cost_tables_equal_built_models),
+        cmocka_unit_test(decide_fits_and_reports_exact_figures),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }
