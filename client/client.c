@@ -158,16 +158,20 @@ qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *pr
     return qd_client_call(c, who, j, reply, NULL, NULL);
 }
 
+void qd_client_ctx_json(cJSON *j, const struct qd_client_ctx *x)
+{
+    const double v[QD_PROTO_CTX_FIELDS] = {x->free_flash, x->free_ram, x->latency_ms,
+                                           x->energy_mj, x->battery};
+    for (int i = 0; i < QD_PROTO_CTX_FIELDS; i++)
+        if (!isnan(v[i]))
+            cJSON_AddNumberToObject(j, qd_proto_ctx_field[i], v[i]);
+}
+
 qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,
                         const struct qd_client_ctx *x, cJSON **reply)
 {
     cJSON *j = op("report");
-    const double v[] = {x->free_flash, x->free_ram, x->latency_ms, x->energy_mj, x->battery};
-    static const char *const names[] = {"free_flash", "free_ram", "latency_ms", "energy_mj",
-                                        "battery"};
-    for (int i = 0; i < 5; i++)
-        if (!isnan(v[i]))
-            cJSON_AddNumberToObject(j, names[i], v[i]);
+    qd_client_ctx_json(j, x);
     return qd_client_call(c, who, j, reply, NULL, NULL);
 }
 

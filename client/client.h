@@ -70,6 +70,9 @@ qd_err qd_client_call(struct qd_client *c, struct qd_ident *who, cJSON *req, cJS
 qd_err qd_client_call_raw(struct qd_client *c, const void *msg, size_t len, char **reply,
                            size_t *rlen);
 
+/* Adds the context's given fields to a request object. */
+void qd_client_ctx_json(cJSON *req, const struct qd_client_ctx *ctx);
+
 qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *profile,
                        cJSON **reply);
 qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,

@@ -158,16 +158,6 @@ static cJSON *op(const char *name)
     return j;
 }
 
-static void add_ctx(cJSON *j, const struct qd_client_ctx *x)
-{
-    const double v[] = {x->free_flash, x->free_ram, x->latency_ms, x->energy_mj, x->battery};
-    static const char *const names[] = {"free_flash", "free_ram", "latency_ms", "energy_mj",
-                                        "battery"};
-    for (int i = 0; i < 5; i++)
-        if (!isnan(v[i]))
-            cJSON_AddNumberToObject(j, names[i], v[i]);
-}
-
 static double num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItem(o, k);
@@ -279,7 +269,7 @@ static int cmd_admin(struct args *a, struct qd_client *c)
             cJSON_AddStringToObject(j, "profile", a->profile);
         if (a->npos >= 2)
             cJSON_AddStringToObject(j, "device", a->pos[1]);
-        add_ctx(j, &a->ctx);
+        qd_client_ctx_json(j, &a->ctx);
     } else if (!strcmp(cmd, "keys")) {
         if (a->npos < 2 || (strcmp(a->pos[1], "pub") && a->npos < 3)) {
             cJSON_Delete(j);

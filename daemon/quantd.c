@@ -52,8 +52,8 @@ struct dev {
     char id[QD_PROTO_MAX_ID + 1];
     uint8_t key[QD_PROTO_KEY_BYTES];
     int prof;                       /* index into profiles; -1 until hello */
-    float flash, ram;               /* hello's own figures (0: the profile's) */
-    float c_flash, c_ram, c_lat, c_energy, battery; /* the last report; NAN: not given */
+    double flash, ram;              /* hello's own figures (0: the profile's) */
+    double c_flash, c_ram, c_lat, c_energy, battery; /* the last report; NAN: not given */
     int64_t nonce, version, acked;
     int blob;                       /* the current version's blob; -1 none */
     int64_t push_due;               /* ms; 0: nothing to push */
@@ -232,7 +232,7 @@ static qd_err dev_insert(struct qd_daemon *d, const struct qd_state_device *s, s
     snprintf(x->id, sizeof x->id, "%s", s->id);
     memcpy(x->key, s->key, sizeof x->key);
     x->prof = -1;
-    x->flash = (float)s->flash, x->ram = (float)s->ram;
+    x->flash = s->flash, x->ram = s->ram;
     x->c_flash = x->c_ram = x->c_lat = x->c_energy = x->battery = NAN;
     x->nonce = s->nonce, x->version = s->version, x->acked = s->acked;
     x->blob = -1;
@@ -489,7 +489,7 @@ struct job {
 };
 
 static void budgets(struct qd_daemon *d, const struct dev *x, const struct profile *p,
-                    const float *ctx, double *b)
+                    const double *ctx, double *b)
 {
     const struct qd_device *v = &p->dev;
     double fl = (x && x->flash > 0 ? x->flash : v->flash) - v->reserved_flash;
@@ -824,7 +824,7 @@ static qd_err op_hello(struct call *c, cJSON *r)
         return qd_wraperr(QD_EINVAL, "hello: ", NULL);
     QD_TRY(qd_state_device_hello(d->st, x->id, prof, fl, ram, c->nonce));
     x->prof = p;
-    x->flash = (float)fl, x->ram = (float)ram;
+    x->flash = fl, x->ram = ram;
     cJSON_AddNumberToObject(r, "version", (double)x->version);
     cJSON_AddNumberToObject(r, "acked", (double)x->acked);
     if (x->blob >= 0)
@@ -839,15 +839,12 @@ static qd_err op_hello(struct call *c, cJSON *r)
 }
 
 /* Context fields of report and decide, into ctx[5] (NAN: not given). */
-static qd_err read_context(const cJSON *j, float *ctx)
+static qd_err read_context(const cJSON *j, double *ctx)
 {
-    static const char *const names[] = {"free_flash", "free_ram", "latency_ms", "energy_mj",
-                                        "battery"};
-    static const double hi[] = {1e12, 1e12, 1e9, 1e9, 1};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < QD_PROTO_CTX_FIELDS; i++) {
         double v = NAN;
-        QD_TRY(qd_proto_num(j, names[i], 0, hi[i], 0, &v));
-        ctx[i] = (float)v;
+        QD_TRY(qd_proto_num(j, qd_proto_ctx_field[i], 0, qd_proto_ctx_max[i], 0, &v));
+        ctx[i] = v;
     }
     return QD_OK;
 }
@@ -877,7 +874,7 @@ static qd_err op_report(struct call *c, cJSON *r)
     if (x->busy)
         return qd_seterr(QD_EINVAL, "device '%s' has a decision in flight; report again after "
                                     "its reply", x->id);
-    float ctx[5];
+    double ctx[5];
     QD_TRY(read_context(c->j, ctx));
     QD_TRY(profile_tables(d, x->prof));
     struct job *j = calloc(1, sizeof *j);
@@ -889,11 +886,9 @@ static qd_err op_report(struct call *c, cJSON *r)
     j->nonce = c->nonce;
     budgets(d, x, &d->prof[x->prof], ctx, j->budget);
     cJSON *cj = cJSON_CreateObject();
-    static const char *const names[] = {"free_flash", "free_ram", "latency_ms", "energy_mj",
-                                        "battery"};
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < QD_PROTO_CTX_FIELDS; i++)
         if (!isnan(ctx[i]))
-            cJSON_AddNumberToObject(cj, names[i], ctx[i]);
+            cJSON_AddNumberToObject(cj, qd_proto_ctx_field[i], ctx[i]);
     j->context = cJSON_PrintUnformatted(cj);
     cJSON_Delete(cj);
     QD_TRY(queue_job(c, j));
@@ -920,7 +915,7 @@ static qd_err op_decide(struct call *c, cJSON *r)
     if (p < 0)
         return prof ? qd_wraperr(QD_EINVAL, "decide: ", NULL)
                     : qd_seterr(QD_EINVAL, "decide needs \"profile\" or a device with one");
-    float ctx[5];
+    double ctx[5];
     QD_TRY(read_context(c->j, ctx));
     QD_TRY(profile_tables(d, p));
     struct job *j = calloc(1, sizeof *j);
@@ -1265,7 +1260,7 @@ static qd_err restore_device(void *ctx, const struct qd_state_device *s)
     }
     if (s->context) {
         cJSON *j = cJSON_Parse(s->context);
-        float ctx5[5];
+        double ctx5[5];
         if (j && !read_context(j, ctx5))
             memcpy(&x->c_flash, ctx5, sizeof ctx5);
         cJSON_Delete(j);

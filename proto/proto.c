@@ -12,6 +12,10 @@
 
 static const char MAC_HEAD[] = ",\"mac\":\"";
 
+const char *const qd_proto_ctx_field[QD_PROTO_CTX_FIELDS] = {"free_flash", "free_ram",
+                                                             "latency_ms", "energy_mj", "battery"};
+const double qd_proto_ctx_max[QD_PROTO_CTX_FIELDS] = {1e12, 1e12, 1e9, 1e9, 1};
+
 static void hmac(const uint8_t *key, const char *msg, size_t len, char hex[65])
 {
     uint8_t mac[crypto_auth_hmacsha256_BYTES];

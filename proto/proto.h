@@ -90,6 +90,12 @@ struct qd_push_view {
 };
 qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v);
 
+/* A device context's fields (report, decide), in this order: free_flash (bytes), free_ram
+ * (bytes), latency_ms, energy_mj, battery (0..1); and each one's largest accepted value. */
+#define QD_PROTO_CTX_FIELDS 5
+extern const char *const qd_proto_ctx_field[QD_PROTO_CTX_FIELDS];
+extern const double qd_proto_ctx_max[QD_PROTO_CTX_FIELDS];
+
 /* Microseconds since the epoch (the nonce clock). */
 int64_t qd_proto_now_us(void);
 
