@@ -362,8 +362,8 @@ static int cmd_device(struct args *a, struct qd_client *c)
 
 static void sim_table(const struct qd_sim *s, const char *title, const int64_t *before)
 {
-    printf("\n%s\n%-11s %-15s %4s %8s %7s %8s  %s\n", title, "device", "profile", "ver",
-           "flash", "acc%", "push ms", "policy");
+    printf("\n%s\n%-11s %-15s %4s %8s %7s  %s\n", title, "device", "profile", "ver", "flash",
+           "acc%", "policy");
     for (int i = 0; i < s->n; i++) {
         const struct qd_sim_dev *d = &s->dev[i];
         if (before && d->nofit) {
@@ -373,8 +373,8 @@ static void sim_table(const struct qd_sim *s, const char *title, const int64_t *
         }
         if (before && d->want == before[i])
             continue;
-        printf("%-11s %-15s %4lld %8.0f %7.2f %8.1f  %s\n", d->who.id, d->profile,
-               (long long)d->want, d->flash, 100 * d->acc, 1e3 * d->push_lat, d->policy);
+        printf("%-11s %-15s %4lld %8.0f %7.2f  %s\n", d->who.id, d->profile,
+               (long long)d->want, d->flash, 100 * d->acc, d->policy);
     }
 }
 

@@ -802,6 +802,8 @@ static qd_err op_keys(struct call *c, cJSON *r)
         memcpy(x->key, key, sizeof key);
         x->nonce = 0;
     }
+    if (qd_state_event(d->st, id, !strcmp(act, "add") ? "key-added" : "key-rotated", NULL))
+        qd_log(QD_LOG_WARN, "%s", qd_errmsg());
     char hex[2 * QD_PROTO_KEY_BYTES + 1];
     qd_proto_hex(key, sizeof key, hex);
     cJSON_AddStringToObject(r, "id", id);
@@ -1201,6 +1203,7 @@ static void boot_done(uv_work_t *w, int status)
     if (d->phase_msg[0]) {
         atomic_store(&d->phase, PH_FAILED);
         qd_log(QD_LOG_ERROR, "backbone: %s", d->phase_msg);
+        qd_state_event(d->st, NULL, "backbone-failed", d->phase_msg);
         maybe_finish_stop(d);
         return;
     }
@@ -1208,6 +1211,7 @@ static void boot_done(uv_work_t *w, int status)
     if (qd_state_blobs_load(d->st, d->backbone_id, restore_blob, d))
         qd_log(QD_LOG_WARN, "%s", qd_errmsg());
     atomic_store(&d->phase, PH_READY);
+    qd_state_event(d->st, NULL, "backbone-ready", d->backbone_id);
     qd_log(QD_LOG_INFO, "backbone ready: %s on %s, %d layers (%s)", d->dec.m.family, d->dec.ds,
            d->dec.g.nq, d->backbone_id);
     sd_notify_msg("STATUS=ready");
