@@ -30,6 +30,7 @@ static const struct key KEYS[] = {
     S("quantd", log_level, 1, "error|warn|info|debug"),
     N("quantd", ack_timeout_ms, 10, 3.6e6, 1, "re-push when no ack within this time"),
     N("quantd", max_message, 256, 1 << 20, 1, "largest control request in bytes"),
+    N("quantd", push_rate, 1, 1e5, 1, "MB/s of pushed models at most (the rest waits a tick)"),
     I("quantd", threads, 1, 128, 0, "libuv thread pool size (decisions, builds, training)"),
     S("backbone", ckpt, 0, "float checkpoint; empty: <state_dir>/backbone.qdck, trained if absent"),
     S("backbone", model, 0, "family trained when there is no checkpoint"),
@@ -54,6 +55,7 @@ void qd_config_defaults(struct qd_config *c)
     strcpy(c->log_level, "info");
     c->ack_timeout_ms = 2000;
     c->max_message = 64 * 1024;
+    c->push_rate = 100;
     c->threads = 2;
     strcpy(c->model, "custom");
     strcpy(c->data, "fashion-mnist");
