@@ -19,6 +19,7 @@
 #include "core/file.h"
 #include "core/md5.h"
 #include "core/rng.h"
+#include "gate/supernet.h"
 #include "lab/labrun.h"
 #include "nn/ckpt.h"
 #include "nn/data.h"
@@ -129,65 +130,17 @@ static int fits(const struct qd_costs *k, const double *b)
            k->latency_ms <= b[QD_BUDGET_LATENCY] && k->energy_mj <= b[QD_BUDGET_ENERGY];
 }
 
-/* BatchNorm recalibration for policy p: the float model runs `batches` training batches in
- * training mode with its conv/dense weights fake-quantized at p's bits, so the running
- * statistics match the quantized weights; the graph g2 is then built from those statistics.
- * The model's own statistics are restored. */
-static qd_err bn_recalibrate(struct qd_decider *c, const struct qd_policy *p, int batches,
-                             struct qd_igraph *g2)
-{
-    struct qd_model *m = &c->m;
-    uint8_t *bits = calloc((size_t)m->nnodes, 1);
-    float *shadow = malloc(sizeof *shadow * m->nparam), *st0 = malloc(sizeof *st0 * m->nstat);
-    float *x = malloc(sizeof *x * 128 * (size_t)c->tr.c * c->tr.h * c->tr.w);
-    struct qd_exec e;
-    qd_err err = bits && shadow && st0 && x ? qd_exec_init(&e, m, 128)
-                                           : qd_seterr(QD_ENOMEM, "out of memory");
-    if (!err) {
-        for (int i = 0; i < c->g.n; i++) {
-            const struct qd_inode *nd = &c->g.nodes[i];
-            int op = m->nodes[nd->src].op;
-            if (nd->qidx >= 0 && (op == QD_OP_CONV || op == QD_OP_DENSE))
-                bits[nd->src] = p->wbits[nd->qidx];
-        }
-        memcpy(st0, m->stat, sizeof *st0 * m->nstat);
-        qd_fake_quant_weights(m, bits, shadow);
-        float *master = m->param;
-        m->param = shadow;
-        struct qd_rng r;
-        qd_rng_seed(&r, 7);
-        int idx[128];
-        uint8_t y[128];
-        for (int b = 0; b < batches; b++) {
-            for (int k = 0; k < 128; k++)
-                idx[k] = (int)qd_rng_below(&r, (uint64_t)c->tr.n);
-            qd_batch_fill(&c->tr, &c->nm, idx, 128, 0, NULL, x, y);
-            qd_exec_forward(&e, 128, x, 1);
-        }
-        m->param = master;
-        err = qd_igraph_build(m, &c->nm, g2);
-        memcpy(m->stat, st0, sizeof *st0 * m->nstat);
-        qd_exec_fini(&e);
-    }
-    free(bits), free(shadow), free(st0), free(x);
-    return err;
-}
-
-/* The .qm of policy p: BatchNorm recalibrated, activations calibrated on the training set. */
+/* The .qm of policy p: BatchNorm recalibrated for p's weights (o->bn_batches training
+ * batches; gate/supernet.h), activations calibrated on the training set. */
 static qd_err build_policy(const struct qd_search_opts *o, struct qd_decider *c,
                            const struct qd_policy *p, uint8_t **blob, size_t *len)
 {
-    struct qd_igraph g2;
-    QD_TRY(bn_recalibrate(c, p, o->bn_batches, &g2));
-    struct qd_range *rg = calloc((size_t)g2.n + 1, sizeof *rg);
-    qd_err e = rg ? qd_calibrate(&g2, &c->tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0,
-                                 rg)
+    float *st = malloc(sizeof *st * (c->m.nstat ? c->m.nstat : 1));
+    qd_err e = st ? qd_supernet_bn_stats(&c->m, &c->nm, &c->g, &c->tr, p, o->bn_batches, st)
                   : qd_seterr(QD_ENOMEM, "out of memory");
-    struct qd_qm_build b = {&g2, p, QD_QMODE_MIXED, rg, 1, c->m.family};
     if (!e)
-        e = qd_qm_build(&b, blob, len);
-    free(rg);
-    qd_igraph_fini(&g2);
+        e = qd_supernet_build(&c->m, &c->nm, st, &c->tr, o->calib_n, p, blob, len);
+    free(st);
     return e;
 }
 

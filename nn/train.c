@@ -247,6 +247,8 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
             else
                 lr = 0.5 * o->lr * (1 + cos(M_PI * (step - warm) / (double)(total - warm)));
             qd_batch_fill(train, nm, perm + b * B, B, o->augment, &rng, x, y);
+            if (o->on_step)
+                o->on_step(o->step_ctx, step);
             if (shadow) { /* forward/backward on the quantized weights */
                 qd_fake_quant_weights(m, o->qat_bits, shadow);
                 m->param = shadow;

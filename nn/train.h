@@ -54,6 +54,11 @@ struct qd_train_opts {
     /* Per model node, the bits its output activations are fake-quantized at during training
      * (see qd_exec.act_bits), 0 for none; NULL: off. */
     const uint8_t *qat_act_bits;
+    /* Called before every step's forward pass (NULL: none); it may rewrite the arrays qat_bits
+     * and qat_act_bits point to, which is how a multi-precision supernet samples a policy per
+     * step. */
+    void (*on_step)(void *ctx, long step);
+    void *step_ctx;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);

@@ -1,0 +1,72 @@
+/* The multi-precision supernet: one set of float weights fine-tuned so that it works at every
+ * per-layer policy (weights at 2, 4, 8 or 16 bits per layer, activations at 8 or 16), and the
+ * per-policy BatchNorm statistics that a policy needs before it is evaluated or shipped.
+ *
+ * Usage:
+ *     struct qd_supernet_opts o = {.epochs = 3, .lr = 0.01f};
+ *     qd_supernet_train(&m, &nm, &train, &test, &o, on_epoch, ctx);   // m is fine-tuned
+ *     struct qd_bn_cache c;
+ *     qd_bn_cache_open(&c, "s.qdck.bn", &m, key);                     // per-policy BN stats
+ *     const float *stat;
+ *     qd_bn_cache_get(&c, &m, &nm, &g, &train, &policy, 50, &stat);   // recalibrated, cached
+ *     qd_supernet_build(&m, &nm, stat, &train, 1024, &policy, &blob, &len);
+ *
+ * Training samples one policy per step, in turn the all-highest (16/16), the all-lowest
+ * (2/8) and two random ones (each layer's weight bits uniform over B, one activation width for
+ * the whole policy), with fake quantization and straight-through gradients (nn/train.h QAT).
+ * BatchNorm statistics depend on the weights' precision, so the running ones learned in
+ * training fit none of the policies exactly: qd_supernet_bn_stats re-estimates them for one
+ * policy from training batches (the supernet's weights untouched). */
+#ifndef QD_GATE_SUPERNET_H
+#define QD_GATE_SUPERNET_H
+
+#include "nn/data.h"
+#include "nn/model.h"
+#include "nn/train.h"
+#include "quant/igraph.h"
+#include "quant/policy.h"
+
+/* Per model node (m->nnodes), the bits policy p gives: wbits for conv and dense weights,
+ * abits for every tensor the runtime quantizes afresh (layer outputs and residual sums). */
+void qd_supernet_node_bits(const struct qd_model *m, const struct qd_igraph *g,
+                           const struct qd_policy *p, uint8_t *wbits, uint8_t *abits);
+
+struct qd_supernet_opts {
+    int epochs, threads, progress;
+    float lr;
+    uint64_t seed;
+};
+qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
+                         const struct qd_dataset *train, const struct qd_dataset *test,
+                         const struct qd_supernet_opts *o, qd_epoch_cb cb, void *ctx);
+
+/* BatchNorm statistics of m for policy p (m->nstat floats into stat): `batches` batches of 128
+ * training images through m in training mode with its weights fake-quantized at p. m's own
+ * statistics are restored. */
+qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
+                            const struct qd_igraph *g, const struct qd_dataset *train,
+                            const struct qd_policy *p, int batches, float *stat);
+
+/* Per-policy BatchNorm statistics, computed on first need and appended to a file. */
+struct qd_bn_cache {
+    char path[1024];
+    size_t nstat;
+    int n, cap;
+    char **policy;
+    float **stat;
+};
+/* key: identifies the supernet (its checkpoint's MD5); a file made for another key is ignored
+ * and rewritten. */
+qd_err qd_bn_cache_open(struct qd_bn_cache *c, const char *path, size_t nstat, const char *key);
+qd_err qd_bn_cache_get(struct qd_bn_cache *c, struct qd_model *m, const struct qd_norm *nm,
+                       const struct qd_igraph *g, const struct qd_dataset *train,
+                       const struct qd_policy *p, int batches, const float **stat);
+void qd_bn_cache_fini(struct qd_bn_cache *c);
+
+/* The .qm of policy p from m with BatchNorm statistics stat (NULL: m's own): the inference
+ * graph, activation ranges calibrated on calib_n images of calib, the mixed-precision build. */
+qd_err qd_supernet_build(struct qd_model *m, const struct qd_norm *nm, const float *stat,
+                         const struct qd_dataset *calib, int calib_n, const struct qd_policy *p,
+                         uint8_t **blob, size_t *len);
+
+#endif
