@@ -25,6 +25,7 @@
 #include "quant/runtime.h"
 #include "quant/simulate.h"
 #include "lab/calibrate.h"
+#include "lab/gatecmd.h"
 #include "lab/labrun.h"
 #include "lab/search.h"
 #include "policy/device.h"
@@ -58,13 +59,22 @@ static const char usage[] =
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
     "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
+    "  supernet --ckpt F --out S [--epochs N] [--lr LR]   fine-tune F into a multi-precision\n"
+    "        supernet (a sampled per-layer policy each step); --ckpt S --policy P [--limit N]\n"
+    "        measures the supernet at P (BatchNorm recalibrated for P, cached in S.bn)\n"
+    "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H]   the gating MLP\n"
+    "  gate eval --gate G [--contexts N] [--limit N]   random contexts: the gate's decisions\n"
+    "        against the sensitivity search's, accuracy and decision time\n"
+    "  decide --gate G --device P [--flash B] [--ram B] [--latency MS] [--energy MJ]\n"
+    "        [--battery F] [--eval]   the gate's policy made feasible by the exact search\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
-        *ckpt_dir, *device;
-    double flash, ram, latency, energy;
+        *ckpt_dir, *device, *supernet, *gate;
+    double flash, ram, latency, energy, battery;
+    int steps, contexts, hidden;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
@@ -153,6 +163,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--latency", 1e-9, 1e12, a->latency, (void)0)
         NUM("--energy", 1e-12, 1e12, a->energy, (void)0)
         NUM("--qat-epochs", 0, 10000, a->qat_epochs, (void)0)
+        NUM("--steps", 1, 1e8, a->steps, (void)0)
+        NUM("--contexts", 1, 1e6, a->contexts, (void)0)
+        NUM("--hidden", 1, 4096, a->hidden, (void)0)
+        NUM("--battery", 0, 1, a->battery, (void)0)
 #undef NUM
         if (!strcmp(f, "--model"))
             a->model = v;
@@ -793,6 +807,38 @@ static int cmd_study(struct args *a, int argc, char **argv)
     return 0;
 }
 
+static int cmd_gate(struct args *a, const char *cmd, const char *sub)
+{
+    struct qd_gate_lab_opts o = {
+        .ckpt = a->ckpt, .supernet = a->supernet, .gate = a->gate, .data = a->data,
+        .dir = a->dir, .out = a->out, .device = a->device, .policy = a->policy,
+        .flash = a->flash, .ram = a->ram, .latency = a->latency, .energy = a->energy,
+        .battery = a->battery, .epochs = a->set_epochs ? a->epochs : 0, .steps = a->steps,
+        .batch = a->batch, .hidden = a->hidden, .threads = a->threads, .limit = a->limit,
+        .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
+        .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
+        .lr = a->set_lr ? a->lr : 0, .seed = a->seed};
+    qd_err e;
+    if (!strcmp(cmd, "supernet")) {
+        if (!a->ckpt)
+            return bad("%s needs --ckpt F", cmd);
+        e = qd_lab_supernet(&o);
+    } else if (!strcmp(cmd, "decide")) {
+        if (!a->gate)
+            return bad("%s needs --gate G", cmd);
+        e = qd_lab_decide(&o);
+    } else if (!strcmp(sub, "train")) {
+        if (!a->supernet || !a->out)
+            return bad("%s needs --supernet S and --out G", "gate train");
+        e = qd_lab_gate_train(&o);
+    } else {
+        if (!a->gate)
+            return bad("%s needs --gate G", "gate eval");
+        e = qd_lab_gate_eval(&o);
+    }
+    return e ? fail(e) : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -800,9 +846,18 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO,
-                     .bn_batches = -1};
+                     .bn_batches = -1, .flash = NAN, .ram = NAN, .latency = NAN, .energy = NAN,
+                     .battery = NAN};
     const char *cmd = argv[1];
     int first = 2;
+    const char *gate_sub = NULL;
+    if (!strcmp(cmd, "gate")) {
+        if (argc < 3 || (strcmp(argv[2], "train") && strcmp(argv[2], "eval")))
+            return bad("unknown gate command %s (want: gate train | gate eval)",
+                       argc < 3 ? "" : argv[2]);
+        gate_sub = argv[2];
+        first = 3;
+    }
     if (!strcmp(cmd, "data")) {
         if (argc < 3 || strcmp(argv[2], "fetch"))
             return bad("unknown data command %s (want: data fetch)", argc < 3 ? "" : argv[2]);
@@ -848,5 +903,7 @@ int main(int argc, char **argv)
         return cmd_study(&a, argc, argv);
     if (!strcmp(cmd, "run"))
         return cmd_run(&a);
+    if (!strcmp(cmd, "supernet") || !strcmp(cmd, "gate") || !strcmp(cmd, "decide"))
+        return cmd_gate(&a, cmd, gate_sub);
     return bad("unknown command %s", cmd);
 }

@@ -165,8 +165,8 @@ qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev
 
 /* The exact search over one cost table; 0 objective entries for unsupported widths are made
  * infinite by the table's own infinite costs. */
-static qd_err search_table(const struct qd_decider *d, const struct qd_cost_table *t,
-                           const double *budget, struct qd_decision *r)
+static qd_err search_table(const struct qd_cost_table *t, const double *budget,
+                           const double *objw, double obja, struct qd_decision *r)
 {
     int L = t->L, K = t->K;
     double obj[QD_POLICY_MAX * 4];
@@ -175,7 +175,7 @@ static qd_err search_table(const struct qd_decider *d, const struct qd_cost_tabl
         return qd_seterr(QD_EINVAL, "decide: %d layers x %d options is too many", L, K);
     for (int l = 0; l < L; l++)
         for (int k = 0; k < K; k++)
-            obj[l * K + k] = d->hessian ? d->s.hess[l][t->wbits[k]] : d->s.dloss[l][t->wbits[k]];
+            obj[l * K + k] = objw[l * 17 + t->wbits[k]] + (l == 0 ? obja : 0);
     struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost};
     memcpy(s.base, t->base, sizeof s.base);
     memcpy(s.budget, budget, sizeof s.budget);
@@ -189,6 +189,20 @@ static qd_err search_table(const struct qd_decider *d, const struct qd_cost_tabl
 qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
                  const double *budget, struct qd_decision *r)
 {
+    double objw[QD_POLICY_MAX * 17];
+    int L = d->g.nq;
+    if (L > QD_POLICY_MAX)
+        return qd_seterr(QD_EINVAL, "decide: %d layers is too many", L);
+    for (int l = 0; l < L; l++)
+        for (int b = 0; b <= 16; b++)
+            objw[l * 17 + b] = d->hessian ? d->s.hess[l][b] : d->s.dloss[l][b];
+    return qd_decide_with(d, t, budget, objw, NULL, r);
+}
+
+qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables *t,
+                      const double *budget, const double *objw, const double *obja,
+                      struct qd_decision *r)
+{
     struct qd_decision best = {0}, a;
     int found = 0;
     qd_err first = QD_OK;
@@ -200,7 +214,7 @@ qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
         if (!t->have[i])
             continue;
         memset(&a, 0, sizeof a);
-        qd_err e = search_table(d, &t->t[i], budget, &a);
+        qd_err e = search_table(&t->t[i], budget, objw, obja ? obja[i] : 0, &a);
         if (e == QD_EBUDGET) {
             for (int k = 0; k < QD_BUDGET_COUNT; k++)
                 mincost[k] = fmin(mincost[k], a.r.cost[k]);
@@ -230,7 +244,12 @@ qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
     best.costs.arena = best.costs.ram - (t->dev.weights_in_ram ? best.costs.flash : 0);
     for (int i = 0; i < d->g.n; i++)
         best.costs.macs += qd_cost_node_macs(&d->g, i);
-    best.predicted_loss = d->s.loss0 + best.r.obj;
+    best.predicted_loss = NAN;
+    if (d->have_s) {
+        best.predicted_loss = d->s.loss0;
+        for (int l = 0; l < best.policy.n; l++)
+            best.predicted_loss += d->s.dloss[l][best.policy.wbits[l]];
+    }
     *r = best;
     return QD_OK;
 }

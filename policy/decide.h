@@ -79,6 +79,12 @@ struct qd_decision {
  * figure, and r->r.cost holds the smallest achievable figure of each dimension. */
 qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
                  const double *budget, struct qd_decision *r);
+/* The same search with another objective: objw (L, 17) the cost of layer l at weight bits b
+ * (objw[l * 17 + b]), obja (2) a constant added at 8- and 16-bit activations (NULL: 0). The
+ * gate's decisions use its negative log-probabilities here. */
+qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables *t,
+                      const double *budget, const double *objw, const double *obja,
+                      struct qd_decision *r);
 /* The .qm of policy p (activations calibrated once at load). */
 qd_err qd_decider_build(const struct qd_decider *d, const struct qd_policy *p, uint8_t **blob,
                         size_t *len);

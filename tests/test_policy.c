@@ -311,6 +311,7 @@ static void decide_fits_and_reports_exact_figures(void **st)
         d.ranges = fx.rg;
         snprintf(d.m.family, sizeof d.m.family, "%s", fams[f]);
         assert_int_equal(qd_sens_alloc(&d.s, fx.g.nq), QD_OK);
+        d.have_s = 1;
         for (int l = 0; l < fx.g.nq; l++)
             for (int b = 2; b <= 16; b *= 2)
                 d.s.dloss[l][b] = (16.0 / b) * (0.01 + qd_rng_uniform(&r));

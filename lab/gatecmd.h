@@ -1,0 +1,29 @@
+/* quantlab supernet, gate train, gate eval and decide (see gatecmd.c).
+ *
+ * Usage:
+ *     struct qd_gate_lab_opts o = {.ckpt = "runs/m.qdck", .out = "runs/m.super", ...};
+ *     qd_lab_supernet(&o);          // fine-tune into a supernet (or, with .policy, measure it)
+ *     qd_lab_gate_train(&o);        // .supernet, .out
+ *     qd_lab_gate_eval(&o);         // .gate: random contexts, gate against sensitivity search
+ *     qd_lab_decide(&o);            // .gate, .device, budgets, .battery, .eval
+ */
+#ifndef QD_LAB_GATECMD_H
+#define QD_LAB_GATECMD_H
+
+#include "core/err.h"
+
+struct qd_gate_lab_opts {
+    const char *ckpt, *supernet, *gate, *data, *dir, *out, *device, *policy;
+    double flash, ram, latency, energy, battery; /* NAN: not given */
+    int epochs, steps, batch, hidden, threads, limit, contexts, eval, json, bn_batches, calib_n,
+        sens_n;
+    float lr;
+    long seed;
+};
+
+qd_err qd_lab_supernet(const struct qd_gate_lab_opts *o);
+qd_err qd_lab_gate_train(const struct qd_gate_lab_opts *o);
+qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o);
+qd_err qd_lab_decide(const struct qd_gate_lab_opts *o);
+
+#endif
