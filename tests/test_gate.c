@@ -1,0 +1,305 @@
+/* The supernet and the gate: the gate's backward pass against finite differences, its file
+ * (round trip, every damage caught), its objective and decisions (always within budget, and
+ * following the logits where the budgets allow), that training teaches it to spend fewer bits
+ * under tight budgets than under loose ones, and the supernet's per-policy BatchNorm cache. */
+#include "testutil.h"
+
+#include <unistd.h>
+
+#include "core/file.h"
+#include "gate/gate.h"
+#include "gate/supernet.h"
+#include "quantfix.h"
+
+static void devdir(void)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", dir, 1);
+}
+
+/* A decider assembled from a fixture (no files): random sensitivity, the fixture's data as
+ * the training set. */
+static void decider_of(struct fixture *fx, struct qd_decider *d)
+{
+    memset(d, 0, sizeof *d);
+    d->m = fx->m;
+    d->g = fx->g;
+    d->ranges = fx->rg;
+    d->tr = fx->ds;
+    d->have_tr = 1;
+    qd_norm_fit(&fx->ds, &d->nm);
+    snprintf(d->md5, sizeof d->md5, "0123456789abcdef0123456789abcdef");
+    struct qd_rng r;
+    qd_rng_seed(&r, 5);
+    assert_int_equal(qd_sens_alloc(&d->s, fx->g.nq), QD_OK);
+    d->have_s = 1;
+    for (int l = 0; l < fx->g.nq; l++)
+        for (int b = 2; b <= 16; b *= 2)
+            d->s.dloss[l][b] = (16.0 / b) * (0.01 + qd_rng_uniform(&r));
+}
+
+static double gate_loss(const struct qd_gate *g, const float *c, const float *w)
+{
+    float work[2 * 64], out[64 * QD_GATE_OUT];
+    qd_gate_forward(g, c, work, out);
+    double s = 0;
+    for (int o = 0; o < g->L * QD_GATE_OUT; o++)
+        s += w[o] * out[o] + 0.5 * out[o] * out[o];
+    return s;
+}
+
+static void gate_backward_matches_finite_differences(void **st)
+{
+    struct qd_gate g;
+    assert_int_equal(qd_gate_init(&g, 5, 16, 3), QD_OK);
+    struct qd_rng r;
+    qd_rng_seed(&r, 9);
+    for (size_t i = 0; i < g.nparam; i++) /* non-zero biases too */
+        g.param[i] += 0.1f * qd_rng_normal(&r);
+    float c[QD_GATE_IN], w[5 * QD_GATE_OUT], work[2 * 16], out[5 * QD_GATE_OUT];
+    for (int k = 0; k < QD_GATE_IN; k++)
+        c[k] = qd_rng_uniform(&r) * 2 - 1;
+    for (int o = 0; o < 5 * QD_GATE_OUT; o++)
+        w[o] = qd_rng_uniform(&r) * 2 - 1;
+    qd_gate_forward(&g, c, work, out);
+    float *dl = malloc(sizeof *dl * 5 * QD_GATE_OUT), *grad = calloc(g.nparam, sizeof *grad);
+    for (int o = 0; o < 5 * QD_GATE_OUT; o++)
+        dl[o] = w[o] + out[o];
+    qd_gate_backward(&g, c, work, dl, grad);
+    int checked = 0;
+    for (size_t i = 0; i < g.nparam; i += 7) {
+        float keep = g.param[i];
+        double h = 1e-3;
+        g.param[i] = keep + (float)h;
+        double lp = gate_loss(&g, c, w);
+        g.param[i] = keep - (float)h;
+        double lm = gate_loss(&g, c, w);
+        g.param[i] = keep;
+        double num = (lp - lm) / (2 * h);
+        if (fabs(num - grad[i]) > 2e-2 * (1 + fabs(num)))
+            fail_msg("param %zu: analytic %g, numeric %g", i, grad[i], num);
+        checked++;
+    }
+    assert_true(checked > 50);
+    free(dl), free(grad);
+    qd_gate_fini(&g);
+}
+
+static void gate_file_round_trip_and_damage(void **st)
+{
+    char *dir = make_tmpdir(), path[600];
+    snprintf(path, sizeof path, "%s/g.gate", dir);
+    struct qd_gate g, h;
+    assert_int_equal(qd_gate_init(&g, 7, 12, 1), QD_OK);
+    strcpy(g.backbone, "abc");
+    strcpy(g.ckpt, "runs/x.super");
+    assert_int_equal(qd_gate_save(&g, path), QD_OK);
+    assert_int_equal(qd_gate_load(path, &h), QD_OK);
+    assert_int_equal(h.L, 7);
+    assert_int_equal(h.hidden, 12);
+    assert_string_equal(h.backbone, "abc");
+    assert_string_equal(h.ckpt, "runs/x.super");
+    assert_memory_equal(h.param, g.param, g.nparam * sizeof(float));
+    qd_gate_fini(&h);
+    uint8_t *b;
+    size_t n;
+    assert_int_equal(qd_file_read(path, &b, &n), QD_OK);
+    /* any flipped byte is caught, any truncation too */
+    for (size_t i = 0; i < n; i += 13) {
+        b[i] ^= 0x40;
+        assert_int_equal(qd_file_write_atomic(path, b, n), QD_OK);
+        qd_err e = qd_gate_load(path, &h);
+        assert_true(e == QD_ECHECKSUM || e == QD_EFORMAT);
+        b[i] ^= 0x40;
+    }
+    for (size_t k = 0; k < n; k += n / 9)
+        if (k < n) {
+            assert_int_equal(qd_file_write_atomic(path, b, k), QD_OK);
+            assert_int_equal(qd_gate_load(path, &h), QD_EFORMAT);
+        }
+    free(b);
+    qd_gate_fini(&g);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void gate_decisions_fit_and_follow_the_logits(void **st)
+{
+    devdir();
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 31);
+    struct qd_decider d;
+    decider_of(&fx, &d);
+    struct qd_gate g;
+    assert_int_equal(qd_gate_init(&g, fx.g.nq, 8, 2), QD_OK);
+    /* output biases: every layer prefers 16-bit weights, then 8, and 8-bit activations */
+    float *b3 = g.param + g.nparam - (size_t)g.L * QD_GATE_OUT;
+    for (size_t i = 0; i < g.nparam - (size_t)g.L * QD_GATE_OUT; i++)
+        g.param[i] = 0;
+    for (int l = 0; l < g.L; l++) {
+        b3[l * 6 + 3] = 5;
+        b3[l * 6 + 2] = 3; /* then 8 */
+        b3[l * 6 + 4] = 5;
+    }
+    const char *devs[] = {"cortex-m4", "rp2040"};
+    struct qd_rng r;
+    qd_rng_seed(&r, 8);
+    for (int di = 0; di < 2; di++) {
+        struct qd_device dev;
+        assert_int_equal(qd_device_load(devs[di], &dev), QD_OK);
+        struct qd_decide_tables t;
+        assert_int_equal(qd_decide_prepare(&d, &dev, &t), QD_OK);
+        double inf[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
+        struct qd_decision x;
+        assert_int_equal(qd_gate_decide(&g, &d, &t, inf, 1.0, &x), QD_OK);
+        int top = dev.wbits_ok[16] ? 16 : 8;
+        for (int l = 0; l < x.policy.n; l++) {
+            assert_int_equal(x.policy.wbits[l], top); /* unsupported 16 never chosen */
+            assert_int_equal(x.policy.abits[l], 8);
+        }
+        double objw[QD_POLICY_MAX * 17], obja[2];
+        float c[QD_GATE_IN], work[16], lg[QD_POLICY_MAX * QD_GATE_OUT];
+        qd_gate_context(&t, inf, 1.0, c);
+        qd_gate_forward(&g, c, work, lg);
+        qd_gate_objective(&g, &t, lg, objw, obja);
+        assert_true(isinf(objw[3]) && isinf(objw[17 + 5]));
+        assert_true(dev.wbits_ok[16] ? isfinite(objw[16]) : isinf(objw[16]));
+        for (int trial = 0; trial < 20; trial++) {
+            double b[QD_BUDGET_COUNT];
+            for (int k = 0; k < QD_BUDGET_COUNT; k++)
+                b[k] = t.lo[k] + qd_rng_uniform(&r) * (t.hi[k] - t.lo[k]);
+            qd_err e = qd_gate_decide(&g, &d, &t, b, 0.5, &x);
+            if (e == QD_EBUDGET)
+                continue;
+            assert_int_equal(e, QD_OK);
+            for (int k = 0; k < QD_BUDGET_COUNT; k++)
+                assert_true(x.r.cost[k] <= b[k] * (1 + 1e-9));
+        }
+        double tight[QD_BUDGET_COUNT] = {t.lo[0] - 1, INFINITY, INFINITY, INFINITY};
+        assert_int_equal(qd_gate_decide(&g, &d, &t, tight, 1.0, &x), QD_EBUDGET);
+        qd_decide_tables_fini(&t);
+    }
+    qd_gate_fini(&g);
+    qd_sens_fini(&d.s);
+    unmake(&fx);
+}
+
+/* Mean chosen weight bits of the gate's argmax at a context. */
+static double mean_bits(const struct qd_gate *g, const struct qd_decide_tables *t,
+                        const double *b)
+{
+    float c[QD_GATE_IN], work[2 * 64], lg[QD_POLICY_MAX * QD_GATE_OUT];
+    qd_gate_context(t, b, 1.0, c);
+    qd_gate_forward(g, c, work, lg);
+    static const int WB[4] = {2, 4, 8, 16};
+    double s = 0;
+    for (int l = 0; l < g->L; l++) {
+        int best = 0;
+        for (int k = 1; k < 4; k++)
+            if (lg[l * 6 + k] > lg[l * 6 + best])
+                best = k;
+        s += WB[best];
+    }
+    return s / g->L;
+}
+
+static void training_spends_fewer_bits_under_tight_budgets(void **st)
+{
+    devdir();
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 41);
+    struct qd_decider d;
+    decider_of(&fx, &d);
+    static const char *const profs[] = {"cortex-m4"};
+    struct qd_gate g;
+    struct qd_gate_train_opts o = {.steps = 600, .batch = 8, .hidden = 32, .threads = 1,
+                                   .lr = 3e-3f, .lambda = 4, .seed = 3, .profiles = profs,
+                                   .nprofiles = 1};
+    float *p0 = malloc(sizeof *p0 * fx.m.nparam), *s0 = malloc(sizeof *s0 * fx.m.nstat);
+    memcpy(p0, fx.m.param, sizeof *p0 * fx.m.nparam);
+    memcpy(s0, fx.m.stat, sizeof *s0 * fx.m.nstat);
+    assert_int_equal(qd_gate_train(&g, &d, &o), QD_OK);
+    /* the supernet is frozen: its weights and statistics are untouched */
+    assert_memory_equal(p0, fx.m.param, sizeof *p0 * fx.m.nparam);
+    assert_memory_equal(s0, fx.m.stat, sizeof *s0 * fx.m.nstat);
+    struct qd_device dev;
+    assert_int_equal(qd_device_load("cortex-m4", &dev), QD_OK);
+    struct qd_decide_tables t;
+    assert_int_equal(qd_decide_prepare(&d, &dev, &t), QD_OK);
+    double tight[QD_BUDGET_COUNT] = {t.lo[0] * 1.02, INFINITY, INFINITY, INFINITY};
+    double loose[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
+    double bt = mean_bits(&g, &t, tight), bl = mean_bits(&g, &t, loose);
+    if (!(bt < bl))
+        fail_msg("tight flash: %.2f bits on average, unconstrained %.2f", bt, bl);
+    qd_decide_tables_fini(&t);
+    free(p0), free(s0);
+    qd_gate_fini(&g);
+    qd_sens_fini(&d.s);
+    unmake(&fx);
+}
+
+static void supernet_bn_cache(void **st)
+{
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 51);
+    struct qd_norm nm;
+    qd_norm_fit(&fx.ds, &nm);
+    char *dir = make_tmpdir(), path[600];
+    snprintf(path, sizeof path, "%s/s.bn", dir);
+    struct qd_policy p4, p8;
+    qd_policy_uniform(&p4, fx.g.nq, 4, 8);
+    qd_policy_uniform(&p8, fx.g.nq, 8, 8);
+    uint8_t *wb = malloc(fx.m.nnodes), *ab = malloc(fx.m.nnodes);
+    qd_supernet_node_bits(&fx.m, &fx.g, &p4, wb, ab);
+    int nw = 0;
+    for (int i = 0; i < fx.m.nnodes; i++) {
+        int op = fx.m.nodes[i].op;
+        assert_int_equal(wb[i], op == QD_OP_CONV || op == QD_OP_DENSE ? 4 : 0);
+        nw += wb[i] != 0;
+    }
+    assert_true(nw >= 3);
+    free(wb), free(ab);
+    struct qd_bn_cache c;
+    assert_int_equal(qd_bn_cache_open(&c, path, fx.m.nstat, "key-1"), QD_OK);
+    const float *a4, *a8, *b4;
+    assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p4, 3, &a4), QD_OK);
+    assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p8, 3, &a8), QD_OK);
+    assert_int_equal(c.n, 2);
+    assert_true(memcmp(a4, a8, sizeof(float) * fx.m.nstat) != 0); /* precision moves the stats */
+    float *keep = malloc(sizeof(float) * fx.m.nstat);
+    memcpy(keep, a4, sizeof(float) * fx.m.nstat);
+    qd_bn_cache_fini(&c);
+    /* reopened: served from the file, bit for bit */
+    assert_int_equal(qd_bn_cache_open(&c, path, fx.m.nstat, "key-1"), QD_OK);
+    assert_int_equal(c.n, 2);
+    assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p4, 3, &b4), QD_OK);
+    assert_memory_equal(b4, keep, sizeof(float) * fx.m.nstat);
+    qd_bn_cache_fini(&c);
+    /* another supernet's key: started afresh */
+    assert_int_equal(qd_bn_cache_open(&c, path, fx.m.nstat, "key-2"), QD_OK);
+    assert_int_equal(c.n, 0);
+    qd_bn_cache_fini(&c);
+    /* a policy's .qm builds from the recalibrated statistics */
+    uint8_t *blob;
+    size_t len;
+    assert_int_equal(qd_supernet_build(&fx.m, &nm, keep, &fx.ds, 40, &p4, &blob, &len), QD_OK);
+    assert_int_equal(qd_qm_validate(blob, len), QD_OK);
+    free(blob);
+    free(keep);
+    rm_rf(dir);
+    free(dir);
+    unmake(&fx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gate_backward_matches_finite_differences),
+        cmocka_unit_test(gate_file_round_trip_and_damage),
+        cmocka_unit_test(gate_decisions_fit_and_follow_the_logits),
+        cmocka_unit_test(training_spends_fewer_bits_under_tight_budgets),
+        cmocka_unit_test(supernet_bn_cache),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
