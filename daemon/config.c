@@ -33,6 +33,8 @@ static const struct key KEYS[] = {
     N("quantd", push_rate, 1, 1e5, 1, "MB/s of pushed models at most (the rest waits a tick)"),
     I("quantd", threads, 1, 128, 0, "libuv thread pool size (decisions, builds, training)"),
     S("backbone", ckpt, 0, "float checkpoint; empty: <state_dir>/backbone.qdck, trained if absent"),
+    S("backbone", gate, 0, "a gate (quantlab gate train) for the supernet in ckpt; empty: none"),
+    I("backbone", bn_batches, 0, 10000, 0, "BatchNorm recalibration batches per policy (gate)"),
     S("backbone", model, 0, "family trained when there is no checkpoint"),
     S("backbone", data, 0, "data set of that training"),
     S("backbone", data_dir, 0, "where the data sets are (quantlab data fetch)"),
@@ -63,6 +65,7 @@ void qd_config_defaults(struct qd_config *c)
     c->train_epochs = 10;
     c->sens_n = 1000;
     c->calib_n = 1024;
+    c->bn_batches = 50;
     strcpy(c->devices_dir, "etc/devices");
     c->battery_floor = 0.2;
 }

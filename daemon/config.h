@@ -21,8 +21,8 @@ struct qd_config {
     double ack_timeout_ms, max_message, push_rate;
     int threads;
     /* [backbone] */
-    char ckpt[1024], model[32], data[32], data_dir[1024];
-    int train_epochs, train_subset, sens_n, calib_n;
+    char ckpt[1024], model[32], data[32], data_dir[1024], gate[1024];
+    int train_epochs, train_subset, sens_n, calib_n, bn_batches;
     /* [decide] */
     char devices_dir[1024];
     double battery_floor;

@@ -41,6 +41,8 @@
 #include "nn/ckpt.h"
 #include "nn/kernels.h"
 #include "nn/zoo.h"
+#include "gate/gate.h"
+#include "gate/supernet.h"
 #include "policy/decide.h"
 #include "proto/proto.h"
 #include "proto/transport.h"
@@ -113,6 +115,10 @@ struct qd_daemon {
     struct smap blob_by_policy;
     /* backbone */
     struct qd_decider dec;
+    struct qd_gate gate;       /* with a supernet: decisions are the gate's, made feasible */
+    struct qd_bn_cache bn;     /* the supernet's per-policy BatchNorm statistics */
+    int have_gate;
+    uv_mutex_t build_mu;       /* supernet builds touch the model's statistics: one at a time */
     struct profile prof[MAX_PROFILES];
     int nprof;
     atomic_int phase, epoch, epochs;
@@ -492,7 +498,7 @@ struct job {
     struct qd_tp_req req;
     int dev;                         /* registry index (JOB_REPORT) */
     int prof;
-    double budget[QD_BUDGET_COUNT];
+    double budget[QD_BUDGET_COUNT], battery;
     char *context;                   /* JSON text of the report */
     int64_t nonce;
     /* results */
@@ -530,7 +536,9 @@ static void job_work(uv_work_t *w)
     struct job *j = w->data;
     struct qd_daemon *d = j->d;
     j->blob = -1;
-    j->err = qd_decide(&d->dec, &d->prof[j->prof].t, j->budget, &j->r);
+    j->err = d->have_gate ? qd_gate_decide(&d->gate, &d->dec, &d->prof[j->prof].t, j->budget,
+                                           j->battery, &j->r)
+                          : qd_decide(&d->dec, &d->prof[j->prof].t, j->budget, &j->r);
     if (j->err) {
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
         return;
@@ -545,7 +553,17 @@ static void job_work(uv_work_t *w)
         return;
     uint8_t *qm;
     size_t len;
-    j->err = qd_decider_build(&d->dec, &j->r.policy, &qm, &len);
+    if (d->have_gate) { /* a supernet: BatchNorm recalibrated for the policy (cached) */
+        uv_mutex_lock(&d->build_mu);
+        const float *st;
+        j->err = qd_bn_cache_get(&d->bn, &d->dec.m, &d->dec.nm, &d->dec.g, &d->dec.tr,
+                                 &j->r.policy, d->cfg.bn_batches, &st);
+        if (!j->err)
+            j->err = qd_supernet_build(&d->dec.m, &d->dec.nm, st, &d->dec.tr, d->cfg.calib_n,
+                                       &j->r.policy, &qm, &len);
+        uv_mutex_unlock(&d->build_mu);
+    } else
+        j->err = qd_decider_build(&d->dec, &j->r.policy, &qm, &len);
     char sha[65];
     uint8_t sig[QD_PROTO_SIG_BYTES];
     if (!j->err) {
@@ -716,6 +734,7 @@ static qd_err op_health(struct call *c, cJSON *r)
         cJSON_AddStringToObject(r, "model", d->dec.m.family);
         cJSON_AddStringToObject(r, "data", d->dec.ds);
         cJSON_AddNumberToObject(r, "layers", d->dec.g.nq);
+        cJSON_AddStringToObject(r, "decider", d->have_gate ? "gate" : "sensitivity");
     }
     cJSON_AddNumberToObject(r, "uptime_s", now_s() - d->started);
     cJSON_AddNumberToObject(r, "devices", d->ndev);
@@ -903,6 +922,7 @@ static qd_err op_report(struct call *c, cJSON *r)
     if (!j)
         return qd_seterr(QD_ENOMEM, "out of memory");
     j->kind = JOB_REPORT;
+    j->battery = ctx[4];
     j->dev = dev_index(d, x);
     j->prof = x->prof;
     j->nonce = c->nonce;
@@ -944,6 +964,7 @@ static qd_err op_decide(struct call *c, cJSON *r)
     if (!j)
         return qd_seterr(QD_ENOMEM, "out of memory");
     j->kind = JOB_DECIDE;
+    j->battery = ctx[4];
     j->prof = p;
     budgets(d, x, &d->prof[p], ctx, j->budget);
     (void)r;
@@ -1207,8 +1228,22 @@ static void boot_work(uv_work_t *w)
         atomic_store(&d->phase, PH_SENSITIVITY);
         struct qd_decider_opts o = {.ckpt = ckpt, .dir = d->cfg.data_dir,
                                     .sens_n = d->cfg.sens_n, .calib_n = d->cfg.calib_n,
-                                    .quiet = 1};
+                                    .quiet = 1, .keep_train = d->cfg.gate[0] != 0};
         e = qd_decider_load(&o, &d->dec);
+    }
+    if (!e && d->cfg.gate[0]) {
+        e = qd_gate_load(d->cfg.gate, &d->gate);
+        if (!e && d->gate.L != d->dec.g.nq)
+            e = qd_seterr(QD_EINVAL, "%s has %d layers, the backbone %d", d->cfg.gate,
+                          d->gate.L, d->dec.g.nq);
+        if (!e && strcmp(d->gate.backbone, d->dec.md5))
+            qd_log(QD_LOG_WARN, "%s was trained for another supernet (%s, not %s)", d->cfg.gate,
+                   d->gate.backbone, d->dec.md5);
+        char path[1300];
+        snprintf(path, sizeof path, "%s.bn", ckpt);
+        if (!e)
+            e = qd_bn_cache_open(&d->bn, path, d->dec.m.nstat, d->dec.md5);
+        d->have_gate = !e;
     }
     if (e)
         snprintf(d->phase_msg, sizeof d->phase_msg, "%s: %s", qd_err_name(e), qd_errmsg());
@@ -1493,6 +1528,11 @@ static void fini(struct qd_daemon *d)
             qd_decide_tables_fini(&d->prof[i].t);
     if (atomic_load(&d->phase) == PH_READY)
         qd_decider_fini(&d->dec);
+    if (d->have_gate) {
+        qd_gate_fini(&d->gate);
+        qd_bn_cache_fini(&d->bn);
+    }
+    uv_mutex_destroy(&d->build_mu);
     sodium_memzero(d->sign_sk, sizeof d->sign_sk);
     sodium_memzero(d->admin_key, sizeof d->admin_key);
     uv_mutex_destroy(&d->blob_mu);
@@ -1533,6 +1573,7 @@ int main(int argc, char **argv)
     setenv("UV_THREADPOOL_SIZE", th, 1);
     signal(SIGPIPE, SIG_IGN);
     uv_mutex_init(&d.blob_mu);
+    uv_mutex_init(&d.build_mu);
     if (!(d.blobs = calloc(MAX_BLOBS, sizeof *d.blobs))) {
         fprintf(stderr, "quantd: out of memory\n");
         return 1;

@@ -233,7 +233,7 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
     QD_TRY(qd_gate_load(o->gate, &g));
     const char *sn = o->supernet ? o->supernet : g.ckpt;
     struct lab l;
-    qd_err e = lab_open(o, sn, 1, &l);
+    qd_err e = lab_open(o, sn, !o->noeval, &l);
     if (e) {
         qd_gate_fini(&g);
         return e;
@@ -290,7 +290,9 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
             break;
         }
         feasible++;
-        double ag, as;
+        double ag = NAN, as = NAN;
+        if (o->noeval)
+            continue;
         if ((e = accuracy(o, &l, &rg.policy, &ag, NULL)) || (e = accuracy(o, &l, &rs.policy, &as,
                                                                            NULL)))
             break;
@@ -323,9 +325,9 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
                    N, feasible, both_infeasible, bad, 100 * mg, 100 * ms, 100 * (mg - ms),
                    1e6 * tg[N / 2], 1e6 * tg[p99], 1e6 * ts[N / 2], 1e6 * ts[p99]);
         /* the second seed paper's points, on every profile that has all widths */
-        if (!o->json)
+        if (!o->json && !o->noeval)
             printf("\n%-15s %-10s %-24s %7s\n", "profile", "budget", "gate policy", "acc%");
-        for (int i = 0; !e && i < nt; i++) {
+        for (int i = 0; !e && !o->noeval && i < nt; i++) {
             for (int which = 0; which < 2 && !e; which++) {
                 double b[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
                 if (which == 0)

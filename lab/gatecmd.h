@@ -15,6 +15,7 @@
 struct qd_gate_lab_opts {
     const char *ckpt, *supernet, *gate, *data, *dir, *out, *device, *policy;
     double flash, ram, latency, energy, battery; /* NAN: not given */
+    int noeval; /* gate eval: decisions and their times only, no accuracy */
     int epochs, steps, batch, hidden, threads, limit, contexts, eval, json, bn_batches, calib_n,
         sens_n;
     float lr;

@@ -185,6 +185,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
             *(!strcmp(f, "--flash") ? &a->flash : &a->ram) = b;
         } else if (!strcmp(f, "--device"))
             a->device = v;
+        else if (!strcmp(f, "--supernet"))
+            a->supernet = v;
+        else if (!strcmp(f, "--gate"))
+            a->gate = v;
         else if (!strcmp(f, "--models"))
             a->models = v;
         else if (!strcmp(f, "--ckpt-dir"))
@@ -817,7 +821,7 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .batch = a->batch, .hidden = a->hidden, .threads = a->threads, .limit = a->limit,
         .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
-        .lr = a->set_lr ? a->lr : 0, .seed = a->seed};
+        .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)
