@@ -435,6 +435,95 @@ static void python_client(void **st)
     }
 }
 
+/* The same daemon with a gate: quantlab trains a small one on the daemon's own backbone; after
+ * a restart quantd decides with it (health says so), every decision within budget, and a
+ * device gets its model pushed, verified and acked. */
+static void gate_decides(void **st)
+{
+    if (!have_data)
+        skip();
+    kill(pid, SIGTERM);
+    assert_int_equal(wait_exit(pid, 60), 0);
+    pid = -1;
+    char cmd[4096], gate[1200], ckpt[1200];
+    snprintf(ckpt, sizeof ckpt, "%s/state/backbone.qdck", tmp);
+    snprintf(gate, sizeof gate, "%s/state/test.gate", tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s gate train --supernet %s --dir %s --out %s --steps 60 --batch 16 --hidden 16 "
+             "--sens-n 200 --threads 2 --json >/dev/null 2>&1",
+             getenv("QUANTLAB"), ckpt, data_dir, gate);
+    assert_int_equal(system(cmd), 0);
+    char extra[3000];
+    snprintf(extra, sizeof extra, "[backbone]\nckpt = %s\ngate = %s\nbn_batches = 4\n", ckpt,
+             gate);
+    write_conf(extra);
+    pid = start(conf);
+    struct qd_client c;
+    assert_int_equal(qd_client_open(&c, control, push, 20000), QD_OK);
+    wait_ready(&c, 300);
+    qd_err e;
+    cJSON *h = call(&c, NULL, op("health"), &e);
+    assert_int_equal(e, QD_OK);
+    assert_string_equal(cJSON_GetObjectItem(h, "decider")->valuestring, "gate");
+    cJSON_Delete(h);
+    char adminkey[1200];
+    snprintf(adminkey, sizeof adminkey, "%s/state/admin.key", tmp);
+    struct qd_ident admin;
+    assert_int_equal(qd_ident_init(&admin, "admin", adminkey), QD_OK);
+    static const char *const profs[] = {"cortex-m4", "esp32", "rp2040"};
+    for (int i = 0; i < 12; i++) {
+        cJSON *j = op("decide");
+        cJSON_AddStringToObject(j, "profile", profs[i % 3]);
+        cJSON_AddNumberToObject(j, "battery", i / 12.0);
+        cJSON_AddNumberToObject(j, "free_flash", 60000 + 10000 * i);
+        cJSON *r = call(&c, &admin, j, &e);
+        if (e == QD_EBUDGET) {
+            cJSON_Delete(r);
+            continue;
+        }
+        assert_int_equal(e, QD_OK);
+        cJSON *cs = cJSON_GetObjectItem(r, "costs"), *b = cJSON_GetObjectItem(r, "budget");
+        assert_true(cJSON_GetObjectItem(cs, "flash")->valuedouble <=
+                    cJSON_GetObjectItem(b, "flash")->valuedouble);
+        cJSON_Delete(r);
+    }
+    /* one device end to end */
+    uint8_t pk[QD_PROTO_PUB_BYTES];
+    assert_int_equal(qd_client_sign_pub(&c, &admin, pk), QD_OK);
+    cJSON *k = op("keys");
+    cJSON_AddStringToObject(k, "action", "add");
+    cJSON_AddStringToObject(k, "id", "gated");
+    cJSON *kr = call(&c, &admin, k, &e);
+    assert_int_equal(e, QD_OK);
+    struct qd_ident who;
+    assert_int_equal(qd_ident_init(&who, "gated", cJSON_GetObjectItem(kr, "key")->valuestring),
+                     QD_OK);
+    cJSON_Delete(kr);
+    assert_int_equal(qd_client_subscribe(&c, "gated"), QD_OK);
+    cJSON *r = NULL;
+    assert_int_equal(qd_client_hello(&c, &who, "esp32", &r), QD_OK);
+    cJSON_Delete(r);
+    usleep(200000);
+    struct qd_client_ctx ctx = QD_CLIENT_CTX_NONE;
+    ctx.battery = 0.5;
+    assert_int_equal(qd_client_report(&c, &who, &ctx, &r), QD_OK);
+    int64_t v = (int64_t)cJSON_GetObjectItem(r, "version")->valuedouble;
+    cJSON_Delete(r);
+    struct qd_client_push p;
+    for (int tries = 0; tries < 50; tries++) {
+        e = qd_client_push_recv(&c, 1000, pk, &p);
+        if (!e && p.version == v)
+            break;
+        if (!e)
+            qd_client_push_fini(&p);
+    }
+    assert_int_equal(e, QD_OK);
+    assert_int_equal(p.version, v);
+    assert_int_equal(qd_client_ack(&c, &who, p.version, p.sha), QD_OK);
+    qd_client_push_fini(&p);
+    qd_client_close(&c);
+}
+
 static void reload_and_stop(void **st)
 {
     if (!have_data)
@@ -508,6 +597,7 @@ int main(void)
         cmocka_unit_test(serves_while_training_then_rejects_bad_input),
         cmocka_unit_test(fleet_survives_kill_9),
         cmocka_unit_test(python_client),
+        cmocka_unit_test(gate_decides),
         cmocka_unit_test(reload_and_stop),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
