@@ -40,6 +40,9 @@ static const struct key KEYS[] = {
     S("backbone", data_dir, 0, "where the data sets are (quantlab data fetch)"),
     I("backbone", train_epochs, 1, 1000, 0, "epochs of that training"),
     I("backbone", train_subset, 0, 1e9, 0, "training images (0: all)"),
+    I("backbone", supernet_epochs, 0, 1000, 0,
+      "then fine-tune it into a supernet for this many epochs (0: no supernet)"),
+    I("backbone", gate_steps, 0, 1e8, 0, "then train a gate for this many steps (0: no gate)"),
     I("backbone", sens_n, 16, 1e6, 0, "validation images for the sensitivity"),
     I("backbone", calib_n, 16, 1e6, 0, "images for activation calibration"),
     S("decide", devices_dir, 0, "device profiles directory"),
@@ -66,6 +69,8 @@ void qd_config_defaults(struct qd_config *c)
     c->sens_n = 1000;
     c->calib_n = 1024;
     c->bn_batches = 50;
+    c->supernet_epochs = 3;
+    c->gate_steps = 3000;
     strcpy(c->devices_dir, "etc/devices");
     c->battery_floor = 0.2;
 }

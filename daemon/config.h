@@ -22,7 +22,7 @@ struct qd_config {
     int threads;
     /* [backbone] */
     char ckpt[1024], model[32], data[32], data_dir[1024], gate[1024];
-    int train_epochs, train_subset, sens_n, calib_n, bn_batches;
+    int train_epochs, train_subset, sens_n, calib_n, bn_batches, supernet_epochs, gate_steps;
     /* [decide] */
     char devices_dir[1024];
     double battery_floor;

@@ -86,7 +86,7 @@ struct smap {
     int *val;
 };
 
-enum { PH_LOADING, PH_TRAINING, PH_SENSITIVITY, PH_READY, PH_FAILED };
+enum { PH_LOADING, PH_TRAINING, PH_SENSITIVITY, PH_READY, PH_FAILED, PH_SUPERNET, PH_GATE };
 
 struct qd_daemon {
     struct qd_config cfg;
@@ -719,11 +719,12 @@ typedef qd_err (*op_fn)(struct call *c, cJSON *reply);
 static qd_err op_health(struct call *c, cJSON *r)
 {
     struct qd_daemon *d = c->d;
-    static const char *const ph[] = {"loading", "training", "sensitivity", "ready", "failed"};
+    static const char *const ph[] = {"loading", "training", "sensitivity", "ready",
+                                     "failed",  "supernet", "gate"};
     int p = atomic_load(&d->phase);
     cJSON_AddBoolToObject(r, "ready", p == PH_READY);
     cJSON_AddStringToObject(r, "phase", ph[p]);
-    if (p == PH_TRAINING) {
+    if (p == PH_TRAINING || p == PH_SUPERNET) {
         cJSON_AddNumberToObject(r, "epoch", atomic_load(&d->epoch));
         cJSON_AddNumberToObject(r, "epochs", atomic_load(&d->epochs));
     }
@@ -1210,34 +1211,90 @@ static qd_err train_backbone(struct qd_daemon *d, const char *out)
     return e;
 }
 
+/* The embedded default's supernet: the backbone fine-tuned over sampled policies. */
+static qd_err train_supernet(struct qd_daemon *d, const char *from, const char *out)
+{
+    struct qd_model m;
+    struct qd_norm nm;
+    char ds[32];
+    QD_TRY(qd_ckpt_load(from, &m, ds, &nm));
+    struct qd_dataset tr = {0};
+    qd_err e = qd_data_load(d->cfg.data_dir, ds, 1, &tr);
+    if (!e) {
+        if (d->cfg.train_subset && d->cfg.train_subset < tr.n)
+            tr.n = d->cfg.train_subset;
+        atomic_store(&d->epoch, 0);
+        atomic_store(&d->epochs, d->cfg.supernet_epochs);
+        struct qd_supernet_opts o = {.epochs = d->cfg.supernet_epochs, .threads = d->cfg.threads,
+                                     .seed = 3};
+        qd_log(QD_LOG_INFO, "supernet: fine-tuning %s over sampled policies (%d epochs)",
+               m.family, o.epochs);
+        e = qd_supernet_train(&m, &nm, &tr, NULL, &o, on_epoch, d);
+        if (!e)
+            e = qd_ckpt_save(out, &m, tr.name, &nm);
+        qd_dataset_fini(&tr);
+    }
+    qd_model_fini(&m);
+    return e;
+}
+
 static void boot_work(uv_work_t *w)
 {
     struct qd_daemon *d = w->data;
-    char ckpt[1200];
-    if (d->cfg.ckpt[0])
-        snprintf(ckpt, sizeof ckpt, "%s", d->cfg.ckpt);
-    else
-        snprintf(ckpt, sizeof ckpt, "%s/backbone.qdck", d->cfg.state_dir);
+    char ckpt[1200], gate[1200] = "";
     qd_kernels_init(d->cfg.threads);
     qd_err e = QD_OK;
-    if (!d->cfg.ckpt[0] && access(ckpt, R_OK)) {
-        atomic_store(&d->phase, PH_TRAINING);
-        e = train_backbone(d, ckpt);
+    if (d->cfg.ckpt[0]) { /* artifacts named in the config */
+        snprintf(ckpt, sizeof ckpt, "%s", d->cfg.ckpt);
+        snprintf(gate, sizeof gate, "%s", d->cfg.gate);
+    } else { /* the embedded default, trained on the first start: backbone, supernet, gate */
+        char base[1200];
+        snprintf(base, sizeof base, "%s/backbone.qdck", d->cfg.state_dir);
+        snprintf(ckpt, sizeof ckpt, "%s", base);
+        if (access(base, R_OK)) {
+            atomic_store(&d->phase, PH_TRAINING);
+            e = train_backbone(d, base);
+        }
+        if (!e && d->cfg.supernet_epochs > 0) {
+            snprintf(ckpt, sizeof ckpt, "%s/supernet.qdck", d->cfg.state_dir);
+            if (access(ckpt, R_OK)) {
+                atomic_store(&d->phase, PH_SUPERNET);
+                e = train_supernet(d, base, ckpt);
+            }
+        }
+        if (!e && d->cfg.gate_steps > 0)
+            snprintf(gate, sizeof gate, "%s/backbone.gate", d->cfg.state_dir);
     }
     if (!e) {
         atomic_store(&d->phase, PH_SENSITIVITY);
         struct qd_decider_opts o = {.ckpt = ckpt, .dir = d->cfg.data_dir,
                                     .sens_n = d->cfg.sens_n, .calib_n = d->cfg.calib_n,
-                                    .quiet = 1, .keep_train = d->cfg.gate[0] != 0};
+                                    .quiet = 1, .keep_train = gate[0] != 0};
         e = qd_decider_load(&o, &d->dec);
     }
-    if (!e && d->cfg.gate[0]) {
-        e = qd_gate_load(d->cfg.gate, &d->gate);
+    if (!e && gate[0] && !d->cfg.ckpt[0] && access(gate, R_OK)) {
+        atomic_store(&d->phase, PH_GATE);
+        static const char *const profs[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
+                                            "cortex-a53", "raspberry-pi-4"};
+        struct qd_gate_train_opts o = {.steps = d->cfg.gate_steps, .threads = d->cfg.threads,
+                                       .seed = 5, .profiles = profs, .nprofiles = 6};
+        setenv("QD_DEVICE_DIR", d->cfg.devices_dir, 1);
+        qd_log(QD_LOG_INFO, "gate: training over sampled contexts (%d steps)", o.steps);
+        struct qd_gate g;
+        e = qd_gate_train(&g, &d->dec, &o);
+        if (!e) {
+            snprintf(g.ckpt, sizeof g.ckpt, "%.255s", ckpt);
+            e = qd_gate_save(&g, gate);
+            qd_gate_fini(&g);
+        }
+    }
+    if (!e && gate[0]) {
+        e = qd_gate_load(gate, &d->gate);
         if (!e && d->gate.L != d->dec.g.nq)
-            e = qd_seterr(QD_EINVAL, "%s has %d layers, the backbone %d", d->cfg.gate,
-                          d->gate.L, d->dec.g.nq);
+            e = qd_seterr(QD_EINVAL, "%s has %d layers, the backbone %d", gate, d->gate.L,
+                          d->dec.g.nq);
         if (!e && strcmp(d->gate.backbone, d->dec.md5))
-            qd_log(QD_LOG_WARN, "%s was trained for another supernet (%s, not %s)", d->cfg.gate,
+            qd_log(QD_LOG_WARN, "%s was trained for another supernet (%s, not %s)", gate,
                    d->gate.backbone, d->dec.md5);
         char path[1300];
         snprintf(path, sizeof path, "%s.bn", ckpt);
