@@ -1337,8 +1337,9 @@ static void boot_done(uv_work_t *w, int status)
         qd_log(QD_LOG_WARN, "%s", qd_errmsg());
     atomic_store(&d->phase, PH_READY);
     qd_state_event(d->st, NULL, "backbone-ready", d->backbone_id);
-    qd_log(QD_LOG_INFO, "backbone ready: %s on %s, %d layers (%s)", d->dec.m.family, d->dec.ds,
-           d->dec.g.nq, d->backbone_id);
+    qd_log(QD_LOG_INFO, "backbone ready: %s on %s, %d layers (%s); decisions by the %s",
+           d->dec.m.family, d->dec.ds, d->dec.g.nq, d->backbone_id,
+           d->have_gate ? "gate" : "sensitivity search");
     sd_notify_msg("STATUS=ready");
     maybe_finish_stop(d);
 }

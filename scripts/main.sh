@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: set up, start quantd (which, on a first start, trains
-# the custom CNN on Fashion-MNIST in the background, measures its sensitivity, and meanwhile
-# already answers), then run a simulated fleet against it with quantctl: devices of six real
+# the custom CNN on Fashion-MNIST in the background, fine-tunes it into a supernet, measures its
+# sensitivity and trains the gate, and meanwhile already answers), then run a simulated fleet against it with quantctl: devices of six real
 # profiles register, receive signed models decided for their budgets, verify and run them on
 # test images and ack; then their battery falls to 15% and their free RAM halves, and quantd
 # decides and pushes again. quantd is stopped (SIGTERM) at the end; its state stays in
@@ -18,8 +18,8 @@ build/quantd -c etc/quantd.conf --state-dir "$STATE" --control "$CTL" --push "$P
   2>>"$STATE/quantd.log" &
 QD=$!
 trap 'kill -TERM $QD 2>/dev/null; wait $QD 2>/dev/null || true' EXIT
-echo "quantd started (pid $QD, log $STATE/quantd.log); a first start trains the backbone" \
-     "(about 8 minutes on 2 cores)"
+echo "quantd started (pid $QD, log $STATE/quantd.log); a first start trains the backbone," \
+     "its supernet and the gate (about 15 minutes on 2 cores)"
 Q="build/quantctl --control $CTL --push $PUB --state-dir $STATE"
 sleep 1
 $Q status
