@@ -521,14 +521,9 @@ static void budgets(struct qd_daemon *d, const struct dev *x, const struct profi
     b[QD_BUDGET_RAM] = isnan(ctx[1]) ? ram : fmin(ram, ctx[1]);
     b[QD_BUDGET_LATENCY] = isnan(ctx[2]) ? INFINITY : ctx[2];
     b[QD_BUDGET_ENERGY] = isnan(ctx[3]) ? INFINITY : ctx[3];
-    /* battery: at or below the floor, the smallest achievable energy; above it, rising
-     * linearly to the largest at a full battery */
-    if (!isnan(ctx[4])) {
-        double f = d->cfg.battery_floor, s = f < 1 ? (ctx[4] - f) / (1 - f) : 1;
-        s = s < 0 ? 0 : s > 1 ? 1 : s;
-        double lo = p->t.lo[QD_BUDGET_ENERGY], hi = p->t.hi[QD_BUDGET_ENERGY];
-        b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY], (lo + s * (hi - lo)) * (1 + 1e-9));
-    }
+    if (!isnan(ctx[4]))
+        b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY],
+                                   qd_decide_battery_energy(&p->t, ctx[4], d->cfg.battery_floor));
 }
 
 static void job_work(uv_work_t *w)

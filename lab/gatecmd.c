@@ -222,9 +222,7 @@ static void random_context(struct qd_rng *r, const struct qd_decide_tables *t, d
     if (qd_rng_uniform(r) < 0.3)
         b[QD_BUDGET_RAM] = t->lo[3] + qd_rng_uniform(r) * (t->hi[3] - t->lo[3]);
     *battery = qd_rng_uniform(r);
-    double s = (*battery - 0.2) / 0.8;
-    s = s < 0 ? 0 : s;
-    b[QD_BUDGET_ENERGY] = (t->lo[2] + s * (t->hi[2] - t->lo[2])) * (1 + 1e-9);
+    b[QD_BUDGET_ENERGY] = qd_decide_battery_energy(t, *battery, 0.2);
 }
 
 qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
@@ -387,12 +385,8 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
         isnan(o->latency) ? INFINITY : o->latency,
         isnan(o->energy) ? INFINITY : o->energy,
         isnan(o->ram) ? dev.ram - dev.reserved_ram : o->ram};
-    if (!isnan(o->battery)) { /* as quantd: the battery caps the energy */
-        double s = (o->battery - 0.2) / 0.8;
-        s = s < 0 ? 0 : s > 1 ? 1 : s;
-        b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY],
-                                   (t.lo[2] + s * (t.hi[2] - t.lo[2])) * (1 + 1e-9));
-    }
+    if (!isnan(o->battery)) /* as quantd (its default floor): the battery caps the energy */
+        b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&t, o->battery, 0.2));
     struct qd_decision r;
     double t0 = now();
     e = qd_gate_decide(&g, &l.d, &t, b, o->battery, &r);

@@ -163,6 +163,14 @@ qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev
     return e;
 }
 
+double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery, double floor)
+{
+    double s = floor < 1 ? (battery - floor) / (1 - floor) : 1;
+    s = s < 0 ? 0 : s > 1 ? 1 : s;
+    double lo = t->lo[QD_BUDGET_ENERGY], hi = t->hi[QD_BUDGET_ENERGY];
+    return (lo + s * (hi - lo)) * (1 + 1e-9); /* the ends themselves stay feasible */
+}
+
 /* The exact search over one cost table; 0 objective entries for unsupported widths are made
  * infinite by the table's own infinite costs. */
 static qd_err search_table(const struct qd_cost_table *t, const double *budget,

@@ -68,6 +68,10 @@ qd_err qd_decide_prepare(const struct qd_decider *d, const struct qd_device *dev
                          struct qd_decide_tables *t);
 void qd_decide_tables_fini(struct qd_decide_tables *t);
 
+/* The energy budget a battery level allows on a device: at or below `floor` the smallest energy
+ * any policy needs, rising linearly to the largest at a full battery (quantd's rule). */
+double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery, double floor);
+
 struct qd_decision {
     struct qd_policy policy;
     struct qd_search_result r; /* r.cost: the search's additive figures */
