@@ -324,7 +324,7 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
                    1e6 * tg[N / 2], 1e6 * tg[p99], 1e6 * ts[N / 2], 1e6 * ts[p99]);
         /* the second seed paper's points, on every profile that has all widths */
         if (!o->json && !o->noeval)
-            printf("\n%-15s %-10s %-24s %7s\n", "profile", "budget", "gate policy", "acc%");
+            printf("\n%-15s %-10s %-36s %7s\n", "profile", "budget", "gate policy", "acc%");
         for (int i = 0; !e && !o->noeval && i < nt; i++) {
             for (int which = 0; which < 2 && !e; which++) {
                 double b[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
@@ -337,16 +337,21 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
                 double a = NAN;
                 if (!de)
                     e = accuracy(o, &l, &x.policy, &a, NULL);
-                char pp[256] = "(no policy fits)";
+                char pp[256];
                 if (!de)
                     qd_policy_format(&x.policy, pp, sizeof pp);
+                else /* say how far the device can go */
+                    snprintf(pp, sizeof pp, "no policy fits: least %s %.0f%% of int8",
+                             which ? "energy" : "flash",
+                             100 * (which ? tabs[i].lo[QD_BUDGET_ENERGY] / tabs[i].int8.energy_mj
+                                          : tabs[i].lo[QD_BUDGET_FLASH] / tabs[i].int8.flash));
                 if (o->json)
                     printf("{\"profile\":\"%s\",\"budget\":\"%s\",\"policy\":\"%s\","
                            "\"test_acc\":%.6f}\n",
                            REAL[i], which ? "energy 40% of int8" : "flash 50% of int8", pp,
                            de ? -1.0 : a);
                 else
-                    printf("%-15s %-10s %-24.24s %7.2f\n", REAL[i],
+                    printf("%-15s %-10s %-36.36s %7.2f\n", REAL[i],
                            which ? "energy 40%" : "flash 50%", pp, de ? NAN : 100 * a);
             }
         }
