@@ -109,6 +109,8 @@ struct bb {
     int L, K, na, act[D];
     double cap[D];     /* budget - base of each active dimension */
     double lam[D];     /* Lagrange multipliers (per unit of normalized cost) */
+    double mu[D];      /* feasibility multipliers: a convex weighting of the normalized costs */
+    double *suf_f;     /* (L + 1): sum over positions >= i of the least mu-weighted cost */
     int *order;        /* layers in search order */
     int *opt;          /* (L, K): options of each layer by ascending reduced cost, -1 ends */
     double *red_min;   /* (L): min reduced cost of layer order[i] */
@@ -190,6 +192,16 @@ static void dfs(struct bb *b, int i, const double *c, double o)
         }
         if (!ok)
             continue;
+        /* Surrogate feasibility: every policy that fits has sum_a mu_a cost_a / cap_a <= 1,
+         * so a partial one whose cheapest completion already exceeds it cannot fit. It cuts
+         * where each budget alone still could be met (proving infeasibility included). */
+        if (b->suf_f) {
+            double f = b->suf_f[i + 1];
+            for (int a = 0; a < b->na; a++)
+                f += b->mu[a] * nc[a] / b->cap[a];
+            if (f > 1 + 1e-9)
+                continue;
+        }
         /* Lagrangian bound of every completion: no + sum of reduced minima - lam . slack */
         double lb = no + b->suf_red[i + 1] - slack_sum;
         if (b->have && lb >= b->best_obj - fabs(b->best_obj) * 1e-12)
@@ -324,6 +336,51 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
             b.lam[a] = fmax(0, b.lam[a] + step * g[a]);
     }
     memcpy(b.lam, lam_best, sizeof lam_best);
+    /* Surrogate feasibility multipliers: maximize F(mu) = sum_l min_k sum_a mu_a c_a / cap_a
+     * - 1 over the simplex (exponentiated subgradient). F(mu) > 0 proves that no policy fits;
+     * otherwise the best mu prunes the search (see dfs). Only worth it with 2+ budgets. */
+    if (b.na >= 2) {
+        double mu[D], fbest = -INFINITY, eta = 2.0;
+        for (int a = 0; a < b.na; a++)
+            mu[a] = 1.0 / b.na;
+        for (int it = 0; it < 60; it++) {
+            double f = -1, gr[D];
+            for (int a = 0; a < b.na; a++)
+                gr[a] = -1;
+            for (int l = 0; l < L; l++) {
+                int bk = -1;
+                double bv = INFINITY;
+                for (int k = 0; k < K; k++)
+                    if (usable(s, l, k)) {
+                        const double *c = cost_at(s, l, k);
+                        double v = 0;
+                        for (int a = 0; a < b.na; a++)
+                            v += mu[a] * c[b.act[a]] / b.cap[a];
+                        if (v < bv)
+                            bv = v, bk = k;
+                    }
+                f += bv;
+                const double *c = cost_at(s, l, bk);
+                for (int a = 0; a < b.na; a++)
+                    gr[a] += c[b.act[a]] / b.cap[a];
+            }
+            if (f > fbest) {
+                fbest = f;
+                memcpy(b.mu, mu, sizeof mu);
+            }
+            double z = 0;
+            for (int a = 0; a < b.na; a++)
+                z += mu[a] *= exp(eta * gr[a]);
+            for (int a = 0; a < b.na; a++)
+                mu[a] = fmax(mu[a] / z, 1e-12);
+            eta *= 0.93;
+        }
+        b.suf_f = calloc(L + 1, sizeof *b.suf_f);
+        if (!b.suf_f) {
+            e = qd_seterr(QD_ENOMEM, "search: out of memory");
+            goto out;
+        }
+    }
     dual(&b, x, g);
     memcpy(b.cur, x, sizeof *x * L);
     if (repair(s, b.cur))
@@ -370,6 +427,18 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
                     m = fmin(m, cost_at(s, l, k)[d]);
             b.suf_c[i * D + d] = b.suf_c[(i + 1) * D + d] + m;
         }
+        if (b.suf_f) {
+            double m = INFINITY;
+            for (int k = 0; k < K; k++)
+                if (usable(s, l, k)) {
+                    const double *c = cost_at(s, l, k);
+                    double v = 0;
+                    for (int a = 0; a < b.na; a++)
+                        v += b.mu[a] * c[b.act[a]] / b.cap[a];
+                    m = fmin(m, v);
+                }
+            b.suf_f[i] = b.suf_f[i + 1] + m;
+        }
     }
     double c0[D] = {0};
     dfs(&b, 0, c0, 0);
@@ -389,6 +458,6 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
 out:
     r->seconds = now() - t0;
     free(b.order), free(b.opt), free(b.red_min), free(b.suf_red), free(b.suf_c);
-    free(b.cur), free(b.best), free(x), free(gap);
+    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f);
     return e;
 }
