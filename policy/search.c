@@ -336,10 +336,17 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
             b.lam[a] = fmax(0, b.lam[a] + step * g[a]);
     }
     memcpy(b.lam, lam_best, sizeof lam_best);
+    dual(&b, x, g);
+    memcpy(b.cur, x, sizeof *x * L);
+    if (repair(s, b.cur))
+        consider(&b, b.cur);
+    if (b.have)
+        improve(&b);
     /* Surrogate feasibility multipliers: maximize F(mu) = sum_l min_k sum_a mu_a c_a / cap_a
      * - 1 over the simplex (exponentiated subgradient). F(mu) > 0 proves that no policy fits;
-     * otherwise the best mu prunes the search (see dfs). Only worth it with 2+ budgets. */
-    if (b.na >= 2) {
+     * otherwise the best mu prunes the search (see dfs). Only with 2+ budgets and no incumbent
+     * yet (with one, the objective bound prunes and this would cost more than it saves). */
+    if (b.na >= 2 && !b.have) {
         double mu[D], fbest = -INFINITY, eta = 2.0;
         for (int a = 0; a < b.na; a++)
             mu[a] = 1.0 / b.na;
@@ -381,12 +388,6 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
             goto out;
         }
     }
-    dual(&b, x, g);
-    memcpy(b.cur, x, sizeof *x * L);
-    if (repair(s, b.cur))
-        consider(&b, b.cur);
-    if (b.have)
-        improve(&b);
     /* search order: layers whose best and second-best reduced costs differ most first */
     for (int l = 0; l < L; l++) {
         double m1 = INFINITY, m2 = INFINITY;
