@@ -20,6 +20,7 @@
 
 #include "client/client.h"
 #include "client/sim.h"
+#include "policy/device.h"
 #include "proto/transport.h"
 
 static const char *control, *pushurl, *adminkey, *echo_url = "ipc:///tmp/quantd-bench-echo";
@@ -94,12 +95,11 @@ static void *decide_loop(void *p)
         fprintf(stderr, "bench: %s\n", qd_errmsg());
         return NULL;
     }
-    static const char *const profiles[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
-                                           "cortex-a53", "raspberry-pi-4"};
+    const char *const *profiles = qd_device_parts;
     double battery = 0.3;
     while (!*w->stop) {
         cJSON *j = op("decide");
-        cJSON_AddStringToObject(j, "profile", profiles[(w->n + w->idx) % 6]);
+        cJSON_AddStringToObject(j, "profile", profiles[(w->n + w->idx) % QD_DEVICE_PARTS]);
         battery = battery > 0.95 ? 0.2 : battery + 0.05;
         cJSON_AddNumberToObject(j, "battery", battery);
         double t0 = qd_sim_now();
@@ -379,14 +379,13 @@ static int bench_rss(void)
         fprintf(stderr, "bench: %s\n", qd_errmsg());
         return 1;
     }
-    static const char *const profiles[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
-                                           "cortex-a53", "raspberry-pi-4"};
+    const char *const *profiles = qd_device_parts;
     double r0 = rss_mib(), t0 = qd_sim_now();
     for (int i = 0; i < devices; i++) {
         char id[32];
         snprintf(id, sizeof id, "fleet-%06d", i);
         struct qd_ident who;
-        if (provision(&c, &admin, id, profiles[i % 6], &who)) {
+        if (provision(&c, &admin, id, profiles[i % QD_DEVICE_PARTS], &who)) {
             fprintf(stderr, "bench: %s: %s\n", id, qd_errmsg());
             return 1;
         }

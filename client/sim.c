@@ -9,10 +9,9 @@
 #include <unistd.h>
 
 #include "lab/labrun.h"
+#include "policy/device.h"
 #include "quant/runtime.h"
 
-static const char *const REAL[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040", "cortex-a53",
-                                   "raspberry-pi-4"};
 
 double qd_sim_now(void)
 {
@@ -33,8 +32,8 @@ qd_err qd_sim_open(struct qd_sim *s, const struct qd_sim_opts *o)
     memset(s, 0, sizeof *s);
     s->o = *o;
     if (!s->o.profiles) {
-        s->o.profiles = REAL;
-        s->o.nprofiles = 6;
+        s->o.profiles = qd_device_parts;
+        s->o.nprofiles = QD_DEVICE_PARTS;
     }
     if (!s->o.prefix)
         s->o.prefix = "sim";

@@ -1269,10 +1269,9 @@ static void boot_work(uv_work_t *w)
     }
     if (!e && gate[0] && !d->cfg.ckpt[0] && access(gate, R_OK)) {
         atomic_store(&d->phase, PH_GATE);
-        static const char *const profs[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040",
-                                            "cortex-a53", "raspberry-pi-4"};
         struct qd_gate_train_opts o = {.steps = d->cfg.gate_steps, .threads = d->cfg.threads,
-                                       .seed = 5, .profiles = profs, .nprofiles = 6};
+                                       .seed = 5, .profiles = qd_device_parts,
+                                       .nprofiles = QD_DEVICE_PARTS};
         setenv("QD_DEVICE_DIR", d->cfg.devices_dir, 1);
         qd_log(QD_LOG_INFO, "gate: training over sampled contexts (%d steps)", o.steps);
         struct qd_gate g;

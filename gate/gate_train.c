@@ -24,6 +24,12 @@
 
 static const int WB[4] = {2, 4, 8, 16};
 
+/* Index of a weight bitwidth in WB. */
+static int widx(int bits)
+{
+    return bits == 2 ? 0 : bits == 4 ? 1 : bits == 8 ? 2 : 3;
+}
+
 static double gumbel(struct qd_rng *r)
 {
     double u = qd_rng_uniform(r);
@@ -181,7 +187,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
         for (int l = 0; l < L; l++)
             if (node[l] >= 0) {
                 const struct qd_node *n = &m->nodes[node[l]];
-                int k = pol.wbits[l] == 2 ? 0 : pol.wbits[l] == 4 ? 1 : pol.wbits[l] == 8 ? 2 : 3;
+                int k = widx(pol.wbits[l]);
                 memcpy(shadow + n->woff, qall + (size_t)k * P + n->woff,
                        sizeof *shadow * n->wlen);
             }
@@ -223,8 +229,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                 double v = ct->base[dd];
                 for (int l = 0; l < L; l++)
                     for (int o2 = 0; o2 < ct->K; o2++) {
-                        int k = ct->wbits[o2] == 2 ? 0 : ct->wbits[o2] == 4 ? 1
-                                : ct->wbits[o2] == 8 ? 2 : 3;
+                        int k = widx(ct->wbits[o2]);
                         double cc = ct->cost[((size_t)l * ct->K + o2) * QD_BUDGET_COUNT + dd];
                         if (isfinite(cc))
                             v += pw[l * 4 + k] * cc;
@@ -246,8 +251,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                     continue;
                 const struct qd_cost_table *ct = &t->t[a];
                 for (int o2 = 0; o2 < ct->K; o2++) {
-                    int k = ct->wbits[o2] == 2 ? 0 : ct->wbits[o2] == 4 ? 1
-                            : ct->wbits[o2] == 8 ? 2 : 3;
+                    int k = widx(ct->wbits[o2]);
                     for (int dd = 0; dd < QD_BUDGET_COUNT; dd++) {
                         double cc = ct->cost[((size_t)l * ct->K + o2) * QD_BUDGET_COUNT + dd];
                         if (over[dd] > 0 && isfinite(cc))

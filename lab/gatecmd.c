@@ -18,8 +18,6 @@
 #include "nn/kernels.h"
 #include "quant/runtime.h"
 
-static const char *const REAL[] = {"cortex-m4", "cortex-m7", "esp32", "rp2040", "cortex-a53",
-                                   "raspberry-pi-4"};
 
 static double now(void)
 {
@@ -187,7 +185,7 @@ qd_err qd_lab_gate_train(const struct qd_gate_lab_opts *o)
     struct qd_gate g;
     struct qd_gate_train_opts to = {.steps = o->steps, .batch = o->batch, .hidden = o->hidden,
                                     .threads = o->threads, .lr = o->lr, .seed = (uint64_t)o->seed,
-                                    .profiles = REAL, .nprofiles = 6, .progress = !o->json};
+                                    .profiles = qd_device_parts, .nprofiles = QD_DEVICE_PARTS, .progress = !o->json};
     double t0 = now();
     qd_err e = qd_gate_train(&g, &d, &to);
     if (!e) {
@@ -238,11 +236,11 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
     }
     if (strcmp(g.backbone, l.d.md5))
         fprintf(stderr, "gate eval: warning: the gate was trained for another supernet\n");
-    struct qd_decide_tables tabs[6];
+    struct qd_decide_tables tabs[QD_DEVICE_PARTS];
     int nt = 0;
-    for (int i = 0; !e && i < 6; i++) {
+    for (int i = 0; !e && i < QD_DEVICE_PARTS; i++) {
         struct qd_device dev;
-        e = qd_device_load(REAL[i], &dev);
+        e = qd_device_load(qd_device_parts[i], &dev);
         if (!e)
             e = qd_decide_prepare(&l.d, &dev, &tabs[i]);
         nt += !e;
@@ -299,7 +297,7 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
             char pg[256], ps[256];
             qd_policy_format(&rg.policy, pg, sizeof pg);
             qd_policy_format(&rs.policy, ps, sizeof ps);
-            printf("%4d %-15s %9.0f %5.0f%%  %-24.24s %7.2f  %-24.24s %7.2f\n", i, REAL[pi],
+            printf("%4d %-15s %9.0f %5.0f%%  %-24.24s %7.2f  %-24.24s %7.2f\n", i, qd_device_parts[pi],
                    b[0], 100 * bat, pg, 100 * ag, ps, 100 * as);
         }
     }
@@ -348,10 +346,10 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
                 if (o->json)
                     printf("{\"profile\":\"%s\",\"budget\":\"%s\",\"policy\":\"%s\","
                            "\"test_acc\":%.6f}\n",
-                           REAL[i], which ? "energy 40% of int8" : "flash 50% of int8", pp,
+                           qd_device_parts[i], which ? "energy 40% of int8" : "flash 50% of int8", pp,
                            de ? -1.0 : a);
                 else
-                    printf("%-15s %-10s %-36.36s %7.2f\n", REAL[i],
+                    printf("%-15s %-10s %-36.36s %7.2f\n", qd_device_parts[i],
                            which ? "energy 40%" : "flash 50%", pp, de ? NAN : 100 * a);
             }
         }

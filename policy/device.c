@@ -9,6 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+const char *const qd_device_parts[QD_DEVICE_PARTS] = {"cortex-m4",  "cortex-m7",
+                                                      "esp32",      "rp2040",
+                                                      "cortex-a53", "raspberry-pi-4"};
+
 qd_err qd_parse_size(const char *s, double *bytes)
 {
     char *end;
