@@ -7,12 +7,16 @@
 #include "policy/search.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define D QD_BUDGET_COUNT
+#ifndef STALL
+#define STALL 12
+#endif
 
 
 const char *qd_budget_name(enum qd_budget d)
@@ -117,6 +121,8 @@ struct bb {
     double *suf_red;   /* (L + 1): sum of red_min over positions >= i */
     double *suf_c;     /* (L + 1, D): sum of min cost over positions >= i */
     int *cur, *best;   /* (L) by layer */
+    uint8_t *ok;       /* (L, K): usable options */
+    double *nc;        /* (L, K, D): costs of the active dimensions over their caps */
     double best_obj;
     int have;
     long nodes;
@@ -124,10 +130,10 @@ struct bb {
 
 static double reduced(const struct bb *b, int l, int k)
 {
-    const double *c = cost_at(b->s, l, k);
+    const double *c = b->nc + ((size_t)l * b->K + k) * D;
     double v = b->s->obj[(size_t)l * b->K + k];
     for (int a = 0; a < b->na; a++)
-        v += b->lam[a] * c[b->act[a]] / b->cap[a];
+        v += b->lam[a] * c[a];
     return v;
 }
 
@@ -141,16 +147,16 @@ static double dual(const struct bb *b, int *x, double *g)
         int bk = -1;
         double bv = INFINITY;
         for (int k = 0; k < b->K; k++)
-            if (usable(b->s, l, k)) {
+            if (b->ok[l * b->K + k]) {
                 double r = reduced(b, l, k);
                 if (r < bv)
                     bv = r, bk = k;
             }
         x[l] = bk;
         v += bv;
-        const double *c = cost_at(b->s, l, bk);
+        const double *c = b->nc + ((size_t)l * b->K + bk) * D;
         for (int a = 0; a < b->na; a++)
-            g[a] += c[b->act[a]] / b->cap[a];
+            g[a] += c[a];
     }
     return v;
 }
@@ -225,7 +231,7 @@ static void improve(struct bb *b)
         int bl = -1, bk = -1;
         for (int l = 0; l < b->L; l++)
             for (int k = 0; k < b->K; k++) {
-                if (k == ch[l] || !usable(s, l, k))
+                if (k == ch[l] || !b->ok[l * b->K + k])
                     continue;
                 double dobj = s->obj[(size_t)l * b->K + k] - s->obj[(size_t)l * b->K + ch[l]];
                 if (dobj >= bestd)
@@ -256,6 +262,50 @@ static int cmp_gap_desc(const void *x, const void *y, void *ctx)
     const double *gap = ctx;
     double a = gap[*(const int *)x], c = gap[*(const int *)y];
     return a < c ? 1 : a > c ? -1 : 0;
+}
+
+/* Surrogate feasibility multipliers: maximize F(mu) = sum_l min_k sum_a mu_a c_a / cap_a - 1
+ * over the simplex (exponentiated subgradient) into b->mu; returns the best F. F > 0 proves
+ * that no policy fits; otherwise mu prunes the search (see dfs). */
+static double surrogate(struct bb *b)
+{
+    int L = b->L, K = b->K;
+    double mu[D], fbest = -INFINITY, eta = 2.0;
+    for (int a = 0; a < b->na; a++)
+        mu[a] = 1.0 / b->na;
+    for (int it = 0; it < 60; it++) {
+        double f = -1, gr[D];
+        for (int a = 0; a < b->na; a++)
+            gr[a] = -1;
+        for (int l = 0; l < L; l++) {
+            int bk = -1;
+            double bv = INFINITY;
+            for (int k = 0; k < K; k++)
+                if (b->ok[l * K + k]) {
+                    const double *c = b->nc + ((size_t)l * K + k) * D;
+                    double v = 0;
+                    for (int a = 0; a < b->na; a++)
+                        v += mu[a] * c[a];
+                    if (v < bv)
+                        bv = v, bk = k;
+                }
+            f += bv;
+            const double *c = b->nc + ((size_t)l * K + bk) * D;
+            for (int a = 0; a < b->na; a++)
+                gr[a] += c[a];
+        }
+        if (f > fbest) {
+            fbest = f;
+            memcpy(b->mu, mu, sizeof mu);
+        }
+        double z = 0;
+        for (int a = 0; a < b->na; a++)
+            z += mu[a] *= exp(eta * gr[a]);
+        for (int a = 0; a < b->na; a++)
+            mu[a] = fmax(mu[a] / z, 1e-12);
+        eta *= 0.93;
+    }
+    return fbest;
 }
 
 qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_result *r)
@@ -306,21 +356,44 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     b.best = malloc(sizeof *b.best * L);
     int *x = malloc(sizeof *x * L);
     double *gap = malloc(sizeof *gap * L);
+    b.ok = malloc((size_t)L * K);
+    b.nc = malloc(sizeof *b.nc * (size_t)L * K * D);
     qd_err e = QD_OK;
     if (!b.order || !b.opt || !b.red_min || !b.suf_red || !b.suf_c || !b.cur || !b.best || !x ||
-        !gap) {
+        !gap || !b.ok || !b.nc) {
         e = qd_seterr(QD_ENOMEM, "search: out of memory");
         goto out;
     }
+    for (int l = 0; l < L; l++) /* the inner loops read these, not the caller's arrays */
+        for (int k = 0; k < K; k++) {
+            b.ok[l * K + k] = (uint8_t)usable(s, l, k);
+            const double *c = cost_at(s, l, k);
+            for (int a = 0; a < b.na; a++)
+                b.nc[((size_t)l * K + k) * D + a] = c[b.act[a]] / b.cap[a];
+        }
     /* Lagrangian dual by projected subgradient (Polyak steps toward the incumbent) */
     double lam_best[D] = {0}, lb_best = -INFINITY, g[D];
+    int last_gain = 0, have_mu = 0;
     for (int it = 0; it < (b.na ? 80 : 1); it++) {
         double v = dual(&b, x, g);
+        if (v > lb_best + fabs(lb_best) * 1e-4) /* a real gain, not a crawl */
+            last_gain = it;
         if (v > lb_best) {
             lb_best = v;
             memcpy(lam_best, b.lam, sizeof lam_best);
         }
+        if (it - last_gain > STALL)
+            break; /* the bound has stopped rising: the search takes it from here */
+        /* still nothing that fits after a few rounds: maybe nothing can (an unbounded dual
+         * would keep this loop busy); the surrogate multipliers answer that cheaply */
+        if (it == 6 && !b.have && b.na >= 2) {
+            have_mu = 1;
+            if (surrogate(&b) > 1e-9)
+                goto none;
+        }
         consider(&b, x);
+        if (b.have && lb_best >= b.best_obj - fabs(b.best_obj) * 1e-12)
+            break; /* the bound meets the incumbent: it is optimal */
         double gg = 0;
         for (int a = 0; a < b.na; a++) {
             double gp = b.lam[a] > 0 || g[a] > 0 ? g[a] : 0; /* projected */
@@ -342,46 +415,12 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
         consider(&b, b.cur);
     if (b.have)
         improve(&b);
-    /* Surrogate feasibility multipliers: maximize F(mu) = sum_l min_k sum_a mu_a c_a / cap_a
-     * - 1 over the simplex (exponentiated subgradient). F(mu) > 0 proves that no policy fits;
-     * otherwise the best mu prunes the search (see dfs). Only with 2+ budgets and no incumbent
-     * yet (with one, the objective bound prunes and this would cost more than it saves). */
+    /* No incumbent yet with 2+ budgets: the surrogate multipliers (computed early in the
+     * subgradient phase, or now) prune the search, or prove at once that nothing fits. With
+     * an incumbent the objective bound prunes and they would cost more than they save. */
     if (b.na >= 2 && !b.have) {
-        double mu[D], fbest = -INFINITY, eta = 2.0;
-        for (int a = 0; a < b.na; a++)
-            mu[a] = 1.0 / b.na;
-        for (int it = 0; it < 60; it++) {
-            double f = -1, gr[D];
-            for (int a = 0; a < b.na; a++)
-                gr[a] = -1;
-            for (int l = 0; l < L; l++) {
-                int bk = -1;
-                double bv = INFINITY;
-                for (int k = 0; k < K; k++)
-                    if (usable(s, l, k)) {
-                        const double *c = cost_at(s, l, k);
-                        double v = 0;
-                        for (int a = 0; a < b.na; a++)
-                            v += mu[a] * c[b.act[a]] / b.cap[a];
-                        if (v < bv)
-                            bv = v, bk = k;
-                    }
-                f += bv;
-                const double *c = cost_at(s, l, bk);
-                for (int a = 0; a < b.na; a++)
-                    gr[a] += c[b.act[a]] / b.cap[a];
-            }
-            if (f > fbest) {
-                fbest = f;
-                memcpy(b.mu, mu, sizeof mu);
-            }
-            double z = 0;
-            for (int a = 0; a < b.na; a++)
-                z += mu[a] *= exp(eta * gr[a]);
-            for (int a = 0; a < b.na; a++)
-                mu[a] = fmax(mu[a] / z, 1e-12);
-            eta *= 0.93;
-        }
+        if (!have_mu && surrogate(&b) > 1e-9)
+            goto none;
         b.suf_f = calloc(L + 1, sizeof *b.suf_f);
         if (!b.suf_f) {
             e = qd_seterr(QD_ENOMEM, "search: out of memory");
@@ -444,6 +483,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     double c0[D] = {0};
     dfs(&b, 0, c0, 0);
     if (!b.have) {
+    none:;
         char figs[256] = "";
         for (int a = 0; a < b.na; a++)
             snprintf(figs + strlen(figs), sizeof figs - strlen(figs), "%s%s >= %.6g %s",
@@ -459,6 +499,6 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
 out:
     r->seconds = now() - t0;
     free(b.order), free(b.opt), free(b.red_min), free(b.suf_red), free(b.suf_c);
-    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f);
+    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f), free(b.ok), free(b.nc);
     return e;
 }
