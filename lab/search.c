@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "core/file.h"
-#include "core/md5.h"
 #include "core/rng.h"
 #include "gate/supernet.h"
 #include "lab/labrun.h"
@@ -29,7 +28,6 @@
 #include "policy/device.h"
 #include "policy/search.h"
 #include "policy/sens.h"
-#include "quant/calib.h"
 #include "quant/qm.h"
 #include "quant/runtime.h"
 

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/file.h"
 #include "core/md5.h"
 #include "nn/ckpt.h"
 #include "quant/calib.h"
@@ -25,22 +24,6 @@ void qd_decider_fini(struct qd_decider *d)
         qd_model_fini(&d->m);
     free(d->ranges);
     memset(d, 0, sizeof *d);
-}
-
-static qd_err md5_hex(const char *path, char *hex)
-{
-    uint8_t *b;
-    size_t n;
-    QD_TRY(qd_file_read(path, &b, &n));
-    struct qd_md5 m;
-    uint8_t h[16];
-    qd_md5_init(&m);
-    qd_md5_update(&m, b, n);
-    qd_md5_final(&m, h);
-    free(b);
-    for (int i = 0; i < 16; i++)
-        sprintf(hex + 2 * i, "%02x", h[i]);
-    return QD_OK;
 }
 
 static qd_err load_inner(const struct qd_decider_opts *o, struct qd_decider *d)
@@ -61,7 +44,7 @@ static qd_err load_inner(const struct qd_decider_opts *o, struct qd_decider *d)
     d->val.y = d->tr.y + (d->tr.n - n);
     d->hessian = o->hessian;
     char key[128], path[4200];
-    QD_TRY(md5_hex(o->ckpt, d->md5));
+    QD_TRY(qd_md5_file(o->ckpt, d->md5));
     snprintf(key, sizeof key, "%s:%s:%d", d->md5, d->tr.name, n);
     snprintf(path, sizeof path, "%s.sens.json", o->ckpt);
     qd_err e = qd_sens_load(&d->s, path, key, d->g.nq);
