@@ -156,8 +156,11 @@ double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery
 
 /* The exact search over one cost table; 0 objective entries for unsupported widths are made
  * infinite by the table's own infinite costs. */
+/* Searches one table (one activation bitwidth); with `upper` (a policy already found in the
+ * other table) only a better one is wanted, and QD_EBUDGET means none. */
 static qd_err search_table(const struct qd_cost_table *t, const double *budget,
-                           const double *objw, double obja, struct qd_decision *r)
+                           const double *objw, double obja, const double *upper,
+                           struct qd_decision *r)
 {
     int L = t->L, K = t->K;
     double obj[QD_POLICY_MAX * 4];
@@ -167,7 +170,8 @@ static qd_err search_table(const struct qd_cost_table *t, const double *budget,
     for (int l = 0; l < L; l++)
         for (int k = 0; k < K; k++)
             obj[l * K + k] = objw[l * 17 + t->wbits[k]] + (l == 0 ? obja : 0);
-    struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost};
+    struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost,
+                          .have_upper = upper != NULL, .upper = upper ? *upper : 0};
     memcpy(s.base, t->base, sizeof s.base);
     memcpy(s.budget, budget, sizeof s.budget);
     QD_TRY(qd_search_exact(&s, ch, &r->r));
@@ -201,11 +205,29 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
     double mincost[QD_BUDGET_COUNT];
     for (int i = 0; i < QD_BUDGET_COUNT; i++)
         mincost[i] = INFINITY;
-    for (int i = 0; i < 2; i++) {
-        if (!t->have[i])
+    /* the table with the lower unconstrained optimum first: its answer bounds the other's
+     * search (often skips it: the gate's activation logits favour one table strongly) */
+    double lb[2] = {INFINITY, INFINITY};
+    for (int i = 0; i < 2; i++)
+        if (t->have[i]) {
+            const struct qd_cost_table *c = &t->t[i];
+            lb[i] = obja ? obja[i] : 0;
+            for (int l = 0; l < c->L; l++) {
+                double m = INFINITY;
+                for (int k = 0; k < c->K; k++)
+                    m = fmin(m, objw[l * 17 + c->wbits[k]]);
+                lb[i] += m;
+            }
+        }
+    for (int j = 0; j < 2; j++) {
+        int i = lb[1] < lb[0] ? 1 - j : j;
+        if (!t->have[i] || (found && lb[i] >= best.r.obj))
             continue;
         memset(&a, 0, sizeof a);
-        qd_err e = search_table(&t->t[i], budget, objw, obja ? obja[i] : 0, &a);
+        qd_err e = search_table(&t->t[i], budget, objw, obja ? obja[i] : 0,
+                                found ? &best.r.obj : NULL, &a);
+        if (e == QD_EBUDGET && found)
+            continue; /* nothing better here */
         if (e == QD_EBUDGET) {
             for (int k = 0; k < QD_BUDGET_COUNT; k++)
                 mincost[k] = fmin(mincost[k], a.r.cost[k]);

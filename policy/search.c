@@ -74,57 +74,35 @@ static int fits(const struct qd_search *s, const double *c)
     return 1;
 }
 
-/* Greedy repair: from the assignment in ch, while a budget is broken, the single change with
- * the least objective increase per unit of normalized excess removed. */
-static int repair(const struct qd_search *s, int *ch)
-{
-    for (int it = 0; it < s->L * s->K * 4; it++) {
-        struct qd_search_result r;
-        qd_search_eval(s, ch, &r);
-        if (fits(s, r.cost))
-            return 1;
-        double best = INFINITY;
-        int bl = -1, bk = -1;
-        for (int l = 0; l < s->L; l++)
-            for (int k = 0; k < s->K; k++) {
-                if (k == ch[l] || !usable(s, l, k))
-                    continue;
-                const double *a = cost_at(s, l, ch[l]), *b = cost_at(s, l, k);
-                double gain = 0;
-                for (int d = 0; d < D; d++)
-                    if (r.cost[d] > s->budget[d])
-                        gain += (a[d] - b[d]) / (r.cost[d] - s->budget[d]);
-                if (gain <= 0)
-                    continue;
-                double dobj = s->obj[(size_t)l * s->K + k] - s->obj[(size_t)l * s->K + ch[l]];
-                double score = dobj / gain;
-                if (score < best)
-                    best = score, bl = l, bk = k;
-            }
-        if (bl < 0)
-            return 0;
-        ch[bl] = bk;
-    }
-    return 0;
-}
+/* One option of the layer at a search position, with what the search needs of it. */
+struct opt {
+    int k;        /* option index, -1 ends a position's list */
+    double red;   /* reduced cost obj + lam . nc */
+    double obj;
+    double f;     /* mu . nc (surrogate feasibility weight) */
+    double nc[D]; /* costs of the active dimensions over their caps */
+};
 
 struct bb {
     const struct qd_search *s;
     int L, K, na, act[D];
     double cap[D];     /* budget - base of each active dimension */
     double lam[D];     /* Lagrange multipliers (per unit of normalized cost) */
+    double lam_sum;
     double mu[D];      /* feasibility multipliers: a convex weighting of the normalized costs */
+    int use_f;         /* prune by the surrogate constraint */
     double *suf_f;     /* (L + 1): sum over positions >= i of the least mu-weighted cost */
     int *order;        /* layers in search order */
-    int *opt;          /* (L, K): options of each layer by ascending reduced cost, -1 ends */
-    double *red_min;   /* (L): min reduced cost of layer order[i] */
-    double *suf_red;   /* (L + 1): sum of red_min over positions >= i */
-    double *suf_c;     /* (L + 1, D): sum of min cost over positions >= i */
+    struct opt *opt;   /* (L, K): options of position i by ascending reduced cost */
+    double *suf_red;   /* (L + 1): sum of the least reduced cost over positions >= i */
+    double *suf_n;     /* (L + 1, D): sum of the least normalized cost over positions >= i */
     int *cur, *best;   /* (L) by layer */
     uint8_t *ok;       /* (L, K): usable options */
     double *nc;        /* (L, K, D): costs of the active dimensions over their caps */
+    struct cand *cand; /* (L * K): repair's ranked changes */
     double best_obj;
     int have;
+    double cut;        /* objective to beat: the incumbent's, or the caller's upper bound */
     long nodes;
 };
 
@@ -165,56 +143,118 @@ static void consider(struct bb *b, const int *ch)
 {
     struct qd_search_result r;
     qd_search_eval(b->s, ch, &r);
-    if (fits(b->s, r.cost) && (!b->have || r.obj < b->best_obj)) {
+    if (fits(b->s, r.cost) && r.obj < b->cut) {
         memcpy(b->best, ch, sizeof *ch * b->L);
-        b->best_obj = r.obj;
+        b->best_obj = b->cut = r.obj;
         b->have = 1;
     }
 }
 
-/* Depth-first over positions i (layer order[i]); c: costs so far; o: objective so far. */
-static void dfs(struct bb *b, int i, const double *c, double o)
+/* Depth-first over positions i (layer order[i]); n: normalized costs so far (active
+ * dimensions); red, o, f: reduced cost, objective and surrogate weight so far. Every bound
+ * here is on normalized costs, summed in search order, so each gets a slack of 1e-9; the
+ * exact test is consider()'s. */
+static void dfs(struct bb *b, int i, const double *n, double red, double o, double f)
 {
     b->nodes++;
     if (i == b->L) {
-        consider(b, b->cur);
+        /* o is summed in search order; only a near-improvement is worth the exact re-sum */
+        if (o < b->cut + fabs(b->cut) * 1e-9)
+            consider(b, b->cur);
         return;
     }
-    int l = b->order[i];
-    for (int j = 0; j < b->K; j++) {
-        int k = b->opt[(size_t)i * b->K + j];
-        if (k < 0)
+    const struct opt *op = b->opt + (size_t)i * b->K;
+    const double *rest = b->suf_n + (size_t)(i + 1) * D;
+    double rest_red = b->suf_red[i + 1] - b->lam_sum, rest_f = b->suf_f[i + 1];
+    double cut = isfinite(b->cut) ? b->cut - fabs(b->cut) * 1e-12 : INFINITY;
+    for (int j = 0; j < b->K && op[j].k >= 0; j++) {
+        /* Lagrangian bound of every completion: the options come by ascending reduced
+         * cost, so once one is cut the rest are too */
+        double r = red + op[j].red;
+        if (r + rest_red >= cut)
             break;
-        const double *ck = cost_at(b->s, l, k);
-        double nc[D], no = o + b->s->obj[(size_t)l * b->K + k];
-        int ok = 1;
-        double slack_sum = 0;
-        for (int a = 0; a < b->na && ok; a++) {
-            int d = b->act[a];
-            nc[a] = c[a] + ck[d];
-            double need = nc[a] + b->suf_c[(i + 1) * D + d];
-            ok = need <= b->cap[a] + fabs(b->cap[a]) * 1e-9 + 1e-12;
-            slack_sum += b->lam[a] * (b->cap[a] - nc[a]) / b->cap[a];
+        double nn[D];
+        int fit = 1;
+        for (int a = 0; a < b->na && fit; a++) {
+            nn[a] = n[a] + op[j].nc[a];
+            fit = nn[a] + rest[a] <= 1 + 1e-9;
         }
-        if (!ok)
+        if (!fit)
             continue;
         /* Surrogate feasibility: every policy that fits has sum_a mu_a cost_a / cap_a <= 1,
          * so a partial one whose cheapest completion already exceeds it cannot fit. It cuts
          * where each budget alone still could be met (proving infeasibility included). */
-        if (b->suf_f) {
-            double f = b->suf_f[i + 1];
-            for (int a = 0; a < b->na; a++)
-                f += b->mu[a] * nc[a] / b->cap[a];
-            if (f > 1 + 1e-9)
-                continue;
-        }
-        /* Lagrangian bound of every completion: no + sum of reduced minima - lam . slack */
-        double lb = no + b->suf_red[i + 1] - slack_sum;
-        if (b->have && lb >= b->best_obj - fabs(b->best_obj) * 1e-12)
+        double nf = f + op[j].f;
+        if (b->use_f && nf + rest_f > 1 + 1e-9)
             continue;
-        b->cur[l] = k;
-        dfs(b, i + 1, nc, no);
+        b->cur[b->order[i]] = op[j].k;
+        dfs(b, i + 1, nn, r, o + op[j].obj, nf);
     }
+}
+
+struct cand {
+    double score;
+    int l, k;
+};
+
+static int cmp_cand(const void *x, const void *y)
+{
+    double a = ((const struct cand *)x)->score, c = ((const struct cand *)y)->score;
+    return a < c ? -1 : a > c;
+}
+
+/* Greedy repair: from the assignment in ch, while a budget is broken, changes of one layer's
+ * option ranked by objective increase per unit of total normalized excess removed. A round
+ * ranks every change once, then applies them in that order while each still lowers the
+ * excess (so it ends, and costs O(LK log LK) a round, not O(LK) a change). On normalized
+ * costs, kept incrementally; 1: the budgets hold (consider() then checks exactly). */
+static int repair(const struct bb *b, int *ch)
+{
+    int L = b->L, K = b->K, na = b->na;
+    const double one = 1 - 1e-12;
+    double c[D] = {0}, ex = 0;
+    for (int l = 0; l < L; l++)
+        for (int a = 0; a < na; a++)
+            c[a] += b->nc[((size_t)l * K + ch[l]) * D + a];
+    for (int a = 0; a < na; a++)
+        ex += fmax(0, c[a] - one);
+    for (int round = 0; round < 8 && ex > 0; round++) {
+        int n = 0;
+        for (int l = 0; l < L; l++) {
+            const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
+            double ocur = b->s->obj[(size_t)l * K + ch[l]];
+            for (int k = 0; k < K; k++) {
+                if (k == ch[l] || !b->ok[l * K + k])
+                    continue;
+                const double *nw = b->nc + ((size_t)l * K + k) * D;
+                double nex = 0;
+                for (int a = 0; a < na; a++)
+                    nex += fmax(0, c[a] - cur[a] + nw[a] - one);
+                if (nex < ex)
+                    b->cand[n++] = (struct cand){(b->s->obj[(size_t)l * K + k] - ocur) /
+                                                 (ex - nex), l, k};
+            }
+        }
+        if (!n)
+            return 0;
+        qsort(b->cand, n, sizeof *b->cand, cmp_cand);
+        for (int i = 0; i < n && ex > 0; i++) {
+            int l = b->cand[i].l, k = b->cand[i].k;
+            if (k == ch[l])
+                continue;
+            const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
+            const double *nw = b->nc + ((size_t)l * K + k) * D;
+            double nex = 0;
+            for (int a = 0; a < na; a++)
+                nex += fmax(0, c[a] - cur[a] + nw[a] - one);
+            if (!(nex < ex))
+                continue;
+            for (int a = 0; a < na; a++)
+                c[a] += nw[a] - cur[a];
+            ch[l] = k, ex = nex;
+        }
+    }
+    return ex == 0;
 }
 
 /* 1-opt on the incumbent: single-layer changes that keep every budget and lower the
@@ -297,6 +337,8 @@ static double surrogate(struct bb *b)
         if (f > fbest) {
             fbest = f;
             memcpy(b->mu, mu, sizeof mu);
+            if (f > 1e-9)
+                break; /* proof enough: nothing fits */
         }
         double z = 0;
         for (int a = 0; a < b->na; a++)
@@ -315,7 +357,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     if (s->L < 1 || s->K < 1)
         return qd_seterr(QD_EINVAL, "search: %d layers, %d options", s->L, s->K);
     int L = s->L, K = s->K;
-    struct bb b = {.s = s, .L = L, .K = K};
+    struct bb b = {.s = s, .L = L, .K = K, .cut = s->have_upper ? s->upper : INFINITY};
     for (int d = 0; d < D; d++)
         if (isfinite(s->budget[d]))
             b.act[b.na++] = d;
@@ -323,17 +365,19 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     double minc[D] = {0};
     for (int l = 0; l < L; l++) {
         int any = 0;
+        double m[D];
+        for (int d = 0; d < D; d++)
+            m[d] = INFINITY;
         for (int k = 0; k < K; k++)
-            any |= usable(s, l, k);
+            if (usable(s, l, k)) {
+                any = 1;
+                for (int d = 0; d < D; d++)
+                    m[d] = fmin(m[d], cost_at(s, l, k)[d]);
+            }
         if (!any)
             return qd_seterr(QD_EBUDGET, "search: layer %d has no usable option", l);
-        for (int d = 0; d < D; d++) {
-            double m = INFINITY;
-            for (int k = 0; k < K; k++)
-                if (usable(s, l, k))
-                    m = fmin(m, cost_at(s, l, k)[d]);
-            minc[d] += m;
-        }
+        for (int d = 0; d < D; d++)
+            minc[d] += m[d];
     }
     for (int d = 0; d < D; d++)
         r->cost[d] = s->base[d] + minc[d];
@@ -349,18 +393,19 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     }
     b.order = malloc(sizeof *b.order * L);
     b.opt = malloc(sizeof *b.opt * L * K);
-    b.red_min = malloc(sizeof *b.red_min * L);
     b.suf_red = calloc(L + 1, sizeof *b.suf_red);
-    b.suf_c = calloc((size_t)(L + 1) * D, sizeof *b.suf_c);
+    b.suf_n = calloc((size_t)(L + 1) * D, sizeof *b.suf_n);
+    b.suf_f = calloc(L + 1, sizeof *b.suf_f);
     b.cur = malloc(sizeof *b.cur * L);
     b.best = malloc(sizeof *b.best * L);
     int *x = malloc(sizeof *x * L);
     double *gap = malloc(sizeof *gap * L);
     b.ok = malloc((size_t)L * K);
     b.nc = malloc(sizeof *b.nc * (size_t)L * K * D);
+    b.cand = malloc(sizeof *b.cand * (size_t)L * K);
     qd_err e = QD_OK;
-    if (!b.order || !b.opt || !b.red_min || !b.suf_red || !b.suf_c || !b.cur || !b.best || !x ||
-        !gap || !b.ok || !b.nc) {
+    if (!b.order || !b.opt || !b.suf_red || !b.suf_n || !b.suf_f || !b.cur || !b.best || !x ||
+        !gap || !b.ok || !b.nc || !b.cand) {
         e = qd_seterr(QD_ENOMEM, "search: out of memory");
         goto out;
     }
@@ -392,8 +437,18 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
                 goto none;
         }
         consider(&b, x);
-        if (b.have && lb_best >= b.best_obj - fabs(b.best_obj) * 1e-12)
-            break; /* the bound meets the incumbent: it is optimal */
+        if (it == 0 && !b.have) {
+            /* the unconstrained optimum, repaired and improved: an early incumbent steers
+             * the steps and usually spares the surrogate below */
+            memcpy(b.cur, x, sizeof *x * L);
+            if (repair(&b, b.cur)) {
+                consider(&b, b.cur);
+                if (b.have)
+                    improve(&b);
+            }
+        }
+        if (lb_best >= b.cut - fabs(b.cut) * 1e-12)
+            break; /* the bound meets the incumbent (it is optimal) or the caller's bound */
         double gg = 0;
         for (int a = 0; a < b.na; a++) {
             double gp = b.lam[a] > 0 || g[a] > 0 ? g[a] : 0; /* projected */
@@ -401,7 +456,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
         }
         if (gg == 0)
             break; /* x feasible with complementary slackness: optimal */
-        double ub = b.have ? b.best_obj : v + fabs(v) * 0.1 + 1e-9;
+        double ub = isfinite(b.cut) ? b.cut : v + fabs(v) * 0.1 + 1e-9;
         double step = (ub - v) / gg;
         if (!(step > 0))
             step = 1e-3;
@@ -411,27 +466,25 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     memcpy(b.lam, lam_best, sizeof lam_best);
     dual(&b, x, g);
     memcpy(b.cur, x, sizeof *x * L);
-    if (repair(s, b.cur))
+    if (repair(&b, b.cur))
         consider(&b, b.cur);
     if (b.have)
         improve(&b);
+    if (!b.have && lb_best >= b.cut - fabs(b.cut) * 1e-12)
+        goto none; /* nothing below the caller's bound */
     /* No incumbent yet with 2+ budgets: the surrogate multipliers (computed early in the
      * subgradient phase, or now) prune the search, or prove at once that nothing fits. With
      * an incumbent the objective bound prunes and they would cost more than they save. */
     if (b.na >= 2 && !b.have) {
         if (!have_mu && surrogate(&b) > 1e-9)
             goto none;
-        b.suf_f = calloc(L + 1, sizeof *b.suf_f);
-        if (!b.suf_f) {
-            e = qd_seterr(QD_ENOMEM, "search: out of memory");
-            goto out;
-        }
+        b.use_f = 1;
     }
     /* search order: layers whose best and second-best reduced costs differ most first */
     for (int l = 0; l < L; l++) {
         double m1 = INFINITY, m2 = INFINITY;
         for (int k = 0; k < K; k++)
-            if (usable(s, l, k)) {
+            if (b.ok[l * K + k]) {
                 double v = reduced(&b, l, k);
                 if (v < m1)
                     m2 = m1, m1 = v;
@@ -442,46 +495,39 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
         b.order[l] = l;
     }
     qsort_r(b.order, L, sizeof *b.order, cmp_gap_desc, gap);
+    for (int a = 0; a < b.na; a++)
+        b.lam_sum += b.lam[a];
     for (int i = L - 1; i >= 0; i--) {
         int l = b.order[i], n = 0;
-        double rv[64];
-        for (int k = 0; k < K; k++)
-            if (usable(s, l, k))
-                b.opt[(size_t)i * K + n] = k, rv[n++] = reduced(&b, l, k);
-        for (int p = 1; p < n; p++) /* insertion sort by reduced cost */
-            for (int q = p; q > 0 && rv[q] < rv[q - 1]; q--) {
-                double tv = rv[q];
-                rv[q] = rv[q - 1], rv[q - 1] = tv;
-                int tk = b.opt[(size_t)i * K + q];
-                b.opt[(size_t)i * K + q] = b.opt[(size_t)i * K + q - 1];
-                b.opt[(size_t)i * K + q - 1] = tk;
+        struct opt *op = b.opt + (size_t)i * K;
+        double *sn = b.suf_n + (size_t)i * D;
+        for (int a = 0; a < b.na; a++)
+            sn[a] = INFINITY;
+        double fmin_ = INFINITY;
+        for (int k = 0; k < K; k++) {
+            if (!b.ok[l * K + k])
+                continue;
+            struct opt o = {.k = k, .red = reduced(&b, l, k), .obj = s->obj[(size_t)l * K + k]};
+            const double *c = b.nc + ((size_t)l * K + k) * D;
+            for (int a = 0; a < b.na; a++) {
+                o.nc[a] = c[a], o.f += b.mu[a] * c[a];
+                sn[a] = fmin(sn[a], c[a]);
             }
+            fmin_ = fmin(fmin_, o.f);
+            int q = n++; /* insertion sort by reduced cost */
+            for (; q > 0 && op[q - 1].red > o.red; q--)
+                op[q] = op[q - 1];
+            op[q] = o;
+        }
         if (n < K)
-            b.opt[(size_t)i * K + n] = -1;
-        b.red_min[i] = rv[0];
-        b.suf_red[i] = b.suf_red[i + 1] + rv[0];
-        for (int d = 0; d < D; d++) {
-            double m = INFINITY;
-            for (int k = 0; k < K; k++)
-                if (usable(s, l, k))
-                    m = fmin(m, cost_at(s, l, k)[d]);
-            b.suf_c[i * D + d] = b.suf_c[(i + 1) * D + d] + m;
-        }
-        if (b.suf_f) {
-            double m = INFINITY;
-            for (int k = 0; k < K; k++)
-                if (usable(s, l, k)) {
-                    const double *c = cost_at(s, l, k);
-                    double v = 0;
-                    for (int a = 0; a < b.na; a++)
-                        v += b.mu[a] * c[b.act[a]] / b.cap[a];
-                    m = fmin(m, v);
-                }
-            b.suf_f[i] = b.suf_f[i + 1] + m;
-        }
+            op[n].k = -1;
+        b.suf_red[i] = b.suf_red[i + 1] + op[0].red;
+        for (int a = 0; a < b.na; a++)
+            sn[a] += sn[D + a];
+        b.suf_f[i] = b.suf_f[i + 1] + fmin_;
     }
-    double c0[D] = {0};
-    dfs(&b, 0, c0, 0);
+    double n0[D] = {0};
+    dfs(&b, 0, n0, 0, 0, 0);
     if (!b.have) {
     none:;
         char figs[256] = "";
@@ -489,8 +535,12 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
             snprintf(figs + strlen(figs), sizeof figs - strlen(figs), "%s%s >= %.6g %s",
                      a ? ", " : "", qd_budget_name(b.act[a]), r->cost[b.act[a]],
                      unit(b.act[a]));
-        e = qd_seterr(QD_EBUDGET, "no policy meets all the budgets together (each alone can be "
-                                  "met: %s)", figs);
+        if (s->have_upper)
+            e = qd_seterr(QD_EBUDGET, "no policy meets all the budgets with an objective below "
+                                      "%.9g (each budget alone can be met: %s)", s->upper, figs);
+        else
+            e = qd_seterr(QD_EBUDGET, "no policy meets all the budgets together (each alone "
+                                      "can be met: %s)", figs);
         goto out;
     }
     memcpy(choice, b.best, sizeof *choice * L);
@@ -498,7 +548,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     r->states = b.nodes;
 out:
     r->seconds = now() - t0;
-    free(b.order), free(b.opt), free(b.red_min), free(b.suf_red), free(b.suf_c);
-    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f), free(b.ok), free(b.nc);
+    free(b.order), free(b.opt), free(b.suf_red), free(b.suf_n);
+    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f), free(b.ok), free(b.nc), free(b.cand);
     return e;
 }

@@ -10,13 +10,16 @@
  *     int choice[L]; struct qd_search_result r;
  *     if (qd_search_exact(&s, choice, &r) == QD_EBUDGET) puts(qd_errmsg());
  *
- * Method: dynamic programming over layers on Pareto sets. After layer l a partial policy is a
- * point (costs of the budgeted dimensions, objective); a point is dropped when (a) even the
- * cheapest completion breaks a budget, (b) its objective plus the cheapest completion's
- * objective is no better than a complete policy already known (a greedy one to start), or
- * (c) another point is no worse in every budgeted cost and in the objective. None of these can
- * drop the optimum, so the result is exact; the work is the size of the Pareto sets, small in
- * practice (a test compares with brute force, bench/search_vs_glpk.sh with an ILP solver).
+ * Method: branch and bound over layers. Lagrange multipliers for the budgets (projected
+ * subgradient) give every layer a reduced cost, a lower bound for every partial policy and a
+ * first incumbent (the dual's minimizer, repaired greedily, then improved by single-layer
+ * changes). The depth-first search takes layers with the clearest choice first and each
+ * layer's options by ascending reduced cost; a partial policy is dropped when (a) even the
+ * cheapest completion breaks a budget, (b) with two or more budgets and no incumbent yet, the
+ * cheapest completion breaks their surrogate (a convex combination of the normalized budgets,
+ * whose multipliers also prove infeasibility outright), or (c) its Lagrangian bound is no
+ * better than the incumbent. None of these can drop the optimum, so the result is exact (a
+ * test compares with brute force, bench/search_vs_glpk.sh with an ILP solver).
  * Options with an infinite cost or objective are never chosen (unsupported bitwidths). */
 #ifndef QD_POLICY_SEARCH_H
 #define QD_POLICY_SEARCH_H
@@ -32,12 +35,14 @@ struct qd_search {
     const double *cost;               /* (L, K, QD_BUDGET_COUNT): additive per-layer costs */
     double base[QD_BUDGET_COUNT];     /* fixed part of each figure */
     double budget[QD_BUDGET_COUNT];   /* INFINITY: unconstrained */
+    int have_upper;                   /* only a policy with an objective below `upper` is */
+    double upper;                     /* wanted (QD_EBUDGET when none): a known solution's */
 };
 
 struct qd_search_result {
     double obj;
     double cost[QD_BUDGET_COUNT]; /* base + the chosen options' costs, summed in layer order */
-    long states;                  /* Pareto points kept over all layers (work done) */
+    long states;                  /* search nodes visited (work done) */
     double seconds;
 };
 

@@ -1,4 +1,5 @@
-/* Policy: the exact search against brute force on every instance small enough to enumerate,
+/* Policy: the exact search against brute force on every instance small enough to enumerate
+ * (with and without a caller's upper bound on the objective),
  * device profiles, and the cost model against built models. */
 #include "testutil.h"
 
@@ -133,6 +134,14 @@ static void search_equals_brute_force(void **st)
         }
         if (fabs(ev.obj - wobj) > 1e-12 * (1 + fabs(wobj)))
             fail_msg("instance %d (L=%d): search %.17g, brute force %.17g", t, in.L, ev.obj, wobj);
+        /* a caller's upper bound: just above the optimum still finds it, at it finds none */
+        struct qd_search up = in.s;
+        up.have_upper = 1, up.upper = wobj + 1e-9 * (1 + fabs(wobj));
+        if (qd_search_exact(&up, got, &res) || fabs(res.obj - wobj) > 1e-12 * (1 + fabs(wobj)))
+            fail_msg("instance %d: with an upper bound above the optimum: %s", t, qd_errmsg());
+        up.upper = wobj - 1e-9 * (1 + fabs(wobj));
+        if (qd_search_exact(&up, got, &res) != QD_EBUDGET)
+            fail_msg("instance %d: a policy below the optimum %.17g: %.17g", t, wobj, res.obj);
         feasible++;
     }
     fprintf(stderr, "%d feasible and %d infeasible instances agree with brute force\n",
