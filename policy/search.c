@@ -17,6 +17,9 @@
 #ifndef STALL
 #define STALL 12
 #endif
+#ifndef THETA_WAIT
+#define THETA_WAIT 3
+#endif
 
 
 const char *qd_budget_name(enum qd_budget d)
@@ -204,9 +207,10 @@ static int cmp_cand(const void *x, const void *y)
 }
 
 /* Greedy repair: from the assignment in ch, while a budget is broken, changes of one layer's
- * option ranked by objective increase per unit of total normalized excess removed. A round
- * ranks every change once, then applies them in that order while each still lowers the
- * excess (so it ends, and costs O(LK log LK) a round, not O(LK) a change). On normalized
+ * option ranked by objective increase per unit of total normalized excess removed. The first
+ * rounds rank every change once and apply them in that order while each still lowers the
+ * excess (O(LK log LK) a round, not O(LK) a change); then, if budgets are still broken, one
+ * change at a time, rescored. Every change lowers the excess, so it ends. On normalized
  * costs, kept incrementally; 1: the budgets hold (consider() then checks exactly). */
 static int repair(const struct bb *b, int *ch)
 {
@@ -218,8 +222,8 @@ static int repair(const struct bb *b, int *ch)
             c[a] += b->nc[((size_t)l * K + ch[l]) * D + a];
     for (int a = 0; a < na; a++)
         ex += fmax(0, c[a] - one);
-    for (int round = 0; round < 8 && ex > 0; round++) {
-        int n = 0;
+    for (int round = 0; round < 4 + L * K && ex > 0; round++) {
+        int n = 0, ranked = round < 4;
         for (int l = 0; l < L; l++) {
             const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
             double ocur = b->s->obj[(size_t)l * K + ch[l]];
@@ -230,14 +234,21 @@ static int repair(const struct bb *b, int *ch)
                 double nex = 0;
                 for (int a = 0; a < na; a++)
                     nex += fmax(0, c[a] - cur[a] + nw[a] - one);
-                if (nex < ex)
-                    b->cand[n++] = (struct cand){(b->s->obj[(size_t)l * K + k] - ocur) /
-                                                 (ex - nex), l, k};
+                if (!(nex < ex))
+                    continue;
+                struct cand cd = {(b->s->obj[(size_t)l * K + k] - ocur) / (ex - nex), l, k};
+                if (ranked)
+                    b->cand[n++] = cd;
+                else if (!n++ || cd.score < b->cand[0].score)
+                    b->cand[0] = cd;
             }
         }
         if (!n)
             return 0;
-        qsort(b->cand, n, sizeof *b->cand, cmp_cand);
+        if (ranked)
+            qsort(b->cand, n, sizeof *b->cand, cmp_cand);
+        else
+            n = 1;
         for (int i = 0; i < n && ex > 0; i++) {
             int l = b->cand[i].l, k = b->cand[i].k;
             if (k == ch[l])
@@ -416,16 +427,20 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
             for (int a = 0; a < b.na; a++)
                 b.nc[((size_t)l * K + k) * D + a] = c[b.act[a]] / b.cap[a];
         }
-    /* Lagrangian dual by projected subgradient (Polyak steps toward the incumbent) */
-    double lam_best[D] = {0}, lb_best = -INFINITY, g[D];
-    int last_gain = 0, have_mu = 0;
+    /* Lagrangian dual by projected subgradient: Polyak steps toward the incumbent, scaled by
+     * theta, halved after THETA_WAIT rounds without a new best (a poor incumbent would
+     * otherwise keep the steps too long and the bound loose) */
+    double lam_best[D] = {0}, lb_best = -INFINITY, g[D], theta = 1;
+    int last_gain = 0, last_best = 0, have_mu = 0;
     for (int it = 0; it < (b.na ? 80 : 1); it++) {
         double v = dual(&b, x, g);
         if (v > lb_best + fabs(lb_best) * 1e-4) /* a real gain, not a crawl */
             last_gain = it;
         if (v > lb_best) {
-            lb_best = v;
+            lb_best = v, last_best = it;
             memcpy(lam_best, b.lam, sizeof lam_best);
+        } else if (it - last_best >= THETA_WAIT) {
+            theta *= 0.5, last_best = it;
         }
         if (it - last_gain > STALL)
             break; /* the bound has stopped rising: the search takes it from here */
@@ -457,7 +472,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
         if (gg == 0)
             break; /* x feasible with complementary slackness: optimal */
         double ub = isfinite(b.cut) ? b.cut : v + fabs(v) * 0.1 + 1e-9;
-        double step = (ub - v) / gg;
+        double step = theta * (ub - v) / gg;
         if (!(step > 0))
             step = 1e-3;
         for (int a = 0; a < b.na; a++)
