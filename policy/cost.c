@@ -1,4 +1,6 @@
-/* Cost model (see cost.h). Latency of node i with weight bits w and activation bits a:
+/* Cost model (see cost.h). Devices with a host kernel model ([kernels], see device.h) use
+ * qd_cost_kernel_features; the others, latency of node i with weight bits w and activation
+ * bits a:
  *   cycles = MACs * mac_cycles[w] * (a == 16 ? act16 : 1) * (depthwise ? depthwise : 1)
  *          + bytes * per_byte + per_layer
  * where bytes = packed weights + input and output activations; nodes without weights (adds,
@@ -28,11 +30,74 @@ static double tensor_len(const struct qd_igraph *g, int t)
     return (double)qd_igraph_tensor_len(g, t);
 }
 
+void qd_cost_kernel_features(const struct qd_igraph *g, int i, int w, int a,
+                             const struct qd_device *d, double *x)
+{
+    const struct qd_inode *n = &g->nodes[i];
+    memset(x, 0, sizeof *x * QD_KF_COUNT);
+    double out = tensor_len(g, i + 1);
+    int wide = a == 16;
+    if (n->qidx < 0) {
+        x[wide ? QD_KF_ELEM_LAYER16 : QD_KF_ELEM_LAYER] = 1;
+        x[n->op == QD_IOP_ADD ? (wide ? QD_KF_ADD16 : QD_KF_ADD) : (wide ? QD_KF_POOL16
+                                                                           : QD_KF_POOL)] = out;
+        return;
+    }
+    double macs = qd_cost_node_macs(g, i);
+    int dense = n->op == QD_IOP_DENSE, dw = !dense && n->groups > 1;
+    int K = dense ? 1 : n->k;
+    if (wide || w > 8) { /* the reference kernels */
+        x[dw ? QD_KF_REF_DW_MAC : QD_KF_REF_MAC] = macs;
+        if (!dw)
+            x[QD_KF_REF_ROW] = macs / ((double)K * K);
+        x[QD_KF_REF_OUT] = out;
+        x[QD_KF_REF_LAYER] = 1;
+        return;
+    }
+    x[QD_KF_FAST_LAYER] = 1;
+    if (dw) {
+        x[w <= 2 ? QD_KF_DW_MAC2 : w <= 4 ? QD_KF_DW_MAC4 : QD_KF_DW_MAC8] = macs;
+        x[QD_KF_DW_OUT] = out;
+        x[QD_KF_DW_CHAN] = n->c;
+        x[QD_KF_DW_ROW] = (double)n->c * n->h;
+        x[QD_KF_DW_IN] = out * n->stride * n->stride;
+        return;
+    }
+    /* the SIMD kernel: for each output row and group of up to 4 blocks of `lanes` output
+     * channels, tiles of tile[NB] pixels (then single pixels); a tile loads its blocks'
+     * weights for every tap and input group once */
+    int C = dense ? n->in_len : n->cin, OH = dense ? 1 : n->h, OW = dense ? 1 : n->w;
+    int S = dense ? 1 : n->stride;
+    double ng = ceil((double)C / d->k_group), nb = ceil((double)n->c / d->k_lanes);
+    double calls = 0, loads = 0;
+    for (int left = (int)nb; left > 0; left -= 4) {
+        int NB = left < 4 ? left : 4, NP = d->k_tile[NB];
+        double per_row = OW / NP + OW % NP;
+        calls += OH * per_row;
+        loads += OH * per_row * NB * K * K * ng;
+    }
+    double hp = (OH - 1.0) * S + K, wp = (OW - 1.0) * S + K; /* padded input extent */
+    x[QD_KF_SIMD_CALL] = calls;
+    x[QD_KF_SIMD_WLOAD] = loads;
+    x[QD_KF_SIMD_MAC] = (double)OH * OW * nb * K * K * ng;
+    x[QD_KF_SIMD_PREP] = hp * wp * ng * d->k_group;
+    x[QD_KF_SIMD_OUT] = out;
+}
+
 /* cycles and pJ of node i at weight bits w (ignored without weights), activation bits a */
 static void node_cost(const struct qd_igraph *g, const struct qd_device *d, int i, int w, int a,
                       double *cycles, double *pj)
 {
     const struct qd_inode *n = &g->nodes[i];
+    if (d->kernels) {
+        double x[QD_KF_COUNT];
+        qd_cost_kernel_features(g, i, w, a, d, x);
+        *cycles = 0;
+        for (int f = 0; f < QD_KF_COUNT; f++)
+            *cycles += d->kcoef[f] * x[f];
+        *pj = *cycles / (d->clock_mhz * 1e-3) * d->k_watts * 1e3; /* ns x W = nJ */
+        return;
+    }
     double act_bytes = (tensor_len(g, n->in[0]) + tensor_len(g, i + 1)) * a / 8;
     if (n->in[1] >= 0 && n->op == QD_IOP_ADD)
         act_bytes += tensor_len(g, n->in[1]) * a / 8;

@@ -42,6 +42,12 @@ qd_err qd_cost_table_build(const struct qd_igraph *g, const struct qd_device *d,
                            struct qd_cost_table *t);
 void qd_cost_table_fini(struct qd_cost_table *t);
 
+/* Features of igraph node i under the host kernel model (d's [kernels] geometry) at weight
+ * bits w and input activation bits a: x (QD_KF_COUNT), whose dot product with d->kcoef is
+ * its cycles. quantlab calibrate-host fits kcoef on the same features. */
+void qd_cost_kernel_features(const struct qd_igraph *g, int i, int w, int a,
+                             const struct qd_device *d, double *x);
+
 /* MACs of igraph node i for one sample (0 for ops without weights). */
 double qd_cost_node_macs(const struct qd_igraph *g, int i);
 

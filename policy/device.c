@@ -141,6 +141,26 @@ static int handler(void *user, const char *sec, const char *key, const char *val
             ok = number(val, 0, 1e6, &d->per_element);
         else
             BAD("unknown key");
+    } else if (!strcmp(sec, "kernels")) {
+        int found = 0;
+        d->kernels = 1;
+        for (int i = 0; i < QD_KF_COUNT && !found; i++)
+            if (!strcmp(key, qd_kf_keys[i]))
+                ok = number(val, 0, 1e9, &d->kcoef[i]), found = 1;
+        if (found)
+            ;
+        else if (!strcmp(key, "simd_lanes"))
+            ok = number(val, 1, 64, &x), d->k_lanes = (int)x;
+        else if (!strcmp(key, "simd_group"))
+            ok = number(val, 1, 64, &x), d->k_group = (int)x;
+        else if (!strcmp(key, "simd_tile"))
+            ok = sscanf(val, "%d,%d,%d,%d", &d->k_tile[1], &d->k_tile[2], &d->k_tile[3],
+                        &d->k_tile[4]) == 4 && d->k_tile[1] > 0 && d->k_tile[2] > 0 &&
+                 d->k_tile[3] > 0 && d->k_tile[4] > 0;
+        else if (!strcmp(key, "watts"))
+            ok = number(val, 0, 1e4, &d->k_watts);
+        else
+            BAD("unknown key");
     } else if (!strcmp(sec, "energy")) {
         static const char *ek[] = {"pj_per_mac_w2", "pj_per_mac_w4", "pj_per_mac_w8",
                                    "pj_per_mac_w16"};
@@ -165,6 +185,10 @@ static int handler(void *user, const char *sec, const char *key, const char *val
     return 1;
 #undef BAD
 }
+
+#define QD_KF_KEY(name, key) key,
+const char *const qd_kf_keys[QD_KF_COUNT] = {QD_KF_MAP(QD_KF_KEY)};
+#undef QD_KF_KEY
 
 static int readable(const char *p)
 {
@@ -227,6 +251,9 @@ qd_err qd_device_load(const char *name, struct qd_device *d)
         d->per_output_16 = d->per_output;
     if (d->per_element_16 < 0)
         d->per_element_16 = d->per_element * d->act16;
+    if (d->kernels && (d->k_lanes < 1 || d->k_group < 1 || d->k_tile[1] < 1))
+        return qd_seterr(QD_EFORMAT, "device %s: [kernels] needs simd_lanes, simd_group and "
+                                     "simd_tile", d->path);
     if (d->reserved_flash >= d->flash || d->reserved_ram >= d->ram)
         return qd_seterr(QD_EFORMAT, "device %s: reserved flash/RAM leave nothing for the model",
                          d->path);

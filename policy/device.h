@@ -15,6 +15,37 @@
 
 #include "core/err.h"
 
+/* Features of the host kernel model, and the [kernels] keys of their coefficients. */
+#define QD_KF_MAP(X)                                                                               \
+    X(SIMD_CALL, "simd_call")               /* tile calls */                                      \
+    X(SIMD_WLOAD, "simd_weight_load")       /* weight vectors loaded by the tiles */              \
+    X(SIMD_MAC, "simd_mac")                 /* dot-product instructions */                       \
+    X(SIMD_PREP, "simd_prep")               /* padded input bytes laid out per pixel */           \
+    X(SIMD_OUT, "simd_output")              /* outputs requantized */                             \
+    X(FAST_LAYER, "fast_layer")             /* per SIMD or depthwise layer */                     \
+    X(DW_MAC2, "dw_mac_w2")                 /* depthwise MACs by weight bits */                   \
+    X(DW_MAC4, "dw_mac_w4")                                                                        \
+    X(DW_MAC8, "dw_mac_w8")                                                                        \
+    X(DW_OUT, "dw_output")                                                                         \
+    X(DW_CHAN, "dw_channel")                                                                       \
+    X(DW_ROW, "dw_row")                     /* output rows of all channels */                     \
+    X(DW_IN, "dw_input")                    /* input elements read (outputs x stride^2) */        \
+    X(REF_MAC, "ref_mac")                   /* reference kernels (16-bit weights or inputs) */    \
+    X(REF_ROW, "ref_row")                   /* MACs / taps: (output, input channel) pairs */      \
+    X(REF_DW_MAC, "ref_dw_mac")                                                                    \
+    X(REF_OUT, "ref_output")                                                                       \
+    X(REF_LAYER, "ref_layer")                                                                      \
+    X(ELEM_LAYER, "elem_layer")             /* layers without MACs, 8-bit */                      \
+    X(ELEM_LAYER16, "elem_layer_16")                                                               \
+    X(ADD, "add")                           /* per output */                                      \
+    X(ADD16, "add_16")                                                                             \
+    X(POOL, "pool")                         /* pools and clamps, per output */                    \
+    X(POOL16, "pool_16")
+#define QD_KF_ENUM(name, key) QD_KF_##name,
+enum { QD_KF_MAP(QD_KF_ENUM) QD_KF_COUNT };
+#undef QD_KF_ENUM
+extern const char *const qd_kf_keys[QD_KF_COUNT];
+
 struct qd_device {
     char name[64], description[160], path[512];
     double flash, ram;                   /* bytes */
@@ -35,6 +66,17 @@ struct qd_device {
      * and tile of tile_pixels pixels (SIMD kernels that keep a tile in registers); default 0 */
     double weight_pass, tile_pixels;
     double pj_mac[17], pj_byte; /* energy per MAC at each weight bitwidth; per byte moved */
+    /* Host kernel model (section [kernels], written by quantlab calibrate-host): where present,
+     * each layer's cycles are the dot product of kcoef with the features of the runtime's host
+     * kernel that runs it (qd_cost_kernel_features: SIMD tile calls, weight vector loads, dot
+     * products and input preparation; depthwise per MAC, output, channel, row and input;
+     * reference kernels per MAC, per tap row and output; adds and pools per output), instead
+     * of the per-MAC model above; energy = time x watts. simd_lanes, simd_group and simd_tile
+     * give the SIMD kernel's geometry: output channels per block, input channels per dot
+     * product, and pixels per tile when a tile holds 1..4 blocks. */
+    int kernels;
+    int k_lanes, k_group, k_tile[5];
+    double kcoef[QD_KF_COUNT], k_watts;
 };
 
 qd_err qd_device_load(const char *name_or_path, struct qd_device *d);

@@ -215,8 +215,13 @@ static void device_profiles_load_and_bad_ones_are_named(void **st)
         {"[device]\nflash = 1M\nram = 1k\nclock_mhz = 10\nweight_bits = 8\nact_bits = 8\n",
          "missing key mac_w2"},
         {"[gpu]\nx = 1\n", "unknown section"},
+        {"[kernels]\nsimd_tile = 16,12\n", "simd_tile"},
+        {"[device]\nflash = 1M\nram = 1k\nclock_mhz = 10\nweight_bits = 8\nact_bits = 8\n"
+         "[cycles]\nmac_w2 = 1\nmac_w4 = 1\nmac_w8 = 1\nmac_w16 = 1\n[energy]\n"
+         "pj_per_mac_w2 = 1\npj_per_mac_w4 = 1\npj_per_mac_w8 = 1\npj_per_mac_w16 = 1\n"
+         "[kernels]\nsimd_lanes = 16\nsimd_mac = 0.01\n", "simd_tile"},
     };
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 7; i++) {
         char p[1024];
         snprintf(p, sizeof p, "%s/bad%d.ini", tmpdir(), i);
         FILE *f = fopen(p, "w");
@@ -241,15 +246,17 @@ static void cost_tables_equal_built_models(void **st)
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
     setenv("QD_DEVICE_DIR", dir, 1);
-    struct qd_device dev[2];
+    struct qd_device dev[3];
     assert_int_equal(qd_device_load("cortex-m4", &dev[0]), QD_OK);
     assert_int_equal(qd_device_load("cortex-a53", &dev[1]), QD_OK);
+    assert_int_equal(qd_device_load("host", &dev[2]), QD_OK); /* the host kernel model */
+    assert_true(dev[2].kernels);
     struct qd_rng r;
     qd_rng_seed(&r, 606);
     for (int f = 0; qd_zoo_families[f]; f++) {
         struct fixture fx;
         make(&fx, qd_zoo_families[f], 3, 16, 600 + f);
-        for (int di = 0; di < 2; di++)
+        for (int di = 0; di < 3; di++)
             for (int ab = 8; ab <= 16; ab += 8) {
                 struct qd_cost_table t;
                 assert_int_equal(qd_cost_table_build(&fx.g, &dev[di], ab, &t), QD_OK);
@@ -296,6 +303,68 @@ static void cost_tables_equal_built_models(void **st)
                                     t.cost[((size_t)l * t.K + k - 1) * QD_BUDGET_COUNT]);
                 qd_cost_table_fini(&t);
             }
+        unmake(&fx);
+    }
+}
+
+/* The host kernel model's features follow the runtime's kernels: the SIMD kernel's dot
+ * products cover every MAC of the padded layer exactly, its tile calls are one per tile of
+ * each output row and block group, each loading the group's weights; the reference and
+ * depthwise features are the layer's MACs; and a policy's latency is the dot product with the
+ * profile's coefficients, its energy that time at the profile's watts. */
+static void host_kernel_features_follow_the_kernels(void **st)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", dir, 1);
+    struct qd_device d;
+    assert_int_equal(qd_device_load("host", &d), QD_OK);
+    assert_true(d.kernels && d.k_lanes > 0 && d.k_group > 0 && d.k_watts > 0);
+    for (int f = 0; qd_zoo_families[f]; f++) {
+        struct fixture fx;
+        make(&fx, qd_zoo_families[f], 3, 16, 700 + f);
+        struct qd_policy p;
+        qd_policy_uniform(&p, fx.g.nq, 8, 8);
+        double ns = 0;
+        for (int i = 0; i < fx.g.n; i++) {
+            const struct qd_inode *n = &fx.g.nodes[i];
+            double x[QD_KF_COUNT], macs = qd_cost_node_macs(&fx.g, i);
+            qd_cost_kernel_features(&fx.g, i, 8, 8, &d, x);
+            for (int k = 0; k < QD_KF_COUNT; k++) {
+                assert_true(x[k] >= 0);
+                ns += x[k] * d.kcoef[k];
+            }
+            if (n->qidx < 0)
+                continue;
+            int dense = n->op == QD_IOP_DENSE, dw = !dense && n->groups > 1;
+            if (dw) {
+                assert_true(x[QD_KF_DW_MAC8] == macs && x[QD_KF_SIMD_MAC] == 0);
+            } else {
+                int C = dense ? n->in_len : n->cin, K = dense ? 1 : n->k;
+                int OH = dense ? 1 : n->h, OW = dense ? 1 : n->w;
+                int cp = (C + d.k_group - 1) / d.k_group * d.k_group;
+                int coutp = (n->c + d.k_lanes - 1) / d.k_lanes * d.k_lanes;
+                double padded = (double)OH * OW * coutp * K * K * cp;
+                assert_true(x[QD_KF_SIMD_MAC] * d.k_lanes * d.k_group == padded);
+                assert_true(padded >= macs);
+                int groups = (coutp / d.k_lanes + 3) / 4;
+                assert_true(x[QD_KF_SIMD_CALL] >= (double)OH * groups);
+                assert_true(x[QD_KF_SIMD_CALL] <= (double)OH * OW * groups);
+                /* a call loads at most 4 blocks' weights, at least one block's */
+                double per_call = (double)K * K * (cp / d.k_group);
+                assert_true(x[QD_KF_SIMD_WLOAD] <= 4 * per_call * x[QD_KF_SIMD_CALL]);
+                assert_true(x[QD_KF_SIMD_WLOAD] >= per_call * x[QD_KF_SIMD_CALL]);
+            }
+            /* the same layer with 16-bit weights runs the reference kernel */
+            qd_cost_kernel_features(&fx.g, i, 16, 8, &d, x);
+            assert_true(x[dw ? QD_KF_REF_DW_MAC : QD_KF_REF_MAC] == macs &&
+                        x[QD_KF_SIMD_MAC] == 0 && x[QD_KF_REF_LAYER] == 1);
+        }
+        struct qd_costs c;
+        assert_int_equal(qd_cost_policy(&fx.g, &p, &d, &c), QD_OK);
+        assert_true(fabs(c.latency_ms - ns * 1e-6) <= 1e-9 * c.latency_ms);
+        assert_true(fabs(c.energy_mj - c.latency_ms * 1e-3 * d.k_watts * 1e3) <=
+                    1e-9 * c.energy_mj);
         unmake(&fx);
     }
 }
@@ -381,6 +450,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_equals_brute_force),
+        cmocka_unit_test(host_kernel_features_follow_the_kernels),
         cmocka_unit_test(infeasible_budget_is_named),
         cmocka_unit_test(device_profiles_load_and_bad_ones_are_named),
         cmocka_unit_test(cost_tables_equal_built_models),
