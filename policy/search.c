@@ -206,6 +206,20 @@ static int cmp_cand(const void *x, const void *y)
     return a < c ? -1 : a > c;
 }
 
+#define ONE (1 - 1e-12) /* a normalized budget, with the margin repair aims for */
+
+/* Total normalized excess over the budgets when layer l goes from option `from` to `to`,
+ * from the normalized totals c. */
+static double excess_after(const struct bb *b, const double *c, int l, int from, int to)
+{
+    const double *cur = b->nc + ((size_t)l * b->K + from) * D;
+    const double *nw = b->nc + ((size_t)l * b->K + to) * D;
+    double ex = 0;
+    for (int a = 0; a < b->na; a++)
+        ex += fmax(0, c[a] - cur[a] + nw[a] - ONE);
+    return ex;
+}
+
 /* Greedy repair: from the assignment in ch, while a budget is broken, changes of one layer's
  * option ranked by objective increase per unit of total normalized excess removed. The first
  * rounds rank every change once and apply them in that order while each still lowers the
@@ -215,25 +229,20 @@ static int cmp_cand(const void *x, const void *y)
 static int repair(const struct bb *b, int *ch)
 {
     int L = b->L, K = b->K, na = b->na;
-    const double one = 1 - 1e-12;
     double c[D] = {0}, ex = 0;
     for (int l = 0; l < L; l++)
         for (int a = 0; a < na; a++)
             c[a] += b->nc[((size_t)l * K + ch[l]) * D + a];
     for (int a = 0; a < na; a++)
-        ex += fmax(0, c[a] - one);
+        ex += fmax(0, c[a] - ONE);
     for (int round = 0; round < 4 + L * K && ex > 0; round++) {
         int n = 0, ranked = round < 4;
         for (int l = 0; l < L; l++) {
-            const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
             double ocur = b->s->obj[(size_t)l * K + ch[l]];
             for (int k = 0; k < K; k++) {
                 if (k == ch[l] || !b->ok[l * K + k])
                     continue;
-                const double *nw = b->nc + ((size_t)l * K + k) * D;
-                double nex = 0;
-                for (int a = 0; a < na; a++)
-                    nex += fmax(0, c[a] - cur[a] + nw[a] - one);
+                double nex = excess_after(b, c, l, ch[l], k);
                 if (!(nex < ex))
                     continue;
                 struct cand cd = {(b->s->obj[(size_t)l * K + k] - ocur) / (ex - nex), l, k};
@@ -253,13 +262,11 @@ static int repair(const struct bb *b, int *ch)
             int l = b->cand[i].l, k = b->cand[i].k;
             if (k == ch[l])
                 continue;
-            const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
-            const double *nw = b->nc + ((size_t)l * K + k) * D;
-            double nex = 0;
-            for (int a = 0; a < na; a++)
-                nex += fmax(0, c[a] - cur[a] + nw[a] - one);
+            double nex = excess_after(b, c, l, ch[l], k);
             if (!(nex < ex))
                 continue;
+            const double *cur = b->nc + ((size_t)l * K + ch[l]) * D;
+            const double *nw = b->nc + ((size_t)l * K + k) * D;
             for (int a = 0; a < na; a++)
                 c[a] += nw[a] - cur[a];
             ch[l] = k, ex = nex;
