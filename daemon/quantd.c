@@ -655,6 +655,7 @@ static void job_done(uv_work_t *w, int status)
     cJSON_AddItemToObject(r, "budget", budget_json(j->budget));
     cJSON_AddNumberToObject(r, "predicted_loss", j->r.predicted_loss);
     cJSON_AddNumberToObject(r, "search_us", 1e6 * j->r.r.seconds);
+    cJSON_AddBoolToObject(r, "proven", j->r.r.proven); /* false: stopped at the node limit */
     if (!x) {
         reply_json(d, &j->req, r);
         goto out;

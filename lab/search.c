@@ -251,6 +251,7 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
         cJSON_AddNumberToObject(j, "predicted_loss", pred);
         cJSON_AddNumberToObject(j, "float_val_loss", c.s.loss0);
         cJSON_AddNumberToObject(j, "search_states", (double)best.r.states);
+        cJSON_AddBoolToObject(j, "search_proven", best.r.proven);
         cJSON_AddNumberToObject(j, "search_seconds", best.r.seconds);
         if (uni_bits) {
             cJSON_AddNumberToObject(j, "uniform_bits", uni_bits);

@@ -80,6 +80,7 @@ static qd_err load_inner(const struct qd_decider_opts *o, struct qd_decider *d)
 qd_err qd_decider_load(const struct qd_decider_opts *o, struct qd_decider *d)
 {
     memset(d, 0, sizeof *d);
+    d->max_nodes = QD_DECIDE_MAX_NODES;
     qd_err e = load_inner(o, d);
     if (e)
         qd_decider_fini(d);
@@ -160,7 +161,7 @@ double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery
  * other table) only a better one is wanted, and QD_EBUDGET means none. */
 static qd_err search_table(const struct qd_cost_table *t, const double *budget,
                            const double *objw, double obja, const double *upper,
-                           struct qd_decision *r)
+                           long max_nodes, struct qd_decision *r)
 {
     int L = t->L, K = t->K;
     double obj[QD_POLICY_MAX * 4];
@@ -171,7 +172,8 @@ static qd_err search_table(const struct qd_cost_table *t, const double *budget,
         for (int k = 0; k < K; k++)
             obj[l * K + k] = objw[l * 17 + t->wbits[k]] + (l == 0 ? obja : 0);
     struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost,
-                          .have_upper = upper != NULL, .upper = upper ? *upper : 0};
+                          .have_upper = upper != NULL, .upper = upper ? *upper : 0,
+                          .max_nodes = max_nodes};
     memcpy(s.base, t->base, sizeof s.base);
     memcpy(s.budget, budget, sizeof s.budget);
     QD_TRY(qd_search_exact(&s, ch, &r->r));
@@ -199,7 +201,7 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
                       struct qd_decision *r)
 {
     struct qd_decision best = {0}, a;
-    int found = 0;
+    int found = 0, proven = 1;
     qd_err first = QD_OK;
     char firstmsg[400] = "";
     double mincost[QD_BUDGET_COUNT];
@@ -225,7 +227,11 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
             continue;
         memset(&a, 0, sizeof a);
         qd_err e = search_table(&t->t[i], budget, objw, obja ? obja[i] : 0,
-                                found ? &best.r.obj : NULL, &a);
+                                found ? &best.r.obj : NULL, d->max_nodes, &a);
+        if (e == QD_ETIMEDOUT && found) {
+            proven = 0;
+            continue; /* the first table's policy stands, unproven */
+        }
         if (e == QD_EBUDGET && found)
             continue; /* nothing better here */
         if (e == QD_EBUDGET) {
@@ -239,6 +245,7 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
         }
         if (e)
             return e;
+        proven &= a.r.proven;
         if (!found || a.r.obj < best.r.obj)
             best = a;
         found = 1;
@@ -250,6 +257,7 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
     }
     /* the tables are exact (flash = the built file, RAM = the planner's arena; a policy test
      * checks both against real builds), so the figures need no dry-run build here */
+    best.r.proven = proven;
     best.costs.flash = best.r.cost[QD_BUDGET_FLASH];
     best.costs.ram = best.r.cost[QD_BUDGET_RAM];
     best.costs.latency_ms = best.r.cost[QD_BUDGET_LATENCY];

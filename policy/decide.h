@@ -50,7 +50,12 @@ struct qd_decider {
     char ds[32];               /* the data set name */
     char md5[33];              /* of the checkpoint file */
     int hessian, have_m, have_g, have_tr, have_s;
+    long max_nodes;            /* the exact search's node limit (QD_DECIDE_MAX_NODES; 0: none) */
 };
+
+/* A decision's search stops after this many nodes (about 0.1-0.5 s) with its best policy,
+ * not proven optimal (qd_decision.r.proven = 0): no context can hold a worker for long. */
+#define QD_DECIDE_MAX_NODES 4000000L
 
 qd_err qd_decider_load(const struct qd_decider_opts *o, struct qd_decider *d);
 void qd_decider_fini(struct qd_decider *d);

@@ -106,6 +106,7 @@ struct bb {
     double best_obj;
     int have;
     double cut;        /* objective to beat: the incumbent's, or the caller's upper bound */
+    int stopped;       /* the node limit was reached */
     long nodes;
 };
 
@@ -159,6 +160,10 @@ static void consider(struct bb *b, const int *ch)
  * exact test is consider()'s. */
 static void dfs(struct bb *b, int i, const double *n, double red, double o, double f)
 {
+    if (b->s->max_nodes > 0 && b->nodes >= b->s->max_nodes) {
+        b->stopped = 1;
+        return;
+    }
     b->nodes++;
     if (i == b->L) {
         /* o is summed in search order; only a near-improvement is worth the exact re-sum */
@@ -550,6 +555,12 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     }
     double n0[D] = {0};
     dfs(&b, 0, n0, 0, 0, 0);
+    if (b.stopped && !b.have) {
+        e = qd_seterr(QD_ETIMEDOUT, "search: stopped after %ld nodes with no policy found yet "
+                                    "(the budgets pull against each other; the limit is "
+                                    "max_nodes)", b.nodes);
+        goto out;
+    }
     if (!b.have) {
     none:;
         char figs[256] = "";
@@ -568,6 +579,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
     memcpy(choice, b.best, sizeof *choice * L);
     qd_search_eval(s, choice, r);
     r->states = b.nodes;
+    r->proven = !b.stopped;
 out:
     r->seconds = now() - t0;
     free(b.order), free(b.opt), free(b.suf_red), free(b.suf_n);

@@ -19,7 +19,10 @@
  * cheapest completion breaks their surrogate (a convex combination of the normalized budgets,
  * whose multipliers also prove infeasibility outright), or (c) its Lagrangian bound is no
  * better than the incumbent. None of these can drop the optimum, so the result is exact (a
- * test compares with brute force, bench/search_vs_glpk.sh with an ILP solver).
+ * test compares with brute force, bench/search_vs_glpk.sh with an ILP solver). The work is
+ * small on most instances but not bounded (the problem is NP-hard: a few random L = 200
+ * instances with two budgets pulling apart take millions of nodes); max_nodes bounds it for
+ * callers that must answer (the daemon), who then get the best policy found and proven = 0.
  * Options with an infinite cost or objective are never chosen (unsupported bitwidths). */
 #ifndef QD_POLICY_SEARCH_H
 #define QD_POLICY_SEARCH_H
@@ -37,12 +40,15 @@ struct qd_search {
     double budget[QD_BUDGET_COUNT];   /* INFINITY: unconstrained */
     int have_upper;                   /* only a policy with an objective below `upper` is */
     double upper;                     /* wanted (QD_EBUDGET when none): a known solution's */
+    long max_nodes;                   /* 0: none. Past it the search stops: the best policy */
+                                      /* so far (proven = 0), or QD_ETIMEDOUT without one */
 };
 
 struct qd_search_result {
     double obj;
     double cost[QD_BUDGET_COUNT]; /* base + the chosen options' costs, summed in layer order */
     long states;                  /* search nodes visited (work done) */
+    int proven;                   /* 1: the optimum (0: stopped at max_nodes) */
     double seconds;
 };
 

@@ -149,6 +149,44 @@ static void search_equals_brute_force(void **st)
     assert_true(feasible > 2000 && infeasible > 50);
 }
 
+/* A node limit bounds the work: a hard instance stops there with the best policy found so far
+ * (within budget, not proven), the same instance without the limit is proven, and a limit
+ * reached before any policy fits is QD_ETIMEDOUT. */
+static void node_limit_stops_the_search(void **st)
+{
+    struct qd_rng r;
+    qd_rng_seed(&r, 99);
+    enum { L = 24, K = 4 };
+    double obj[L * K], cost[L * K * D];
+    for (int l = 0; l < L; l++) /* near-ties everywhere: many nodes */
+        for (int k = 0; k < K; k++) {
+            obj[l * K + k] = 1.0 / (1 + k) + 1e-3 * qd_rng_uniform(&r);
+            for (int d = 0; d < D; d++)
+                cost[(l * K + k) * D + d] = d == QD_BUDGET_RAM ? 0 : (1 + k) * (1 + qd_rng_uniform(&r));
+        }
+    struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = cost};
+    for (int d = 0; d < D; d++)
+        s.budget[d] = d == QD_BUDGET_RAM ? INFINITY : 2.5 * L;
+    int ch[L];
+    struct qd_search_result full, lim;
+    assert_int_equal(qd_search_exact(&s, ch, &full), QD_OK);
+    assert_true(full.proven && full.states > 200);
+    s.max_nodes = full.states / 4;
+    qd_err e = qd_search_exact(&s, ch, &lim);
+    if (e == QD_ETIMEDOUT) {
+        assert_non_null(strstr(qd_errmsg(), "nodes"));
+    } else {
+        assert_int_equal(e, QD_OK);
+        assert_false(lim.proven);
+        assert_true(lim.states <= s.max_nodes && lim.obj >= full.obj);
+        for (int d = 0; d < D; d++)
+            assert_true(lim.cost[d] <= s.budget[d]);
+    }
+    s.max_nodes = 1; /* a policy must be found by the heuristics, or none at all */
+    e = qd_search_exact(&s, ch, &lim);
+    assert_true(e == QD_ETIMEDOUT || (e == QD_OK && !lim.proven && lim.obj >= full.obj));
+}
+
 /* The error names the budget that cannot be met and the smallest achievable figure. */
 static void infeasible_budget_is_named(void **st)
 {
@@ -451,6 +489,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(search_equals_brute_force),
         cmocka_unit_test(host_kernel_features_follow_the_kernels),
+        cmocka_unit_test(node_limit_stops_the_search),
         cmocka_unit_test(infeasible_budget_is_named),
         cmocka_unit_test(device_profiles_load_and_bad_ones_are_named),
         cmocka_unit_test(cost_tables_equal_built_models),
