@@ -116,8 +116,6 @@ static void node_cost(const struct qd_igraph *g, const struct qd_device *d, int 
     double wbytes = (double)n->wlen * w / 8;
     *cycles = macs * d->mac_cycles[w] * f + (wbytes + act_bytes) * d->per_byte + d->per_layer +
               tensor_len(g, i + 1) * (wide ? d->per_output_16 : d->per_output);
-    if (!dw && !wide) /* weights streamed once per row tile */
-        *cycles += (double)n->wlen * n->h * ceil(n->w / d->tile_pixels) * d->weight_pass;
     *pj = macs * d->pj_mac[w] * (a == 16 ? d->act16 : 1) + (wbytes + act_bytes) * d->pj_byte;
 }
 

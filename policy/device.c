@@ -123,10 +123,6 @@ static int handler(void *user, const char *sec, const char *key, const char *val
             ok = number(val, 0, 1e4, &d->act16_w16);
         else if (!strcmp(key, "depthwise_16"))
             ok = number(val, 0, 1e4, &d->depthwise_16);
-        else if (!strcmp(key, "weight_pass"))
-            ok = number(val, 0, 1e6, &d->weight_pass);
-        else if (!strcmp(key, "tile_pixels"))
-            ok = number(val, 1, 1e6, &d->tile_pixels);
         else if (!strcmp(key, "per_output"))
             ok = number(val, 0, 1e6, &d->per_output);
         else if (!strcmp(key, "per_output_16"))
@@ -228,7 +224,7 @@ static void resolve(const char *name, char *out, size_t len)
 qd_err qd_device_load(const char *name, struct qd_device *d)
 {
     memset(d, 0, sizeof *d);
-    d->act16 = 1, d->depthwise = 1, d->tile_pixels = 8;
+    d->act16 = 1, d->depthwise = 1;
     d->act16_w16 = d->depthwise_16 = d->per_element_16 = d->per_output_16 = -1; /* defaults below */
     resolve(name, d->path, sizeof d->path);
     struct ctx c = {.d = d};

@@ -62,9 +62,6 @@ struct qd_device {
      * MACs (requantization), at 8 and 16-bit activations or weights; default 0. */
     double mac_cycles[17], act16, act16_w16, depthwise, depthwise_16;
     double per_byte, per_layer, per_element, per_element_16, per_output, per_output_16;
-    /* cycles per weight byte per pass, where a layer's weights are read once per output row
-     * and tile of tile_pixels pixels (SIMD kernels that keep a tile in registers); default 0 */
-    double weight_pass, tile_pixels;
     double pj_mac[17], pj_byte; /* energy per MAC at each weight bitwidth; per byte moved */
     /* Host kernel model (section [kernels], written by quantlab calibrate-host): where present,
      * each layer's cycles are the dot product of kcoef with the features of the runtime's host
