@@ -115,7 +115,7 @@ static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len
     uint64_t *ns = calloc((size_t)g->n, sizeof *ns), *rns = calloc((size_t)g->n, sizeof *rns);
     qd_rt_t *rt;
     qd_err e = arena && ns && rns ? qd_rt_load(blob, len, arena, need, &rt, NULL)
-                           : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+                                  : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
     if (!e && !(e = qd_rt_accel_size(rt, QD_RT_ISA_AUTO, &an)) && an) {
         abuf = aligned_alloc(64, (an + 63) & ~(size_t)63);
         e = abuf ? qd_rt_accel(rt, QD_RT_ISA_AUTO, abuf, an)

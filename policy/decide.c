@@ -155,10 +155,10 @@ double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery
     return (lo + s * (hi - lo)) * (1 + 1e-9); /* the ends themselves stay feasible */
 }
 
-/* The exact search over one cost table; 0 objective entries for unsupported widths are made
- * infinite by the table's own infinite costs. */
-/* Searches one table (one activation bitwidth); with `upper` (a policy already found in the
- * other table) only a better one is wanted, and QD_EBUDGET means none. */
+/* The exact search over one cost table (one activation bitwidth); 0 objective entries for
+ * unsupported widths are made infinite by the table's own infinite costs. With `upper` (a
+ * policy already found in the other table) only a better one is wanted, and QD_EBUDGET means
+ * none. */
 static qd_err search_table(const struct qd_cost_table *t, const double *budget,
                            const double *objw, double obja, const double *upper,
                            long max_nodes, struct qd_decision *r)
