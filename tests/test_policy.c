@@ -103,6 +103,14 @@ static int brute(const struct inst *in, int *best, double *bobj)
     return found;
 }
 
+/* Device names resolve to the source tree's etc/devices. */
+static void use_source_devices(void)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", dir, 1);
+}
+
 static void search_equals_brute_force(void **st)
 {
     struct qd_rng r;
@@ -281,9 +289,7 @@ static void device_profiles_load_and_bad_ones_are_named(void **st)
  * policy's own cost, for random policies on every family. */
 static void cost_tables_equal_built_models(void **st)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
-    setenv("QD_DEVICE_DIR", dir, 1);
+    use_source_devices();
     struct qd_device dev[3];
     assert_int_equal(qd_device_load("cortex-m4", &dev[0]), QD_OK);
     assert_int_equal(qd_device_load("cortex-a53", &dev[1]), QD_OK);
@@ -352,9 +358,7 @@ static void cost_tables_equal_built_models(void **st)
  * profile's coefficients, its energy that time at the profile's watts. */
 static void host_kernel_features_follow_the_kernels(void **st)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
-    setenv("QD_DEVICE_DIR", dir, 1);
+    use_source_devices();
     struct qd_device d;
     assert_int_equal(qd_device_load("host", &d), QD_OK);
     assert_true(d.kernels && d.k_lanes > 0 && d.k_group > 0 && d.k_watts > 0);
@@ -412,9 +416,7 @@ static void host_kernel_features_follow_the_kernels(void **st)
  * QD_EBUDGET with the smallest figures. The decider is assembled from a fixture (no data). */
 static void decide_fits_and_reports_exact_figures(void **st)
 {
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
-    setenv("QD_DEVICE_DIR", dir, 1);
+    use_source_devices();
     struct qd_rng r;
     qd_rng_seed(&r, 77);
     const char *fams[] = {"custom", "resnet_v1"};
