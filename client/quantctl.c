@@ -178,8 +178,11 @@ static void print_decision(const cJSON *r)
     printf("  RAM     %10.0f bytes  budget %.0f\n", num(c, "ram"), num(b, "ram"));
     printf("  latency %10.3f ms     budget %g\n", num(c, "latency_ms"), num(b, "latency_ms"));
     printf("  energy  %10.4f mJ     budget %g\n", num(c, "energy_mj"), num(b, "energy_mj"));
-    printf("  predicted loss %.4f; search %.0f us\n", num(r, "predicted_loss"),
-           num(r, "search_us"));
+    printf("  predicted loss %.4f; search %.0f us%s\n", num(r, "predicted_loss"),
+           num(r, "search_us"),
+           cJSON_IsFalse(cJSON_GetObjectItem(r, "proven")) ? " (stopped at the node limit: the "
+                                                            "best policy found, not proven)"
+                                                          : "");
     if (cJSON_GetObjectItem(r, "version"))
         printf("  version %.0f%s, sha256 %s\n", num(r, "version"),
                cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "",
