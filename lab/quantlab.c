@@ -49,8 +49,8 @@ static const char usage[] =
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "  sensitivity --ckpt F [--data D] [--sens-n N] [--hessian]   per-layer sensitivity\n"
     "  search --ckpt F --device PROFILE [--data D] [--flash B] [--ram B] [--latency MS]\n"
-    "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N] [--bn-recal B]]\n"
-    "        [--out M.qm]\n"
+    "        [--energy MJ] [--hessian] [--sens-n N] [--eval [--limit N] [--bn-recal B]\n"
+    "        [--qat-epochs N [--lr LR]]] [--out M.qm]\n"
     "        exact search for the policy that fits the budgets (sizes take k/M suffixes)\n"
     "  pareto --ckpt F --device PROFILE [--points N] [--eval [--random R] [--limit N]]\n"
     "        [--out DIR]   flash vs predicted loss (and measured accuracy), with a plot\n"
@@ -747,7 +747,9 @@ static int cmd_search(struct args *a, int search, int argc, char **argv)
                                .threads = a->threads ? a->threads : 2,
                                .json = a->json,
                                .calib_n = a->calib_n,
-                               .bn_batches = a->bn_batches >= 0 ? a->bn_batches : 50};
+                               .bn_batches = a->bn_batches >= 0 ? a->bn_batches : 50,
+                               .qat_epochs = search == 1 && a->do_eval ? a->qat_epochs : 0,
+                               .qat_lr = a->set_lr ? a->lr : 0};
     if (search == 2) {
         o.out = NULL;
         char cmdline[1024] = "quantlab";

@@ -23,6 +23,7 @@
 #include "nn/ckpt.h"
 #include "nn/data.h"
 #include "nn/kernels.h"
+#include "nn/train.h"
 #include "policy/cost.h"
 #include "policy/decide.h"
 #include "policy/device.h"
@@ -101,7 +102,6 @@ struct answer {
     int found;
 };
 
-/* The exact search at one activation width. */
 /* The exact search at one activation width (the decider's objective). */
 static qd_err search_at(const struct qd_decider *c, const struct qd_device *d, const double *budget,
                         int abits, struct answer *a)
@@ -142,17 +142,62 @@ static qd_err build_policy(const struct qd_search_opts *o, struct qd_decider *c,
     return e;
 }
 
-/* Builds policy p and measures it on the test set; writes it to out when given. */
+/* Short quantization-aware fine-tuning of c's model at policy p: fake-quantized weights and
+ * activations at p's bits (the supernet's per-node mapping), straight-through gradients. */
+static qd_err qat(const struct qd_search_opts *o, struct qd_decider *c, const struct qd_policy *p)
+{
+    uint8_t *wb = calloc((size_t)c->m.nnodes, 1), *ab = calloc((size_t)c->m.nnodes, 1);
+    qd_err e = wb && ab ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    if (!e) {
+        qd_supernet_node_bits(&c->m, &c->g, p, wb, ab);
+        struct qd_train_opts t;
+        qd_train_opts_default(&t, c->tr.name);
+        t.epochs = o->qat_epochs;
+        t.lr = o->qat_lr > 0 ? o->qat_lr : 0.01f;
+        t.warmup_epochs = 0;
+        t.threads = o->threads;
+        t.progress = !o->json;
+        t.qat_bits = wb;
+        t.qat_act_bits = ab;
+        t.eval_each_epoch = 0;
+        e = qd_train(&c->m, &c->tr, NULL, &c->nm, &t, NULL, NULL);
+    }
+    free(wb);
+    free(ab);
+    return e;
+}
+
+/* Builds policy p (after o->qat_epochs of QAT, from the checkpoint's weights, which are then
+ * restored) and measures it on the test set; writes it to out when given. */
 static qd_err measure(const struct qd_search_opts *o, struct qd_decider *c, const struct qd_policy *p,
                       const struct qd_dataset *te, double *acc, size_t *len, const char *out)
 {
-    uint8_t *blob;
-    QD_TRY(build_policy(o, c, p, &blob, len));
+    float *param = NULL, *stat = NULL;
+    if (o->qat_epochs > 0) {
+        param = malloc(sizeof *param * (c->m.nparam ? c->m.nparam : 1));
+        stat = malloc(sizeof *stat * (c->m.nstat ? c->m.nstat : 1));
+        if (!param || !stat) {
+            free(param), free(stat);
+            return qd_seterr(QD_ENOMEM, "out of memory");
+        }
+        memcpy(param, c->m.param, sizeof *param * c->m.nparam);
+        memcpy(stat, c->m.stat, sizeof *stat * c->m.nstat);
+    }
+    uint8_t *blob = NULL;
+    qd_err e = param ? qat(o, c, p) : QD_OK;
+    if (!e)
+        e = build_policy(o, c, p, &blob, len);
     struct qd_lab_eval r = {0};
-    qd_err e = qd_lab_eval_blob(blob, *len, te, o->limit, o->threads, QD_RT_ISA_AUTO, &r);
+    if (!e)
+        e = qd_lab_eval_blob(blob, *len, te, o->limit, o->threads, QD_RT_ISA_AUTO, &r);
     if (!e && out)
         e = qd_file_write_atomic(out, blob, *len);
     free(blob);
+    if (param) {
+        memcpy(c->m.param, param, sizeof *param * c->m.nparam);
+        memcpy(c->m.stat, stat, sizeof *stat * c->m.nstat);
+    }
+    free(param), free(stat);
     *acc = r.acc;
     return e;
 }
@@ -260,6 +305,7 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
         }
         if (acc >= 0) {
             cJSON_AddNumberToObject(j, "test_acc", acc);
+            cJSON_AddNumberToObject(j, "qat_epochs", o->qat_epochs);
             cJSON_AddNumberToObject(j, "bytes", (double)len);
             if (uacc >= 0)
                 cJSON_AddNumberToObject(j, "uniform_test_acc", uacc);
@@ -292,6 +338,8 @@ qd_err qd_lab_search(const struct qd_search_opts *o)
             printf("measured test accuracy: %.2f%% (%zu bytes)", 100 * acc, len);
             if (uacc >= 0)
                 printf("; uniform %d-bit: %.2f%%", uni_bits, 100 * uacc);
+            if (o->qat_epochs > 0)
+                printf(" (each after %d QAT epoch%s)", o->qat_epochs, o->qat_epochs > 1 ? "s" : "");
             printf("\n");
         }
     }

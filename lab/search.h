@@ -18,6 +18,8 @@ struct qd_search_opts {
     int hessian;                        /* objective: the Hessian estimate, not the measured */
     int eval, limit, threads, json, calib_n;
     int bn_batches;                     /* BatchNorm recalibration batches before eval (0: none) */
+    int qat_epochs;                     /* eval: fine-tune each measured policy first (QAT) */
+    float qat_lr;                       /* its learning rate (0: 0.01) */
 };
 
 qd_err qd_lab_sensitivity(const struct qd_search_opts *o);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <zlib.h>
 
+#include "core/file.h"
 #include "nn/model.h"
 
 static char *dir;
@@ -285,6 +286,29 @@ static void search_fits_budgets_and_explains_failures(void **st)
     assert_true((double)sb.st_size == flash); /* the predicted flash is the file */
     assert_true(cJSON_GetObjectItem(j, "test_acc")->valuedouble > 0.5);
     cJSON_Delete(j);
+    /* --qat-epochs: the policy is fine-tuned before it is built (other weights, same size) */
+    snprintf(args, sizeof args,
+             "search --ckpt %s/s.qdck --dir %s --sens-n 100 %s --flash 60k --json --eval "
+             "--limit 100 --qat-epochs 1 --out %s/s-qat.qm",
+             dir, dir, dev, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("search --qat-epochs: %s", err);
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_true(cJSON_GetObjectItem(j, "qat_epochs")->valuedouble == 1);
+    assert_true(cJSON_GetObjectItem(j, "test_acc")->valuedouble > 0.5);
+    assert_true(cJSON_GetObjectItem(j, "flash")->valuedouble == flash);
+    cJSON_Delete(j);
+    {
+        uint8_t *a = NULL, *b = NULL;
+        size_t la, lb;
+        char pq[1100];
+        snprintf(pq, sizeof pq, "%s/s-qat.qm", dir);
+        assert_int_equal(qd_file_read(p, &a, &la), QD_OK);
+        assert_int_equal(qd_file_read(pq, &b, &lb), QD_OK);
+        assert_true(la == lb && memcmp(a, b, la) != 0);
+        free(a), free(b);
+    }
     snprintf(args, sizeof args, "search --ckpt %s/s.qdck --dir %s --sens-n 100 %s --flash 2k",
              dir, dir, dev);
     assert_int_equal(run(args, out, sizeof out, err, sizeof err), 1);
