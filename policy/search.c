@@ -583,6 +583,7 @@ qd_err qd_search_exact(const struct qd_search *s, int *choice, struct qd_search_
 out:
     r->seconds = now() - t0;
     free(b.order), free(b.opt), free(b.suf_red), free(b.suf_n);
-    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f), free(b.ok), free(b.nc), free(b.cand);
+    free(b.cur), free(b.best), free(x), free(gap), free(b.suf_f), free(b.ok), free(b.nc);
+    free(b.cand);
     return e;
 }

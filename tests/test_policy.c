@@ -170,7 +170,8 @@ static void node_limit_stops_the_search(void **st)
         for (int k = 0; k < K; k++) {
             obj[l * K + k] = 1.0 / (1 + k) + 1e-3 * qd_rng_uniform(&r);
             for (int d = 0; d < D; d++)
-                cost[(l * K + k) * D + d] = d == QD_BUDGET_RAM ? 0 : (1 + k) * (1 + qd_rng_uniform(&r));
+                cost[(l * K + k) * D + d] =
+                    d == QD_BUDGET_RAM ? 0 : (1 + k) * (1 + qd_rng_uniform(&r));
         }
     struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = cost};
     for (int d = 0; d < D; d++)
