@@ -42,6 +42,10 @@ static const struct key KEYS[] = {
     I("backbone", train_subset, 0, 1e9, 0, "training images (0: all)"),
     I("backbone", supernet_epochs, 0, 1000, 0,
       "then fine-tune it into a supernet for this many epochs (0: no supernet)"),
+    I("backbone", supernet_sandwich, 1, 16, 0,
+      "supernet: policies per step (the all-highest and the rest sampled)"),
+    N("backbone", supernet_kd, 0, 1, 0,
+      "supernet: weight of the float model's soft targets against the labels"),
     I("backbone", gate_steps, 0, 1e8, 0, "then train a gate for this many steps (0: no gate)"),
     I("backbone", sens_n, 16, 1e6, 0, "validation images for the sensitivity"),
     I("backbone", calib_n, 16, 1e6, 0, "images for activation calibration"),
@@ -70,6 +74,8 @@ void qd_config_defaults(struct qd_config *c)
     c->calib_n = 1024;
     c->bn_batches = 50;
     c->supernet_epochs = 3;
+    c->supernet_sandwich = 2;
+    c->supernet_kd = 1;
     c->gate_steps = 3000;
     strcpy(c->devices_dir, "etc/devices");
     c->battery_floor = 0.2;

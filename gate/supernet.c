@@ -31,15 +31,18 @@ struct sampler {
     const struct qd_model *m;
     const struct qd_igraph *g;
     uint8_t *wbits, *abits;
+    int per_step;
     struct qd_rng rng;
 };
 
-static void sample(void *ctx, long step)
+/* Pass i of training (on_step's step): which policy it trains, see qd_supernet_opts.sandwich. */
+static void sample(void *ctx, long i)
 {
     static const int B[] = {2, 4, 8, 16};
     struct sampler *s = ctx;
     struct qd_policy p;
-    int kind = (int)(step % 4);
+    long S = s->per_step, k = i % S;
+    int kind = S == 1 ? (int)(i % 4) : k == 0 ? 0 : ((i / S) * (S - 1) + k - 1) % 4 == 0 ? 1 : 2;
     if (kind == 0)
         qd_policy_uniform(&p, s->g->nq, 16, 16);
     else if (kind == 1)
@@ -52,14 +55,34 @@ static void sample(void *ctx, long step)
     qd_supernet_node_bits(s->m, s->g, &p, s->wbits, s->abits);
 }
 
+/* A copy of m's structure, weights and statistics (the distillation teacher). */
+static qd_err model_copy(const struct qd_model *m, struct qd_model *t)
+{
+    QD_TRY(qd_model_parse(m->spec, t));
+    if (t->nparam != m->nparam || t->nstat != m->nstat) {
+        qd_model_fini(t);
+        return qd_seterr(QD_EINVAL, "supernet: the model's spec does not reproduce it");
+    }
+    memcpy(t->family, m->family, sizeof t->family);
+    memcpy(t->param, m->param, sizeof *t->param * m->nparam);
+    memcpy(t->stat, m->stat, sizeof *t->stat * m->nstat);
+    return QD_OK;
+}
+
 qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                          const struct qd_dataset *train, const struct qd_dataset *test,
                          const struct qd_supernet_opts *o, qd_epoch_cb cb, void *ctx)
 {
+    if (o->sandwich < 0 || o->sandwich > 16 || !(o->kd >= 0 && o->kd <= 1))
+        return qd_seterr(QD_EINVAL, "supernet: sandwich must be 0..16 and kd in [0, 1]");
     struct qd_igraph g;
     QD_TRY(qd_igraph_build(m, nm, &g));
-    struct sampler s = {m, &g, calloc((size_t)m->nnodes, 1), calloc((size_t)m->nnodes, 1)};
+    struct sampler s = {m, &g, calloc((size_t)m->nnodes, 1), calloc((size_t)m->nnodes, 1),
+                        o->sandwich > 1 ? o->sandwich : 1};
+    struct qd_model teacher = {0};
     qd_err e = s.wbits && s.abits ? QD_OK : qd_seterr(QD_ENOMEM, "supernet: out of memory");
+    if (!e && o->kd > 0)
+        e = model_copy(m, &teacher);
     if (!e) {
         qd_rng_seed(&s.rng, o->seed + 17);
         sample(&s, 0);
@@ -75,9 +98,14 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
         t.qat_act_bits = s.abits;
         t.on_step = sample;
         t.step_ctx = &s;
+        t.substeps = s.per_step;
+        t.teacher = o->kd > 0 ? &teacher : NULL;
+        t.kd_weight = o->kd;
         t.eval_each_epoch = 0;
         e = qd_train(m, train, test, nm, &t, cb, ctx);
     }
+    if (teacher.nodes)
+        qd_model_fini(&teacher);
     free(s.wbits);
     free(s.abits);
     qd_igraph_fini(&g);
@@ -121,7 +149,7 @@ qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
     return err;
 }
 
-static const char MAGIC[8] = "QDBNC01\n";
+static const char MAGIC[8] = "QDBNC02\n"; /* 02: weight grids clipped at 4 bits and fewer */
 
 qd_err qd_bn_cache_open(struct qd_bn_cache *c, const char *path, size_t nstat, const char *key)
 {

@@ -11,9 +11,13 @@
  *     qd_bn_cache_get(&c, &m, &nm, &g, &train, &policy, 50, &stat);   // recalibrated, cached
  *     qd_supernet_build(&m, &nm, stat, &train, 1024, &policy, &blob, &len);
  *
- * Training samples one policy per step, in turn the all-highest (16/16), the all-lowest
- * (2/8) and two random ones (each layer's weight bits uniform over B, one activation width for
- * the whole policy), with fake quantization and straight-through gradients (nn/train.h QAT).
+ * Training samples policies with fake quantization and straight-through gradients (nn/train.h
+ * QAT): the all-highest (16/16), the all-lowest (2/8) and random ones (each layer's weight bits
+ * uniform over B, one activation width for the whole policy); one a step in turn, or several a
+ * step with their gradients averaged (`sandwich`: the all-highest in every step). With `kd`,
+ * each policy also learns the soft targets of a frozen copy of the float model it started from
+ * (distillation), which keeps the wide policies at the float model's accuracy while the narrow
+ * ones pull on the shared weights.
  * BatchNorm statistics depend on the weights' precision, so the running ones learned in
  * training fit none of the policies exactly: qd_supernet_bn_stats re-estimates them for one
  * policy from training batches (the supernet's weights untouched). */
@@ -35,6 +39,13 @@ struct qd_supernet_opts {
     int epochs, threads, progress;
     float lr;
     uint64_t seed;
+    /* Policies per step (0 or 1: one a step, in turn all-highest, all-lowest, two random; n > 1:
+     * the all-highest every step, then n - 1 others, all-lowest one in four of them, else
+     * random), gradients averaged. */
+    int sandwich;
+    /* Distillation from the float model as it was before training (a frozen copy of m): weight
+     * of the teacher's soft targets against the labels in [0, 1] (0: labels only). */
+    float kd;
 };
 qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                          const struct qd_dataset *train, const struct qd_dataset *test,

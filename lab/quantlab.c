@@ -59,9 +59,11 @@ static const char usage[] =
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
     "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
-    "  supernet --ckpt F --out S [--epochs N] [--lr LR]   fine-tune F into a multi-precision\n"
-    "        supernet (a sampled per-layer policy each step); --ckpt S --policy P [--limit N]\n"
-    "        measures the supernet at P (BatchNorm recalibrated for P, cached in S.bn)\n"
+    "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--kd W]   fine-tune F\n"
+    "        into a multi-precision supernet: N policies a step (the all-highest and N - 1\n"
+    "        sampled; default 2), the frozen F's soft targets weighted W against the labels\n"
+    "        (default 1); --ckpt S --policy P [--limit N] measures the supernet at P\n"
+    "        (BatchNorm recalibrated for P, cached in S.bn)\n"
     "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H]   the gating MLP\n"
     "  gate eval --gate G [--contexts N] [--limit N]   random contexts: the gate's decisions\n"
     "        against the sensitivity search's, accuracy and decision time\n"
@@ -74,7 +76,8 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device, *supernet, *gate;
     double flash, ram, latency, energy, battery;
-    int steps, contexts, hidden;
+    int steps, contexts, hidden, sandwich;
+    double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
     int epochs, batch, threads, depth, augment, noeval, json, subset;
@@ -166,6 +169,8 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--steps", 1, 1e8, a->steps, (void)0)
         NUM("--contexts", 1, 1e6, a->contexts, (void)0)
         NUM("--hidden", 1, 4096, a->hidden, (void)0)
+        NUM("--sandwich", 1, 16, a->sandwich, (void)0)
+        NUM("--kd", 0, 1, a->kd, (void)0)
         NUM("--battery", 0, 1, a->battery, (void)0)
 #undef NUM
         if (!strcmp(f, "--model"))
@@ -823,7 +828,8 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .batch = a->batch, .hidden = a->hidden, .threads = a->threads, .limit = a->limit,
         .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
-        .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval};
+        .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
+        .sandwich = a->sandwich, .kd = a->kd};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)
@@ -853,7 +859,7 @@ int main(int argc, char **argv)
     }
     struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO,
                      .bn_batches = -1, .flash = NAN, .ram = NAN, .latency = NAN, .energy = NAN,
-                     .battery = NAN};
+                     .battery = NAN, .sandwich = 2, .kd = 1};
     const char *cmd = argv[1];
     int first = 2;
     const char *gate_sub = NULL;

@@ -81,4 +81,10 @@ void qd_avgpool_bwd_f32(int planes, int h, int w, int k, int s, const float *dy,
 float qd_softmax_xent_f32(int n, int k, const float *logits, const uint8_t *labels,
                           float *dlogits, int *correct);
 
+/* Mean distillation loss over N rows of K logits against a teacher's logits at temperature t:
+ * t^2 KL(softmax(teacher / t) || softmax(logits / t)); writes dlogits (may be NULL) = d(mean)/d
+ * logits = t (softmax(logits / t) - softmax(teacher / t)) / N. */
+float qd_softmax_kd_f32(int n, int k, const float *logits, const float *teacher, float t,
+                        float *dlogits);
+
 #endif

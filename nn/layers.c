@@ -287,3 +287,33 @@ float qd_softmax_xent_f32(int n, int k, const float *logits, const uint8_t *labe
         *correct = ok;
     return (float)(loss / n);
 }
+
+/* log-sum-exp of z[0..k) / t, and max(z) / t */
+static double lse_t(const float *z, int k, double t)
+{
+    double mx = z[0] / t, se = 0;
+    for (int j = 1; j < k; j++)
+        if (z[j] / t > mx)
+            mx = z[j] / t;
+    for (int j = 0; j < k; j++)
+        se += exp(z[j] / t - mx);
+    return mx + log(se);
+}
+
+float qd_softmax_kd_f32(int n, int k, const float *logits, const float *teacher, float t,
+                        float *dlogits)
+{
+    double loss = 0, T = t > 0 ? t : 1;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k, *u = teacher + (size_t)i * k;
+        double lz = lse_t(z, k, T), lu = lse_t(u, k, T), kl = 0;
+        for (int j = 0; j < k; j++) {
+            double lq = u[j] / T - lu, lp = z[j] / T - lz, q = exp(lq);
+            kl += q * (lq - lp);
+            if (dlogits)
+                dlogits[(size_t)i * k + j] = (float)(T * (exp(lp) - q) / n);
+        }
+        loss += T * T * kl;
+    }
+    return (float)(loss / n);
+}

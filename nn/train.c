@@ -135,6 +135,37 @@ qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct
     return QD_OK;
 }
 
+/* Squared error of w[0..n) on the symmetric grid of step s, levels within +-qmax. */
+static double grid_error(const float *w, size_t n, float s, float qmax)
+{
+    double e = 0;
+    for (size_t j = 0; j < n; j++) {
+        float q = roundf(w[j] / s);
+        q = q > qmax ? qmax : q < -qmax ? -qmax : q;
+        double d = (double)w[j] - (double)s * q;
+        e += d * d;
+    }
+    return e;
+}
+
+float qd_weight_clip(const float *w, size_t n, int bits)
+{
+    float a = 0, qmax = (float)((1 << (bits - 1)) - 1);
+    for (size_t j = 0; j < n; j++)
+        a = fmaxf(a, fabsf(w[j]));
+    if (a == 0 || bits > QD_WEIGHT_CLIP_BITS)
+        return a;
+    float best = a;
+    double best_e = grid_error(w, n, a / qmax, qmax);
+    for (int k = 1; k <= 23; k++) {
+        float c = a * (1.0f - 0.03f * (float)k);
+        double e = grid_error(w, n, c / qmax, qmax);
+        if (e < best_e)
+            best_e = e, best = c;
+    }
+    return best;
+}
+
 void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float *out)
 {
     memcpy(out, m->param, sizeof(float) * m->nparam);
@@ -146,14 +177,14 @@ void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float 
         size_t per = n->wlen / n->out;
         float qmax = (float)((1 << (b - 1)) - 1);
         for (int c = 0; c < n->out; c++) {
-            float *w = out + n->woff + (size_t)c * per, a = 0;
-            for (size_t j = 0; j < per; j++)
-                a = fmaxf(a, fabsf(w[j]));
+            float *w = out + n->woff + (size_t)c * per, a = qd_weight_clip(w, per, b);
             if (a == 0)
                 continue;
             float s = a / qmax;
-            for (size_t j = 0; j < per; j++) /* round half away from zero, as qd_quantize */
-                w[j] = s * roundf(w[j] / s);
+            for (size_t j = 0; j < per; j++) { /* round half away from zero, as qd_quantize */
+                float q = roundf(w[j] / s);
+                w[j] = s * (q > qmax ? qmax : q < -qmax ? -qmax : q);
+            }
         }
     }
 }
@@ -211,11 +242,31 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     int *perm = malloc(sizeof(int) * train->n);
     float *master = m->param, *shadow = o->qat_bits ? qd_mem_alloc(P * sizeof(float)) : NULL;
     float *ranges = o->qat_act_bits ? malloc(2 * sizeof(float) * m->nnodes) : NULL;
+    int S = o->substeps > 1 ? o->substeps : 1;
+    float *gacc = S > 1 ? qd_mem_alloc(P * sizeof(float)) : NULL;
+    float *dkd = o->teacher ? malloc(sizeof(float) * B * m->nclass) : NULL;
+    float kw = o->teacher ? o->kd_weight : 0;
+    struct qd_exec te = {0};
     qd_err err = QD_OK;
     if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow) ||
-        (o->qat_act_bits && !ranges)) {
+        (o->qat_act_bits && !ranges) || (S > 1 && !gacc) || (o->teacher && !dkd)) {
         err = qd_seterr(QD_ENOMEM, "train: out of memory");
         goto out;
+    }
+    if (o->teacher) {
+        const struct qd_node *ti = &o->teacher->nodes[0];
+        if (o->teacher->nclass != m->nclass || ti->c != in->c || ti->h != in->h ||
+            ti->w != in->w) {
+            err = qd_seterr(QD_ESHAPE,
+                            "train: the teacher's input or classes differ from the model's");
+            goto out;
+        }
+        if (!(kw >= 0 && kw <= 1)) {
+            err = qd_seterr(QD_EINVAL, "train: kd_weight must be in [0, 1]");
+            goto out;
+        }
+        if ((err = qd_exec_init(&te, o->teacher, B)))
+            goto out;
     }
     if (ranges) {
         for (int i = 0; i < 2 * m->nnodes; i++)
@@ -247,24 +298,48 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
             else
                 lr = 0.5 * o->lr * (1 + cos(M_PI * (step - warm) / (double)(total - warm)));
             qd_batch_fill(train, nm, perm + b * B, B, o->augment, &rng, x, y);
-            if (o->on_step)
-                o->on_step(o->step_ctx, step);
-            if (shadow) { /* forward/backward on the quantized weights */
-                qd_fake_quant_weights(m, o->qat_bits, shadow);
-                m->param = shadow;
+            const float *tl = NULL;
+            if (o->teacher) {
+                qd_exec_forward(&te, B, x, 0);
+                tl = qd_exec_logits(&te);
             }
-            qd_exec_forward(&e, B, x, 1);
-            int c;
-            float loss = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &c);
-            if (!isfinite(loss)) {
+            for (int k = 0; k < S; k++) {
+                if (o->on_step)
+                    o->on_step(o->step_ctx, step * S + k);
+                if (shadow) { /* forward/backward on the quantized weights */
+                    qd_fake_quant_weights(m, o->qat_bits, shadow);
+                    m->param = shadow;
+                }
+                qd_exec_forward(&e, B, x, 1);
+                int c;
+                float loss = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &c);
+                if (tl) {
+                    float kd = qd_softmax_kd_f32(B, m->nclass, qd_exec_logits(&e), tl,
+                                                 o->kd_temp > 0 ? o->kd_temp : 1, dkd);
+                    loss = (1 - kw) * loss + kw * kd;
+                    for (int i = 0; i < B * m->nclass; i++)
+                        dl[i] = (1 - kw) * dl[i] + kw * dkd[i];
+                }
+                if (!isfinite(loss)) {
+                    m->param = master;
+                    err = qd_seterr(QD_EINVAL, "train: loss diverged (%g) at step %ld; lower --lr",
+                                    loss, step);
+                    goto out;
+                }
+                qd_exec_backward(&e, B, dl);
                 m->param = master;
-                err = qd_seterr(QD_EINVAL, "train: loss diverged (%g) at step %ld; lower --lr",
-                                loss, step);
-                goto out;
+                if (gacc) {
+                    const float *g = m->grad;
+                    float a = 1.0f / S;
+#pragma omp parallel for schedule(static)
+                    for (size_t i = 0; i < P; i++)
+                        gacc[i] = (k ? gacc[i] : 0.0f) + a * g[i];
+                }
+                lsum += loss * B;
+                ok += c;
+                seen += B;
             }
-            qd_exec_backward(&e, B, dl);
-            m->param = master;
-            float *w = m->param, *g = m->grad, *v = st, *v2 = st + P;
+            float *w = m->param, *g = gacc ? gacc : m->grad, *v = st, *v2 = st + P;
             float mu = o->momentum, wd = o->weight_decay, flr = (float)lr;
             if (o->optim == QD_OPTIM_SGD) {
 #pragma omp parallel for schedule(static)
@@ -284,9 +359,6 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
                     w[i] -= flr * (v[i] / c1) / (sqrtf(v2[i] / c2) + 1e-8f);
                 }
             }
-            lsum += loss * B;
-            ok += c;
-            seen += B;
             if (tty && (b % 10 == 0 || b == nb - 1))
                 progress(ep + 1, o->epochs, b + 1, nb, lsum / seen, seen / (now() - t0));
         }
@@ -321,6 +393,10 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     }
 out:
     m->param = master;
+    if (te.m)
+        qd_exec_fini(&te);
+    qd_mem_free(gacc, P * sizeof(float));
+    free(dkd);
     qd_mem_free(shadow, P * sizeof(float));
     qd_exec_fini(&e);
     qd_mem_free(x, xbytes);

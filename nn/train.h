@@ -59,6 +59,15 @@ struct qd_train_opts {
      * step. */
     void (*on_step)(void *ctx, long step);
     void *step_ctx;
+    /* Forward/backward passes per optimizer step (0 or 1: one). Pass k of step s calls on_step
+     * with s * substeps + k; the gradients of the passes are averaged into one update (the
+     * "sandwich" of a supernet: several policies per step). */
+    int substeps;
+    /* Knowledge distillation (NULL: off): a model with the same input and classes, run in
+     * inference mode on each (augmented) batch; the loss becomes (1 - kd_weight) cross-entropy
+     * + kd_weight * distillation at temperature kd_temp (qd_softmax_kd_f32, 0: 1). */
+    const struct qd_model *teacher;
+    float kd_weight, kd_temp;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);
@@ -94,8 +103,17 @@ struct qd_eval {
 qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct qd_norm *nm,
                    int batch, struct qd_eval *r);
 
+/* The clipping value of one output channel's n weights at `bits` (symmetric grid of
+ * 2^(bits-1) - 1 steps each side): their largest magnitude, or at QD_WEIGHT_CLIP_BITS bits and
+ * fewer the fraction of it (1.00, 0.97, ... 0.31) whose grid has the least squared error (at 2
+ * bits the max-magnitude grid rounds most weights of a bell-shaped channel to zero). Training's
+ * fake quantization and the model builder (quant/quantize.h) both use it, so deployed weights
+ * are exactly what training saw. 0 for an all-zero channel. */
+#define QD_WEIGHT_CLIP_BITS 4
+float qd_weight_clip(const float *w, size_t n, int bits);
+
 /* Writes m's parameters into out (nparam floats) with the weights of every node whose
- * bits[node] > 0 fake-quantized per output channel. */
+ * bits[node] > 0 fake-quantized per output channel (grid from qd_weight_clip). */
 void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float *out);
 
 #endif

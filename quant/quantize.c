@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/train.h"
+
 void qd_qrange(int bits, enum qd_qscheme s, int32_t *qmin, int32_t *qmax)
 {
     int32_t m = (int32_t)1 << (bits - 1);
@@ -70,9 +72,7 @@ void qd_quantize_per_channel(const float *w, int cout, size_t per, int bits, flo
 {
     for (int c = 0; c < cout; c++) {
         const float *wc = w + (size_t)c * per;
-        float a = 0;
-        for (size_t i = 0; i < per; i++)
-            a = fmaxf(a, fabsf(wc[i]));
+        float a = qd_weight_clip(wc, per, bits); /* the grid training's fake quantization uses */
         struct qd_qparam p;
         qd_qparam_from_range(-a, a, bits, QD_QSCHEME_SYM, &p);
         scales[c] = p.scale;

