@@ -134,10 +134,14 @@ qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
         qd_rng_seed(&r, 7);
         int idx[BATCH];
         uint8_t y[BATCH];
+        /* the images as training saw them (CIFAR: random crops and flips): the weights were
+         * learned against those statistics; plain images shift them (-2 pt on CIFAR-10) */
+        struct qd_train_opts t;
+        qd_train_opts_default(&t, train->name);
         for (int b = 0; b < batches; b++) {
             for (int k = 0; k < BATCH; k++)
                 idx[k] = (int)qd_rng_below(&r, (uint64_t)train->n);
-            qd_batch_fill(train, nm, idx, BATCH, 0, NULL, x, y);
+            qd_batch_fill(train, nm, idx, BATCH, t.augment, &r, x, y);
             qd_exec_forward(&e, BATCH, x, 1);
         }
         m->param = master;
@@ -149,7 +153,7 @@ qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
     return err;
 }
 
-static const char MAGIC[8] = "QDBNC02\n"; /* 02: weight grids clipped at 4 bits and fewer */
+static const char MAGIC[8] = "QDBNC03\n"; /* 03: clipped low-bit grids, augmented images */
 
 qd_err qd_bn_cache_open(struct qd_bn_cache *c, const char *path, size_t nstat, const char *key)
 {
