@@ -62,6 +62,7 @@ qd_err qd_gate_decide(const struct qd_gate *g, const struct qd_decider *d,
 struct qd_gate_train_opts {
     int steps, batch, hidden, threads;
     float lr, tau, lambda;   /* Adam step; Gumbel temperature; budget penalty weight */
+    int probe;               /* layers a step whose alternatives are measured; 0: first order */
     uint64_t seed;
     const char *const *profiles;
     int nprofiles;

@@ -10,7 +10,15 @@
  *      gate's probabilities (the cost tables of the exact search), differentiated exactly;
  *   5. an Adam step on the gate.
  * The activation logits learn from the penalty alone (their task-loss derivative would need
- * the activations' own relaxation; not done). */
+ * the activations' own relaxation; not done).
+ *
+ * With probe > 0, step 3 measures instead of linearizing: for `probe` layers drawn at random,
+ * the task loss on the same batch with that layer's weights at each other supported width
+ * (and its activations at the other width), s[l][b] = L(policy with l at b) - L(policy), the
+ * secant of the relaxation along each one-hot direction, scaled by L / probe so that every
+ * layer's expected signal is the same as if all were probed. The first-order estimate sees
+ * little of what a layer loses at low bits near a well-trained point (the loss is flat to first
+ * order there); the measured difference sees all of it, at one forward pass per alternative. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,10 +149,11 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
     float *logits = malloc(sizeof *logits * L * QD_GATE_OUT),
           *dlog = malloc(sizeof *dlog * L * QD_GATE_OUT);
     double *ysoft = malloc(sizeof *ysoft * L * 4), *pw = malloc(sizeof *pw * L * 4),
-           *pa = malloc(sizeof *pa * L * 2);
-    if (!logits || !dlog || !ysoft || !pw || !pa) {
+           *pa = malloc(sizeof *pa * L * 2), *yas = malloc(sizeof *yas * L * 2);
+    int *perm = malloc(sizeof *perm * L), probe = o->probe < L ? o->probe : L;
+    if (!logits || !dlog || !ysoft || !pw || !pa || !yas || !perm) {
         err = qd_seterr(QD_ENOMEM, "gate train: out of memory");
-        free(logits), free(dlog), free(ysoft), free(pw), free(pa);
+        free(logits), free(dlog), free(ysoft), free(pw), free(pa), free(yas), free(perm);
         goto out;
     }
     double avg_ce = 0, avg_pen = 0, avg_over = 0;
@@ -174,6 +183,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
             softmax_masked(z, okw, 4, 1, NULL, pw + l * 4);
             softmax_masked(z + 4, oka, 2, 1, NULL, pa + l * 2);
             softmax_masked(z + 4, oka, 2, tau, na, ya);
+            yas[l * 2] = ya[0], yas[l * 2 + 1] = ya[1];
             int best = 0;
             for (int k = 1; k < 4; k++)
                 if (ysoft[l * 4 + k] > ysoft[l * 4 + best])
@@ -199,11 +209,50 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
         qd_exec_forward(&e, B, x, 1);
         int correct;
         float ce = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &correct);
-        qd_exec_backward(&e, B, dl);
-        m->param = master;
         memset(dlog, 0, sizeof *dlog * L * QD_GATE_OUT);
+        if (probe > 0) {
+            /* task loss -> logits, measured (secant straight-through) */
+            for (int l = 0; l < L; l++)
+                perm[l] = l;
+            for (int i = 0; i < probe; i++) {
+                int j = i + (int)qd_rng_below(&r, (uint32_t)(L - i)), l = perm[j];
+                perm[j] = perm[i], perm[i] = l;
+                double s[4] = {0}, sa[2] = {0}, scale = (double)L / probe;
+                if (node[l] >= 0) {
+                    const struct qd_node *n = &m->nodes[node[l]];
+                    int cur = widx(pol.wbits[l]);
+                    for (int k = 0; k < 4; k++) {
+                        if (!okw[k] || k == cur)
+                            continue;
+                        memcpy(shadow + n->woff, qall + (size_t)k * P + n->woff,
+                               sizeof *shadow * n->wlen);
+                        qd_exec_forward(&e, B, x, 1);
+                        s[k] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
+                                                            dl, &correct) - ce);
+                    }
+                    memcpy(shadow + n->woff, qall + (size_t)cur * P + n->woff,
+                           sizeof *shadow * n->wlen);
+                    softmax_back(ysoft + l * 4, s, 4, tau, dlog + l * QD_GATE_OUT);
+                }
+                if (oka[0] && oka[1]) {
+                    int cur = pol.abits[l] == 16;
+                    pol.abits[l] = cur ? 8 : 16;
+                    qd_supernet_node_bits(m, g, &pol, wb, ab);
+                    qd_exec_forward(&e, B, x, 1);
+                    sa[!cur] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
+                                                            dl, &correct) - ce);
+                    pol.abits[l] = cur ? 16 : 8;
+                    qd_supernet_node_bits(m, g, &pol, wb, ab);
+                    softmax_back(yas + l * 2, sa, 2, tau, dlog + l * QD_GATE_OUT + 4);
+                }
+            }
+            m->param = master;
+        } else {
+            qd_exec_backward(&e, B, dl);
+            m->param = master;
+        }
         /* task loss -> weight logits (straight-through Gumbel-softmax) */
-        for (int l = 0; l < L; l++) {
+        for (int l = 0; probe == 0 && l < L; l++) {
             if (node[l] < 0)
                 continue;
             const struct qd_node *n = &m->nodes[node[l]];
@@ -281,7 +330,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
             fprintf(stderr, "gate: step %d/%d  task loss %.4f  penalty %.4f  over budget %.0f%%\n",
                     step + 1, steps, avg_ce, avg_pen, 100 * avg_over);
     }
-    free(logits), free(dlog), free(ysoft), free(pw), free(pa);
+    free(logits), free(dlog), free(ysoft), free(pw), free(pa), free(yas), free(perm);
 out:
     if (saved) /* training-mode forwards moved the running statistics */
         memcpy(m->stat, st0, sizeof *st0 * m->nstat);

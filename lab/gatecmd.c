@@ -186,7 +186,8 @@ qd_err qd_lab_gate_train(const struct qd_gate_lab_opts *o)
     struct qd_gate g;
     struct qd_gate_train_opts to = {.steps = o->steps, .batch = o->batch, .hidden = o->hidden,
                                     .threads = o->threads, .lr = o->lr, .seed = (uint64_t)o->seed,
-                                    .profiles = qd_device_parts, .nprofiles = QD_DEVICE_PARTS, .progress = !o->json};
+                                    .profiles = qd_device_parts, .nprofiles = QD_DEVICE_PARTS,
+                                    .progress = !o->json, .probe = o->probe};
     double t0 = now();
     qd_err e = qd_gate_train(&g, &d, &to);
     if (!e) {

@@ -64,7 +64,9 @@ static const char usage[] =
     "        sampled; default 2), the frozen F's soft targets weighted W against the labels\n"
     "        (default 1); --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
-    "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H]   the gating MLP\n"
+    "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H] [--probe N]\n"
+    "        the gating MLP; --probe N: each step measures the loss of N layers' other widths\n"
+    "        (0: the first-order estimate from one backward pass)\n"
     "  gate eval --gate G [--contexts N] [--limit N]   random contexts: the gate's decisions\n"
     "        against the sensitivity search's, accuracy and decision time\n"
     "  decide --gate G --device P [--flash B] [--ram B] [--latency MS] [--energy MJ]\n"
@@ -76,7 +78,7 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device, *supernet, *gate;
     double flash, ram, latency, energy, battery;
-    int steps, contexts, hidden, sandwich;
+    int steps, contexts, hidden, sandwich, probe;
     double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
@@ -170,6 +172,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--contexts", 1, 1e6, a->contexts, (void)0)
         NUM("--hidden", 1, 4096, a->hidden, (void)0)
         NUM("--sandwich", 1, 16, a->sandwich, (void)0)
+        NUM("--probe", 0, 4096, a->probe, (void)0)
         NUM("--kd", 0, 1, a->kd, (void)0)
         NUM("--battery", 0, 1, a->battery, (void)0)
 #undef NUM
@@ -829,7 +832,7 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
-        .sandwich = a->sandwich, .kd = a->kd};
+        .sandwich = a->sandwich, .kd = a->kd, .probe = a->probe};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)

@@ -204,25 +204,26 @@ static double mean_bits(const struct qd_gate *g, const struct qd_decide_tables *
     return s / g->L;
 }
 
-static void training_spends_fewer_bits_under_tight_budgets(void **st)
+/* Trains a gate on fx (probe as given) and checks what any training must give: the supernet
+ * untouched, fewer bits under a flash budget near the smallest than with none. Returns the
+ * mean bits with no budget. */
+static double train_tight_and_loose(struct fixture *fx, int probe, int steps)
 {
     devdir();
-    struct fixture fx;
-    make(&fx, "custom", 1, 12, 41);
     struct qd_decider d;
-    decider_of(&fx, &d);
+    decider_of(fx, &d);
     static const char *const profs[] = {"cortex-m4"};
     struct qd_gate g;
-    struct qd_gate_train_opts o = {.steps = 600, .batch = 8, .hidden = 32, .threads = 1,
+    struct qd_gate_train_opts o = {.steps = steps, .batch = 8, .hidden = 32, .threads = 1,
                                    .lr = 3e-3f, .lambda = 4, .seed = 3, .profiles = profs,
-                                   .nprofiles = 1};
-    float *p0 = malloc(sizeof *p0 * fx.m.nparam), *s0 = malloc(sizeof *s0 * fx.m.nstat);
-    memcpy(p0, fx.m.param, sizeof *p0 * fx.m.nparam);
-    memcpy(s0, fx.m.stat, sizeof *s0 * fx.m.nstat);
+                                   .nprofiles = 1, .probe = probe};
+    float *p0 = malloc(sizeof *p0 * fx->m.nparam), *s0 = malloc(sizeof *s0 * fx->m.nstat);
+    memcpy(p0, fx->m.param, sizeof *p0 * fx->m.nparam);
+    memcpy(s0, fx->m.stat, sizeof *s0 * fx->m.nstat);
     assert_int_equal(qd_gate_train(&g, &d, &o), QD_OK);
     /* the supernet is frozen: its weights and statistics are untouched */
-    assert_memory_equal(p0, fx.m.param, sizeof *p0 * fx.m.nparam);
-    assert_memory_equal(s0, fx.m.stat, sizeof *s0 * fx.m.nstat);
+    assert_memory_equal(p0, fx->m.param, sizeof *p0 * fx->m.nparam);
+    assert_memory_equal(s0, fx->m.stat, sizeof *s0 * fx->m.nstat);
     struct qd_device dev;
     assert_int_equal(qd_device_load("cortex-m4", &dev), QD_OK);
     struct qd_decide_tables t;
@@ -231,11 +232,40 @@ static void training_spends_fewer_bits_under_tight_budgets(void **st)
     double loose[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
     double bt = mean_bits(&g, &t, tight), bl = mean_bits(&g, &t, loose);
     if (!(bt < bl))
-        fail_msg("tight flash: %.2f bits on average, unconstrained %.2f", bt, bl);
+        fail_msg("probe %d, tight flash: %.2f bits on average, unconstrained %.2f", probe, bt,
+                 bl);
     qd_decide_tables_fini(&t);
     free(p0), free(s0);
     qd_gate_fini(&g);
     qd_sens_fini(&d.s);
+    return bl;
+}
+
+static void training_spends_fewer_bits_under_tight_budgets(void **st)
+{
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 41);
+    train_tight_and_loose(&fx, 0, 600);
+    train_tight_and_loose(&fx, 2, 300);
+    unmake(&fx);
+}
+
+/* A backbone fitted to its images loses them at 2 bits: the measured task signal alone (no
+ * budget binds) must lead the gate to wide weights, which the budget penalty never asks for. */
+static void measured_task_loss_keeps_bits_where_they_matter(void **st)
+{
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 43);
+    struct qd_norm nm;
+    qd_norm_fit(&fx.ds, &nm);
+    struct qd_train_opts t;
+    qd_train_opts_default(&t, "synth");
+    t.epochs = 60, t.batch = 8, t.lr = 0.05f, t.threads = 1, t.augment = 0, t.progress = 0;
+    t.warmup_epochs = 0, t.eval_each_epoch = 0;
+    assert_int_equal(qd_train(&fx.m, &fx.ds, NULL, &nm, &t, NULL, NULL), QD_OK);
+    double bl = train_tight_and_loose(&fx, 5, 300);
+    if (!(bl >= 7))
+        fail_msg("no budget binds, yet the gate chose %.2f weight bits on average", bl);
     unmake(&fx);
 }
 
@@ -299,6 +329,7 @@ int main(void)
         cmocka_unit_test(gate_file_round_trip_and_damage),
         cmocka_unit_test(gate_decisions_fit_and_follow_the_logits),
         cmocka_unit_test(training_spends_fewer_bits_under_tight_budgets),
+        cmocka_unit_test(measured_task_loss_keeps_bits_where_they_matter),
         cmocka_unit_test(supernet_bn_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
