@@ -9,9 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const qd_device_parts[QD_DEVICE_PARTS] = {"cortex-m4",  "cortex-m7",
-                                                      "esp32",      "rp2040",
-                                                      "cortex-a53", "raspberry-pi-4"};
+const char *const qd_device_parts[QD_DEVICE_PARTS] = {
+    "cortex-m4", "cortex-m7", "esp32", "rp2040", "cortex-a53", "raspberry-pi-4", "pynq-z1"};
 
 qd_err qd_parse_size(const char *s, double *bytes)
 {

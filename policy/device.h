@@ -79,7 +79,7 @@ struct qd_device {
 qd_err qd_device_load(const char *name_or_path, struct qd_device *d);
 /* The profiles of real parts in etc/devices (not `host`), QD_DEVICE_PARTS of them: what fleets
  * are simulated over and gates are trained across. */
-#define QD_DEVICE_PARTS 6
+#define QD_DEVICE_PARTS 7
 extern const char *const qd_device_parts[QD_DEVICE_PARTS];
 /* "512k" -> 524288; plain numbers are bytes. */
 qd_err qd_parse_size(const char *s, double *bytes);

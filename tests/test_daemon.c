@@ -4,7 +4,7 @@
  *   - before the backbone is ready: health says how far it got, device ops get ENOTREADY;
  *   - malformed, oversized, unauthenticated, replayed and mistyped messages: error replies with
  *     their stable codes, and the daemon still serving;
- *   - 50 simulated devices of six profiles register, report, receive and verify their models,
+ *   - 50 simulated devices of seven profiles register, report, receive and verify their models,
  *     run them on test images and ack; the context changes; quantd is killed with SIGKILL right
  *     after the decisions were replied and before any ack; on restart every acked version is
  *     still there and every unacked push is delivered;

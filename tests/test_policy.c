@@ -352,6 +352,36 @@ static void cost_tables_equal_built_models(void **st)
     }
 }
 
+/* Energy follows each part's arithmetic: on the MCUs and CPUs int8's SIMD path is the
+ * cheapest (sub-byte weights must be unpacked), on the bit-serial FPGA overlay energy falls with
+ * every bit removed. */
+static void energy_follows_the_parts_arithmetic(void **st)
+{
+    use_source_devices();
+    struct fixture fx;
+    make(&fx, "custom", 3, 16, 77);
+    static const char *parts[] = {"cortex-m4", "raspberry-pi-4", "pynq-z1"};
+    for (int di = 0; di < 3; di++) {
+        struct qd_device d;
+        assert_int_equal(qd_device_load(parts[di], &d), QD_OK);
+        double e[17];
+        for (int b = 2; b <= 16; b *= 2) {
+            struct qd_policy p;
+            qd_policy_uniform(&p, fx.g.nq, b, 8);
+            struct qd_costs c;
+            assert_int_equal(qd_cost_policy(&fx.g, &p, &d, &c), QD_OK);
+            e[b] = c.energy_mj;
+        }
+        int serial = !strcmp(parts[di], "pynq-z1");
+        int ok = serial ? e[2] < e[4] && e[4] < e[8] && e[8] < e[16] && e[2] < 0.4 * e[8]
+                        : e[8] < e[2] && e[8] < e[4] && e[8] < e[16];
+        if (!ok)
+            fail_msg("%s: energy at 2/4/8/16 bits %.4g %.4g %.4g %.4g mJ", parts[di], e[2], e[4],
+                     e[8], e[16]);
+    }
+    unmake(&fx);
+}
+
 /* The host kernel model's features follow the runtime's kernels: the SIMD kernel's dot
  * products cover every MAC of the padded layer exactly, its tile calls are one per tile of
  * each output row and block group, each loading the group's weights; the reference and
@@ -496,6 +526,7 @@ int main(void)
         cmocka_unit_test(infeasible_budget_is_named),
         cmocka_unit_test(device_profiles_load_and_bad_ones_are_named),
         cmocka_unit_test(cost_tables_equal_built_models),
+        cmocka_unit_test(energy_follows_the_parts_arithmetic),
         cmocka_unit_test(decide_fits_and_reports_exact_figures),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
