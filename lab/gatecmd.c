@@ -385,11 +385,14 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
         qd_gate_fini(&g);
         return e;
     }
+    /* negative: a fraction of the int8 model's figure (`--flash 50%`) */
     double b[QD_BUDGET_COUNT] = {
-        isnan(o->flash) ? dev.flash - dev.reserved_flash : o->flash,
-        isnan(o->latency) ? INFINITY : o->latency,
-        isnan(o->energy) ? INFINITY : o->energy,
-        isnan(o->ram) ? dev.ram - dev.reserved_ram : o->ram};
+        isnan(o->flash) ? dev.flash - dev.reserved_flash
+        : o->flash < 0  ? -o->flash * t.int8.flash
+                        : o->flash,
+        isnan(o->latency) ? INFINITY : o->latency < 0 ? -o->latency * t.int8.latency_ms : o->latency,
+        isnan(o->energy) ? INFINITY : o->energy < 0 ? -o->energy * t.int8.energy_mj : o->energy,
+        isnan(o->ram) ? dev.ram - dev.reserved_ram : o->ram < 0 ? -o->ram * t.int8.ram : o->ram};
     if (!isnan(o->battery)) /* as quantd (its default floor): the battery caps the energy */
         b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&t, o->battery, 0.2));
     struct qd_decision r;
@@ -414,8 +417,12 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
         } else {
             printf("%s: policy %s (gate + exact search, %.1f us)\n", dev.name, pp, 1e6 * dt);
             printf("  flash %.0f bytes (budget %.0f), RAM %.0f (budget %.0f), latency %.3f ms, "
-                   "energy %.4f mJ\n",
+                   "energy %.4f mJ",
                    r.costs.flash, b[0], r.costs.ram, b[3], r.costs.latency_ms, r.costs.energy_mj);
+            if (isfinite(b[QD_BUDGET_ENERGY]))
+                printf(" (budget %.4f)", b[QD_BUDGET_ENERGY]);
+            printf("; of int8's: flash %.0f%%, energy %.0f%%\n", 100 * r.costs.flash / t.int8.flash,
+                   100 * r.costs.energy_mj / t.int8.energy_mj);
             if (o->eval)
                 printf("  test accuracy %.2f%% (%zu bytes)\n", 100 * acc, bytes);
         }

@@ -70,7 +70,8 @@ static const char usage[] =
     "  gate eval --gate G [--contexts N] [--limit N]   random contexts: the gate's decisions\n"
     "        against the sensitivity search's, accuracy and decision time\n"
     "  decide --gate G --device P [--flash B] [--ram B] [--latency MS] [--energy MJ]\n"
-    "        [--battery F] [--eval]   the gate's policy made feasible by the exact search\n"
+    "        [--battery F] [--eval]   the gate's policy made feasible by the exact search;\n"
+    "        a budget may be a percentage of the int8 model's figure (--flash 50%)\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
@@ -136,6 +137,20 @@ static int parse(int argc, char **argv, int i, struct args *a)
             return bad("option %s needs a value (or is unknown)", f);
         const char *v = argv[++i];
         double d;
+        /* decide: a budget as a percentage of the uniform int8 model's figure, stored negative */
+        if ((!strcmp(f, "--flash") || !strcmp(f, "--ram") || !strcmp(f, "--latency") ||
+             !strcmp(f, "--energy")) &&
+            *v && v[strlen(v) - 1] == '%') {
+            char num_s[64];
+            snprintf(num_s, sizeof num_s, "%.*s", (int)strlen(v) - 1, v);
+            if (strlen(v) > 32 || num(num_s, 1e-3, 1e4, &d))
+                return bad("bad percentage for %s (want e.g. 50%%)", f);
+            *(!strcmp(f, "--flash") ? &a->flash
+              : !strcmp(f, "--ram") ? &a->ram
+              : !strcmp(f, "--latency") ? &a->latency
+                                        : &a->energy) = -d / 100;
+            continue;
+        }
 #define NUM(flag, lo, hi, dst, set)                                                                \
     if (!strcmp(f, flag)) {                                                                        \
         if (num(v, lo, hi, &d))                                                                    \
@@ -739,6 +754,9 @@ static int cmd_search(struct args *a, int search, int argc, char **argv)
     static const char *names[] = {"sensitivity", "search", "pareto"};
     if (!a->ckpt || (search && !a->device))
         return bad("%s needs --ckpt F and --device PROFILE", names[search]);
+    if (a->flash < 0 || a->ram < 0 || a->latency < 0 || a->energy < 0)
+        return bad("%s takes budgets in bytes, ms and mJ (percentages are for decide)",
+                   names[search]);
     struct qd_search_opts o = {.ckpt = a->ckpt,
                                .data = a->data,
                                .dir = a->dir,

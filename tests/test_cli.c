@@ -53,7 +53,11 @@ static void usage_errors_exit_2(void **st)
                          "eval",
                          "data",
                          "data fetch --dir",
-                         "spec --model custom"};
+                         "spec --model custom",
+                         "decide --gate g --device host --energy 40x%",
+                         "decide --gate g --device host --flash %",
+                         "decide --gate g --device host --ram 0%",
+                         "search --ckpt c --device host --flash 50%"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = run(bad[i], NULL, 0, err, sizeof err);
         if (rc != 2)
