@@ -217,8 +217,11 @@ qd_err qd_bn_cache_get(struct qd_bn_cache *c, struct qd_model *m, const struct q
                        const struct qd_igraph *g, const struct qd_dataset *train,
                        const struct qd_policy *p, int batches, const float **stat)
 {
-    char pol[QD_POLICY_MAX * 6];
-    QD_TRY(qd_policy_format(p, pol, sizeof pol));
+    /* keyed by the policy and the batch count: statistics from fewer batches are not the ones
+     * asked for */
+    char pol[QD_POLICY_MAX * 6 + 16];
+    QD_TRY(qd_policy_format(p, pol, QD_POLICY_MAX * 6));
+    snprintf(pol + strlen(pol), 16, " x%d", batches);
     for (int i = 0; i < c->n; i++)
         if (!strcmp(c->policy[i], pol)) {
             *stat = c->stat[i];

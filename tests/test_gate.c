@@ -297,12 +297,17 @@ static void supernet_bn_cache(void **st)
     assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p8, 3, &a8), QD_OK);
     assert_int_equal(c.n, 2);
     assert_true(memcmp(a4, a8, sizeof(float) * fx.m.nstat) != 0); /* precision moves the stats */
+    /* statistics from another number of batches are another entry, not the cached one */
+    const float *a4b;
+    assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p4, 1, &a4b), QD_OK);
+    assert_int_equal(c.n, 3);
+    assert_true(a4b != a4 && memcmp(a4, a4b, sizeof(float) * fx.m.nstat) != 0);
     float *keep = malloc(sizeof(float) * fx.m.nstat);
     memcpy(keep, a4, sizeof(float) * fx.m.nstat);
     qd_bn_cache_fini(&c);
     /* reopened: served from the file, bit for bit */
     assert_int_equal(qd_bn_cache_open(&c, path, fx.m.nstat, "key-1"), QD_OK);
-    assert_int_equal(c.n, 2);
+    assert_int_equal(c.n, 3);
     assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p4, 3, &b4), QD_OK);
     assert_memory_equal(b4, keep, sizeof(float) * fx.m.nstat);
     qd_bn_cache_fini(&c);
