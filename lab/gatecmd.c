@@ -406,6 +406,12 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
     if (!e) {
         char pp[4096];
         qd_policy_format(&r.policy, pp, sizeof pp);
+        if (o->policy_out)
+            snprintf(o->policy_out, QD_LAB_POLICY_OUT, "%s", pp);
+        if (o->supernet_out)
+            snprintf(o->supernet_out, QD_LAB_PATH_OUT, "%s", sn);
+        if (o->data_out)
+            snprintf(o->data_out, QD_LAB_DATA_OUT, "%s", l.d.ds);
         if (o->json) {
             printf("{\"device\":\"%s\",\"policy\":\"%s\",\"flash\":%.0f,\"ram\":%.0f,"
                    "\"latency_ms\":%.6g,\"energy_mj\":%.6g,\"decide_us\":%.1f",

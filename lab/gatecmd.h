@@ -21,11 +21,15 @@ struct qd_gate_lab_opts {
     float lr;
     double kd; /* supernet: distillation weight, 0: labels only */
     long seed;
+    /* decide: where to put the decided policy, the supernet it was decided on and its data
+     * set's name (NULL: not wanted) */
+    char *policy_out, *supernet_out, *data_out;
 };
 
 qd_err qd_lab_supernet(const struct qd_gate_lab_opts *o);
 qd_err qd_lab_gate_train(const struct qd_gate_lab_opts *o);
 qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o);
 qd_err qd_lab_decide(const struct qd_gate_lab_opts *o);
+enum { QD_LAB_POLICY_OUT = 4096, QD_LAB_PATH_OUT = 1024, QD_LAB_DATA_OUT = 32 };
 
 #endif

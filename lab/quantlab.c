@@ -70,8 +70,10 @@ static const char usage[] =
     "  gate eval --gate G [--contexts N] [--limit N]   random contexts: the gate's decisions\n"
     "        against the sensitivity search's, accuracy and decision time\n"
     "  decide --gate G --device P [--flash B] [--ram B] [--latency MS] [--energy MJ]\n"
-    "        [--battery F] [--eval]   the gate's policy made feasible by the exact search;\n"
-    "        a budget may be a percentage of the int8 model's figure (--flash 50%)\n"
+    "        [--battery F] [--eval] [--qat-epochs N --out M.qm]   the gate's policy made\n"
+    "        feasible by the exact search; a budget may be a percentage of the int8 model's\n"
+    "        figure (--flash 50%); --qat-epochs: then N epochs of QAT of the supernet at that\n"
+    "        policy, built into M.qm (and run on the test set with --eval)\n"
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
@@ -859,7 +861,22 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
     } else if (!strcmp(cmd, "decide")) {
         if (!a->gate)
             return bad("%s needs --gate G", cmd);
+        if (a->qat_epochs > 0 && !a->out)
+            return bad("%s --qat-epochs needs --out M.qm", cmd);
+        /* the paper's adaptation step: QAT of the supernet at the decided policy, then built */
+        static char pol[QD_LAB_POLICY_OUT], sn[QD_LAB_PATH_OUT], ds[QD_LAB_DATA_OUT];
+        o.policy_out = pol, o.supernet_out = sn, o.data_out = ds;
         e = qd_lab_decide(&o);
+        if (!e && a->qat_epochs > 0) {
+            a->ckpt = sn, a->mode = "mixed", a->policy = pol;
+            if (!a->data)
+                a->data = ds;
+            int rc = cmd_quantize(a);
+            if (rc || !a->do_eval)
+                return rc;
+            a->model = a->out;
+            return cmd_run(a);
+        }
     } else if (!strcmp(sub, "train")) {
         if (!a->supernet || !a->out)
             return bad("%s needs --supernet S and --out G", "gate train");

@@ -57,7 +57,8 @@ static void usage_errors_exit_2(void **st)
                          "decide --gate g --device host --energy 40x%",
                          "decide --gate g --device host --flash %",
                          "decide --gate g --device host --ram 0%",
-                         "search --ckpt c --device host --flash 50%"};
+                         "search --ckpt c --device host --flash 50%",
+                         "decide --gate g --device host --qat-epochs 2"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = run(bad[i], NULL, 0, err, sizeof err);
         if (rc != 2)
@@ -326,6 +327,73 @@ static void search_fits_budgets_and_explains_failures(void **st)
     assert_non_null(strstr(err, "no-such-board"));
 }
 
+/* The gate path end to end: supernet, gate, then decide with a budget given as a share of
+ * the int8 model's flash, and the adaptation step (--qat-epochs) building the decided policy. */
+static void decide_with_shares_and_adaptation(void **st)
+{
+    make_data();
+    static char out[1 << 16], err[1 << 16];
+    char args[2048], p[1100];
+    char devs[1100];
+    snprintf(devs, sizeof devs, "%s/etc/devices", getenv("QD_SOURCE_DIR"));
+    setenv("QD_DEVICE_DIR", devs, 1);
+    snprintf(args, sizeof args,
+             "train --model custom --data mnist --dir %s --epochs 1 --threads 2 --no-eval --json "
+             "--out %s/g.qdck",
+             dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    snprintf(args, sizeof args,
+             "supernet --ckpt %s/g.qdck --dir %s --epochs 1 --kd 0 --json --out %s/g.super", dir,
+             dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("supernet: %s", err);
+    snprintf(args, sizeof args,
+             "gate train --supernet %s/g.super --dir %s --sens-n 100 --steps 30 --json --out "
+             "%s/g.gate",
+             dir, dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("gate train: %s", err);
+    /* the uniform 8-bit model's size: what "50%" is a share of */
+    snprintf(args, sizeof args,
+             "quantize --ckpt %s/g.super --dir %s --mode mixed --policy 8 --json --out %s/g8.qm",
+             dir, dir, dir);
+    assert_int_equal(run(args, out, sizeof out, NULL, 0), 0);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    double int8 = cJSON_GetObjectItem(j, "bytes")->valuedouble;
+    cJSON_Delete(j);
+    snprintf(args, sizeof args,
+             "decide --gate %s/g.gate --dir %s --device cortex-m4 --flash 50%% --json", dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("decide: %s", err);
+    j = cJSON_Parse(out);
+    assert_non_null(j);
+    double flash = cJSON_GetObjectItem(j, "flash")->valuedouble;
+    char pol[256];
+    snprintf(pol, sizeof pol, "%s", cJSON_GetObjectItem(j, "policy")->valuestring);
+    cJSON_Delete(j);
+    if (!(flash <= 0.5 * int8))
+        fail_msg("decided %.0f bytes for a budget of half of %.0f", flash, int8);
+    /* adaptation: the same decision, fine-tuned, built at the decided size and run */
+    snprintf(args, sizeof args,
+             "decide --gate %s/g.gate --dir %s --device cortex-m4 --flash 50%% --qat-epochs 1 "
+             "--eval --json --out %s/g-adapted.qm",
+             dir, dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("decide --qat-epochs: %s", err);
+    assert_non_null(strstr(out, pol));
+    const char *last = strrchr(out, '{');
+    j = last ? cJSON_Parse(last) : NULL;
+    assert_non_null(j);
+    assert_true(cJSON_GetObjectItem(j, "bytes")->valuedouble == flash);
+    assert_true(cJSON_GetObjectItem(j, "test_acc")->valuedouble > 0.5);
+    cJSON_Delete(j);
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/g-adapted.qm", dir);
+    assert_int_equal(stat(p, &sb), 0);
+    assert_true((double)sb.st_size == flash);
+}
+
 static int setup(void **st)
 {
     ql = getenv("QUANTLAB");
@@ -345,6 +413,7 @@ int main(void)
         cmocka_unit_test(train_then_eval_agree),
         cmocka_unit_test(study_writes_tables_and_plots),
         cmocka_unit_test(search_fits_budgets_and_explains_failures),
+        cmocka_unit_test(decide_with_shares_and_adaptation),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
