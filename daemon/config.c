@@ -47,6 +47,8 @@ static const struct key KEYS[] = {
     N("backbone", supernet_kd, 0, 1, 0,
       "supernet: weight of the float model's soft targets against the labels"),
     I("backbone", gate_steps, 0, 1e8, 0, "then train a gate for this many steps (0: no gate)"),
+    I("backbone", gate_probe, 0, 4096, 0,
+      "gate: layers a step whose other widths' loss is measured (0: first-order estimate)"),
     I("backbone", sens_n, 16, 1e6, 0, "validation images for the sensitivity"),
     I("backbone", calib_n, 16, 1e6, 0, "images for activation calibration"),
     S("decide", devices_dir, 0, "device profiles directory"),

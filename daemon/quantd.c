@@ -1272,6 +1272,7 @@ static void boot_work(uv_work_t *w)
     if (!e && gate[0] && !d->cfg.ckpt[0] && access(gate, R_OK)) {
         atomic_store(&d->phase, PH_GATE);
         struct qd_gate_train_opts o = {.steps = d->cfg.gate_steps, .threads = d->cfg.threads,
+                                       .probe = d->cfg.gate_probe,
                                        .seed = 5, .profiles = qd_device_parts,
                                        .nprofiles = QD_DEVICE_PARTS};
         setenv("QD_DEVICE_DIR", d->cfg.devices_dir, 1);
