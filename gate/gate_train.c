@@ -246,11 +246,10 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                     softmax_back(yas + l * 2, sa, 2, tau, dlog + l * QD_GATE_OUT + 4);
                 }
             }
-            m->param = master;
         } else {
             qd_exec_backward(&e, B, dl);
-            m->param = master;
         }
+        m->param = master;
         /* task loss -> weight logits (straight-through Gumbel-softmax) */
         for (int l = 0; probe == 0 && l < L; l++) {
             if (node[l] < 0)

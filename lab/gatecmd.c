@@ -364,6 +364,13 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
     return e;
 }
 
+/* A budget flag's value: NAN (not given) -> dflt; negative -> that fraction of the int8
+ * model's figure (`--flash 50%`); else as given. */
+static double budget_of(double v, double dflt, double int8)
+{
+    return isnan(v) ? dflt : v < 0 ? -v * int8 : v;
+}
+
 qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
 {
     struct qd_gate g;
@@ -385,14 +392,11 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
         qd_gate_fini(&g);
         return e;
     }
-    /* negative: a fraction of the int8 model's figure (`--flash 50%`) */
     double b[QD_BUDGET_COUNT] = {
-        isnan(o->flash) ? dev.flash - dev.reserved_flash
-        : o->flash < 0  ? -o->flash * t.int8.flash
-                        : o->flash,
-        isnan(o->latency) ? INFINITY : o->latency < 0 ? -o->latency * t.int8.latency_ms : o->latency,
-        isnan(o->energy) ? INFINITY : o->energy < 0 ? -o->energy * t.int8.energy_mj : o->energy,
-        isnan(o->ram) ? dev.ram - dev.reserved_ram : o->ram < 0 ? -o->ram * t.int8.ram : o->ram};
+        budget_of(o->flash, dev.flash - dev.reserved_flash, t.int8.flash),
+        budget_of(o->latency, INFINITY, t.int8.latency_ms),
+        budget_of(o->energy, INFINITY, t.int8.energy_mj),
+        budget_of(o->ram, dev.ram - dev.reserved_ram, t.int8.ram)};
     if (!isnan(o->battery)) /* as quantd (its default floor): the battery caps the energy */
         b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&t, o->battery, 0.2));
     struct qd_decision r;
