@@ -61,6 +61,16 @@ static void softmax_masked(const float *z, const int *ok, int n, double tau, con
         p[k] /= s;
 }
 
+/* Sorts a[0..n-1] from largest to smallest (n is a handful: insertion). */
+static void sort_desc(int *a, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && a[j] > a[j - 1]; j--) {
+            int t = a[j];
+            a[j] = a[j - 1], a[j - 1] = t;
+        }
+}
+
 /* d/dz of a softmax with temperature tau at p, given g = d/dp: p_k (g_k - <p, g>) / tau. */
 static void softmax_back(const double *p, const double *g, int n, double tau, float *dz)
 {
@@ -92,7 +102,8 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
     float *st0 = malloc(sizeof *st0 * (m->nstat ? m->nstat : 1));
     float *x = malloc(sizeof *x * per * B), *dl = malloc(sizeof *dl * B * m->nclass);
     float *ranges = malloc(sizeof *ranges * 2 * m->nnodes);
-    uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
+    uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1),
+            *ab0 = malloc((size_t)m->nnodes);
     float *gg = calloc(gt->nparam, sizeof *gg), *m1 = calloc(gt->nparam, sizeof *m1),
           *m2 = calloc(gt->nparam, sizeof *m2);
     int *node = malloc(sizeof *node * L), *idx = malloc(sizeof *idx * B);
@@ -100,7 +111,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
     struct qd_exec e;
     int have_e = 0, ntab = 0, saved = 0;
     qd_err err = tabs && qall && shadow && st0 && x && dl && ranges && wb && ab && gg && m1 &&
-                         m2 && node && idx && y
+                         m2 && node && idx && y && ab0
                      ? QD_OK
                      : qd_seterr(QD_ENOMEM, "gate train: out of memory");
     if (!err && np < 1)
@@ -217,6 +228,14 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
             for (int i = 0; i < probe; i++) {
                 int j = i + (int)qd_rng_below(&r, (uint32_t)(L - i)), l = perm[j];
                 perm[j] = perm[i], perm[i] = l;
+            }
+            /* the probed layers last to first, each alternative's forward starting at the
+             * first node it changes: the nodes before it keep the drawn policy's activations
+             * from the forward above (`valid`: how many nodes still hold them) */
+            sort_desc(perm, probe);
+            int valid = m->nnodes;
+            for (int i = 0; i < probe; i++) {
+                int l = perm[i];
                 double s[4] = {0}, sa[2] = {0}, scale = (double)L / probe;
                 if (node[l] >= 0) {
                     const struct qd_node *n = &m->nodes[node[l]];
@@ -226,7 +245,8 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                             continue;
                         memcpy(shadow + n->woff, qall + (size_t)k * P + n->woff,
                                sizeof *shadow * n->wlen);
-                        qd_exec_forward(&e, B, x, 1);
+                        valid = valid < node[l] ? valid : node[l];
+                        qd_exec_forward_from(&e, B, valid, 1);
                         s[k] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
                                                             dl, &correct) - ce);
                     }
@@ -236,9 +256,14 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                 }
                 if (oka[0] && oka[1]) {
                     int cur = pol.abits[l] == 16;
+                    memcpy(ab0, ab, (size_t)m->nnodes);
                     pol.abits[l] = cur ? 8 : 16;
                     qd_supernet_node_bits(m, g, &pol, wb, ab);
-                    qd_exec_forward(&e, B, x, 1);
+                    int f = 1;
+                    while (f < m->nnodes && ab[f] == ab0[f])
+                        f++;
+                    valid = valid < f ? valid : f;
+                    qd_exec_forward_from(&e, B, valid, 1);
                     sa[!cur] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
                                                             dl, &correct) - ce);
                     pol.abits[l] = cur ? 16 : 8;
@@ -338,7 +363,7 @@ out:
     for (int i = 0; i < ntab; i++)
         qd_decide_tables_fini(&tabs[i]);
     free(tabs), free(qall), free(shadow), free(st0), free(x), free(dl), free(ranges), free(wb),
-        free(ab), free(gg), free(m1), free(m2), free(node), free(idx), free(y);
+        free(ab), free(ab0), free(gg), free(m1), free(m2), free(node), free(idx), free(y);
     if (err)
         qd_gate_fini(gt);
     return err;

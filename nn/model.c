@@ -447,10 +447,16 @@ static void fake_quant_act(struct qd_exec *e, int i, float *y, size_t len, int t
 
 void qd_exec_forward(struct qd_exec *e, int n, const float *x, int train)
 {
-    const struct qd_model *m = e->m;
     QD_ASSERT(n > 0 && n <= e->cap);
-    memcpy(e->act[0], x, sizeof(float) * n * node_len(&m->nodes[0]));
-    for (int i = 1; i < m->nnodes; i++) {
+    memcpy(e->act[0], x, sizeof(float) * n * node_len(&e->m->nodes[0]));
+    qd_exec_forward_from(e, n, 1, train);
+}
+
+void qd_exec_forward_from(struct qd_exec *e, int n, int from, int train)
+{
+    const struct qd_model *m = e->m;
+    QD_ASSERT(n > 0 && n <= e->cap && from >= 1);
+    for (int i = from; i < m->nnodes; i++) {
         const struct qd_node *nd = &m->nodes[i], *a = &m->nodes[nd->in[0]];
         const float *xa = e->act[nd->in[0]];
         float *y = e->act[i];

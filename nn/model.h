@@ -113,6 +113,12 @@ qd_err qd_exec_init(struct qd_exec *e, const struct qd_model *m, int cap);
 void qd_exec_fini(struct qd_exec *e);
 /* Runs n <= cap samples. train != 0: BatchNorm uses batch statistics and updates running ones. */
 void qd_exec_forward(struct qd_exec *e, int n, const float *x, int train);
+/* Recomputes nodes from..nnodes-1 only, reading the activations of nodes before `from` as the
+ * last forward of the same n samples left them: after a change (weights, activation bits) that
+ * touches no node before `from`, the same result as a whole forward at a fraction of its cost.
+ * (A whole training forward also moves the running statistics and activation ranges of the
+ * nodes it skips; this one leaves them.) */
+void qd_exec_forward_from(struct qd_exec *e, int n, int from, int train);
 const float *qd_exec_logits(const struct qd_exec *e); /* (n, nclass) */
 /* Backpropagates dlogits (n, nclass) of the last training forward; overwrites m->grad. */
 void qd_exec_backward(struct qd_exec *e, int n, const float *dlogits);

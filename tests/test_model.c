@@ -198,6 +198,49 @@ static void forward_is_batch_independent_in_eval(void **st)
     free(x);
 }
 
+/* A forward resumed at the node whose weights changed gives the whole forward's logits (both
+ * BatchNorm modes); resumed one node later it keeps the old ones. */
+static void forward_from_matches_the_whole_forward(void **st)
+{
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(graph_spec, &m), QD_OK);
+    qd_model_init_params(&m, 3);
+    struct qd_rng r;
+    qd_rng_seed(&r, 6);
+    float *x = rand_buf(&r, 4 * 128, 1);
+    struct qd_exec part, whole;
+    qd_exec_init(&part, &m, 4);
+    qd_exec_init(&whole, &m, 4);
+    int tried = 0;
+    for (int train = 0; train < 2; train++)
+        for (int i = 1; i < m.nnodes; i++) {
+            const struct qd_node *n = &m.nodes[i];
+            if (n->op != QD_OP_CONV && n->op != QD_OP_DENSE)
+                continue;
+            qd_exec_forward(&part, 4, x, train);
+            float before[4 * 16];
+            memcpy(before, qd_exec_logits(&part), sizeof(float) * 4 * m.nclass);
+            for (size_t k = 0; k < n->wlen; k++) /* not a scaling: BatchNorm would undo it */
+                m.param[n->woff + k] += 0.5f * (qd_rng_uniform(&r) - 0.5f);
+            qd_exec_forward(&whole, 4, x, train);
+            qd_exec_forward_from(&part, 4, i + 1, train);
+            assert_close(qd_exec_logits(&part), before, 4 * m.nclass, 1e-6, 1e-6);
+            qd_exec_forward_from(&part, 4, i, train);
+            assert_close(qd_exec_logits(&part), qd_exec_logits(&whole), 4 * m.nclass, 1e-5, 1e-5);
+            float d = 0;
+            for (int k = 0; k < 4 * m.nclass; k++)
+                d = fmaxf(d, fabsf(qd_exec_logits(&part)[k] - before[k]));
+            if (!(d > 1e-4f))
+                fail_msg("node %d: changing its weights moved no logit", i);
+            tried++;
+        }
+    assert_true(tried >= 4);
+    qd_exec_fini(&part);
+    qd_exec_fini(&whole);
+    qd_model_fini(&m);
+    free(x);
+}
+
 static void corrupt(const char *from, const char *to, long off, int trunc)
 {
     FILE *f = fopen(from, "rb");
@@ -271,6 +314,7 @@ int main(void)
         cmocka_unit_test(zoo_families_build_for_both_inputs),
         cmocka_unit_test(whole_model_gradient_matches_finite_differences),
         cmocka_unit_test(forward_is_batch_independent_in_eval),
+        cmocka_unit_test(forward_from_matches_the_whole_forward),
         cmocka_unit_test(checkpoint_round_trip_and_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
