@@ -18,7 +18,8 @@
  * secant of the relaxation along each one-hot direction, scaled by L / probe so that every
  * layer's expected signal is the same as if all were probed. The first-order estimate sees
  * little of what a layer loses at low bits near a well-trained point (the loss is flat to first
- * order there); the measured difference sees all of it, at one forward pass per alternative. */
+ * order there); the measured difference sees all of it, at one forward pass per alternative,
+ * each resumed at the first node the alternative changes. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
