@@ -138,10 +138,14 @@ qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
          * learned against those statistics; plain images shift them (-2 pt on CIFAR-10) */
         struct qd_train_opts t;
         qd_train_opts_default(&t, train->name);
+        /* the running statistics become the plain mean over all the batches (momentum
+         * 1 / (b + 1)); the training momentum would weight the last ten batches and leave a
+         * trace of the supernet's own statistics, which mix every policy */
         for (int b = 0; b < batches; b++) {
             for (int k = 0; k < BATCH; k++)
                 idx[k] = (int)qd_rng_below(&r, (uint64_t)train->n);
             qd_batch_fill(train, nm, idx, BATCH, t.augment, &r, x, y);
+            e.bn_momentum = 1.0f / (float)(b + 1);
             qd_exec_forward(&e, BATCH, x, 1);
         }
         m->param = master;
@@ -153,7 +157,8 @@ qd_err qd_supernet_bn_stats(struct qd_model *m, const struct qd_norm *nm,
     return err;
 }
 
-static const char MAGIC[8] = "QDBNC03\n"; /* 03: clipped low-bit grids, augmented images */
+/* 03: clipped low-bit grids, augmented images; 04: the mean over all batches */
+static const char MAGIC[8] = "QDBNC04\n";
 
 qd_err qd_bn_cache_open(struct qd_bn_cache *c, const char *path, size_t nstat, const char *key)
 {

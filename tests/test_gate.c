@@ -311,6 +311,18 @@ static void supernet_bn_cache(void **st)
     assert_int_equal(qd_bn_cache_get(&c, &fx.m, &nm, &fx.g, &fx.ds, &p4, 3, &b4), QD_OK);
     assert_memory_equal(b4, keep, sizeof(float) * fx.m.nstat);
     qd_bn_cache_fini(&c);
+    /* the recalibrated statistics are the batches' own: the running statistics the supernet
+     * held before (a mix over every policy) leave no trace, and are there again after */
+    float *s1 = malloc(sizeof(float) * fx.m.nstat), *s2 = malloc(sizeof(float) * fx.m.nstat);
+    float *held = malloc(sizeof(float) * fx.m.nstat);
+    assert_int_equal(qd_supernet_bn_stats(&fx.m, &nm, &fx.g, &fx.ds, &p4, 3, s1), QD_OK);
+    for (size_t i = 0; i < fx.m.nstat; i++)
+        fx.m.stat[i] = 3.0f + (float)(i % 7);
+    memcpy(held, fx.m.stat, sizeof(float) * fx.m.nstat);
+    assert_int_equal(qd_supernet_bn_stats(&fx.m, &nm, &fx.g, &fx.ds, &p4, 3, s2), QD_OK);
+    assert_close(s2, s1, fx.m.nstat, 1e-5, 1e-5);
+    assert_memory_equal(fx.m.stat, held, sizeof(float) * fx.m.nstat);
+    free(s1), free(s2), free(held);
     /* another supernet's key: started afresh */
     assert_int_equal(qd_bn_cache_open(&c, path, fx.m.nstat, "key-2"), QD_OK);
     assert_int_equal(c.n, 0);
