@@ -306,22 +306,34 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
     if (!e) {
         qsort(tg, N, sizeof *tg, cmpd);
         qsort(ts, N, sizeof *ts, cmpd);
-        double mg = feasible ? sum_g / feasible : NAN, ms = feasible ? sum_s / feasible : NAN;
+        /* accuracies only where measured (not with --no-eval, nor with no decision) */
+        int measured = feasible && !o->noeval;
+        double mg = measured ? sum_g / feasible : NAN, ms = measured ? sum_s / feasible : NAN;
         int p99 = (int)(0.99 * (N - 1) + 0.5);
-        if (o->json)
+        char acc[160];
+        if (o->json) {
+            if (measured)
+                snprintf(acc, sizeof acc, "%.6f,\"mean_acc_sensitivity\":%.6f", mg, ms);
+            else
+                snprintf(acc, sizeof acc, "null,\"mean_acc_sensitivity\":null");
             printf("{\"contexts\":%d,\"feasible\":%d,\"infeasible_for_both\":%d,\"mismatch\":%d,"
-                   "\"mean_acc_gate\":%.6f,\"mean_acc_sensitivity\":%.6f,\"gate_us_p50\":%.1f,"
-                   "\"gate_us_p99\":%.1f,\"search_us_p50\":%.1f,\"search_us_p99\":%.1f}\n",
-                   N, feasible, both_infeasible, bad, mg, ms, 1e6 * tg[N / 2], 1e6 * tg[p99],
+                   "\"mean_acc_gate\":%s,\"gate_us_p50\":%.1f,\"gate_us_p99\":%.1f,"
+                   "\"search_us_p50\":%.1f,\"search_us_p99\":%.1f}\n",
+                   N, feasible, both_infeasible, bad, acc, 1e6 * tg[N / 2], 1e6 * tg[p99],
                    1e6 * ts[N / 2], 1e6 * ts[p99]);
-        else
+        } else {
+            if (measured)
+                snprintf(acc, sizeof acc, "gate %.2f%%, sensitivity search %.2f%% (gate - search "
+                         "%+.2f pt)", 100 * mg, 100 * ms, 100 * (mg - ms));
+            else
+                snprintf(acc, sizeof acc, "not measured%s", o->noeval ? " (--no-eval)" : "");
             printf("\n%d contexts: %d decided (every decision within every budget), %d "
-                   "infeasible for both, %d where only one found a policy\nmean accuracy: gate "
-                   "%.2f%%, sensitivity search %.2f%% (gate - search %+.2f pt)\ndecision time: "
-                   "gate + search p50 %.1f us, p99 %.1f us; sensitivity search alone p50 %.1f "
-                   "us, p99 %.1f us\n",
-                   N, feasible, both_infeasible, bad, 100 * mg, 100 * ms, 100 * (mg - ms),
-                   1e6 * tg[N / 2], 1e6 * tg[p99], 1e6 * ts[N / 2], 1e6 * ts[p99]);
+                   "infeasible for both, %d where only one found a policy\nmean accuracy: %s\n"
+                   "decision time: gate + search p50 %.1f us, p99 %.1f us; sensitivity search "
+                   "alone p50 %.1f us, p99 %.1f us\n",
+                   N, feasible, both_infeasible, bad, acc, 1e6 * tg[N / 2], 1e6 * tg[p99],
+                   1e6 * ts[N / 2], 1e6 * ts[p99]);
+        }
         /* the second seed paper's points, on every profile that has all widths */
         if (!o->json && !o->noeval)
             printf("\n%-15s %-10s %-36s %7s\n", "profile", "budget", "gate policy", "acc%");

@@ -374,6 +374,20 @@ static void decide_with_shares_and_adaptation(void **st)
     cJSON_Delete(j);
     if (!(flash <= 0.5 * int8))
         fail_msg("decided %.0f bytes for a budget of half of %.0f", flash, int8);
+    /* decision times alone (bench/gate_bench.sh): no accuracy is claimed where none was measured */
+    snprintf(args, sizeof args, "gate eval --gate %s/g.gate --dir %s --contexts 20 --no-eval --json",
+             dir, dir);
+    if (run(args, out, sizeof out, err, sizeof err))
+        fail_msg("gate eval --no-eval: %s", err);
+    const char *line = strrchr(out, '{');
+    j = line ? cJSON_Parse(line) : NULL;
+    if (!j)
+        fail_msg("gate eval --no-eval --json: not JSON: %s", out);
+    assert_int_equal(cJSON_GetObjectItem(j, "contexts")->valueint, 20);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "mean_acc_gate")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "mean_acc_sensitivity")));
+    assert_true(cJSON_GetObjectItem(j, "gate_us_p99")->valuedouble > 0);
+    cJSON_Delete(j);
     /* adaptation: the same decision, fine-tuned, built at the decided size and run */
     snprintf(args, sizeof args,
              "decide --gate %s/g.gate --dir %s --device cortex-m4 --flash 50%% --qat-epochs 1 "
