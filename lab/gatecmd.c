@@ -203,6 +203,16 @@ qd_err qd_lab_gate_train(const struct qd_gate_lab_opts *o)
     return e;
 }
 
+/* The budgets of a device no flag narrows: its free flash and RAM, no latency or energy bound.
+ * `decide` starts from these, and so do `gate eval`'s paper points, so the two agree. */
+static void device_budgets(const struct qd_device *dev, double b[QD_BUDGET_COUNT])
+{
+    b[QD_BUDGET_FLASH] = dev->flash - dev->reserved_flash;
+    b[QD_BUDGET_LATENCY] = INFINITY;
+    b[QD_BUDGET_ENERGY] = INFINITY;
+    b[QD_BUDGET_RAM] = dev->ram - dev->reserved_ram;
+}
+
 static int cmpd(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -339,7 +349,8 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
             printf("\n%-15s %-10s %-36s %7s\n", "profile", "budget", "gate policy", "acc%");
         for (int i = 0; !e && !o->noeval && i < nt; i++) {
             for (int which = 0; which < 2 && !e; which++) {
-                double b[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
+                double b[QD_BUDGET_COUNT];
+                device_budgets(&tabs[i].dev, b); /* as `decide` leaves the others */
                 if (which == 0)
                     b[QD_BUDGET_FLASH] = 0.5 * tabs[i].int8.flash;
                 else
@@ -404,11 +415,12 @@ qd_err qd_lab_decide(const struct qd_gate_lab_opts *o)
         qd_gate_fini(&g);
         return e;
     }
-    double b[QD_BUDGET_COUNT] = {
-        budget_of(o->flash, dev.flash - dev.reserved_flash, t.int8.flash),
-        budget_of(o->latency, INFINITY, t.int8.latency_ms),
-        budget_of(o->energy, INFINITY, t.int8.energy_mj),
-        budget_of(o->ram, dev.ram - dev.reserved_ram, t.int8.ram)};
+    double b[QD_BUDGET_COUNT];
+    device_budgets(&dev, b);
+    b[QD_BUDGET_FLASH] = budget_of(o->flash, b[QD_BUDGET_FLASH], t.int8.flash);
+    b[QD_BUDGET_LATENCY] = budget_of(o->latency, b[QD_BUDGET_LATENCY], t.int8.latency_ms);
+    b[QD_BUDGET_ENERGY] = budget_of(o->energy, b[QD_BUDGET_ENERGY], t.int8.energy_mj);
+    b[QD_BUDGET_RAM] = budget_of(o->ram, b[QD_BUDGET_RAM], t.int8.ram);
     if (!isnan(o->battery)) /* as quantd (its default floor): the battery caps the energy */
         b[QD_BUDGET_ENERGY] = fmin(b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&t, o->battery, 0.2));
     struct qd_decision r;
