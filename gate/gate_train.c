@@ -62,6 +62,15 @@ static void softmax_masked(const float *z, const int *ok, int n, double tau, con
         p[k] /= s;
 }
 
+/* The batch's loss after a forward resumed at node `from` (training mode, as the drawn
+ * policy's forward). */
+static double loss_from(struct qd_exec *e, int B, int from, const uint8_t *y, float *dl)
+{
+    int correct;
+    qd_exec_forward_from(e, B, from, 1);
+    return qd_softmax_xent_f32(B, e->m->nclass, qd_exec_logits(e), y, dl, &correct);
+}
+
 /* Sorts a[0..n-1] from largest to smallest (n is a handful: insertion). */
 static void sort_desc(int *a, int n)
 {
@@ -247,9 +256,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                         memcpy(shadow + n->woff, qall + (size_t)k * P + n->woff,
                                sizeof *shadow * n->wlen);
                         valid = valid < node[l] ? valid : node[l];
-                        qd_exec_forward_from(&e, B, valid, 1);
-                        s[k] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
-                                                            dl, &correct) - ce);
+                        s[k] = scale * (loss_from(&e, B, valid, y, dl) - ce);
                     }
                     memcpy(shadow + n->woff, qall + (size_t)cur * P + n->woff,
                            sizeof *shadow * n->wlen);
@@ -264,9 +271,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                     while (f < m->nnodes && ab[f] == ab0[f])
                         f++;
                     valid = valid < f ? valid : f;
-                    qd_exec_forward_from(&e, B, valid, 1);
-                    sa[!cur] = scale * (qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y,
-                                                            dl, &correct) - ce);
+                    sa[!cur] = scale * (loss_from(&e, B, valid, y, dl) - ce);
                     pol.abits[l] = cur ? 16 : 8;
                     qd_supernet_node_bits(m, g, &pol, wb, ab);
                     softmax_back(yas + l * 2, sa, 2, tau, dlog + l * QD_GATE_OUT + 4);
