@@ -346,7 +346,7 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
         }
         /* the second seed paper's points, on every profile that has all widths */
         if (!o->json && !o->noeval)
-            printf("\n%-15s %-10s %-36s %7s\n", "profile", "budget", "gate policy", "acc%");
+            printf("\n%-15s %-10s %-40s %7s\n", "profile", "budget", "gate policy", "acc%");
         for (int i = 0; !e && !o->noeval && i < nt; i++) {
             for (int which = 0; which < 2 && !e; which++) {
                 double b[QD_BUDGET_COUNT];
@@ -364,18 +364,25 @@ qd_err qd_lab_gate_eval(const struct qd_gate_lab_opts *o)
                 if (!de)
                     qd_policy_format(&x.policy, pp, sizeof pp);
                 else /* say how far the device can go */
-                    snprintf(pp, sizeof pp, "no policy fits: least %s %.0f%% of int8",
+                    snprintf(pp, sizeof pp, "none fits: least %s is %.0f%% of int8",
                              which ? "energy" : "flash",
                              100 * (which ? tabs[i].lo[QD_BUDGET_ENERGY] / tabs[i].int8.energy_mj
                                           : tabs[i].lo[QD_BUDGET_FLASH] / tabs[i].int8.flash));
-                if (o->json)
+                const char *bud = which ? "energy 40% of int8" : "flash 50% of int8";
+                if (o->json && de)
+                    printf("{\"profile\":\"%s\",\"budget\":\"%s\",\"policy\":null,"
+                           "\"error\":\"%s\",\"test_acc\":null}\n",
+                           qd_device_parts[i], bud, pp);
+                else if (o->json)
                     printf("{\"profile\":\"%s\",\"budget\":\"%s\",\"policy\":\"%s\","
                            "\"test_acc\":%.6f}\n",
-                           qd_device_parts[i], which ? "energy 40% of int8" : "flash 50% of int8", pp,
-                           de ? -1.0 : a);
+                           qd_device_parts[i], bud, pp, a);
+                else if (de)
+                    printf("%-15s %-10s %-40.40s %7s\n", qd_device_parts[i],
+                           which ? "energy 40%" : "flash 50%", pp, "-");
                 else
-                    printf("%-15s %-10s %-36.36s %7.2f\n", qd_device_parts[i],
-                           which ? "energy 40%" : "flash 50%", pp, de ? NAN : 100 * a);
+                    printf("%-15s %-10s %-40.40s %7.2f\n", qd_device_parts[i],
+                           which ? "energy 40%" : "flash 50%", pp, 100 * a);
             }
         }
     }
