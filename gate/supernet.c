@@ -35,14 +35,23 @@ struct sampler {
     struct qd_rng rng;
 };
 
-/* Pass i of training (on_step's step): which policy it trains, see qd_supernet_opts.sandwich. */
+int qd_supernet_pass_kind(int per_step, long pass)
+{
+    long S = per_step > 1 ? per_step : 1, k = pass % S;
+    if (S == 1)
+        return pass % 4 < 2 ? (int)(pass % 4) : 2;
+    if (S == 2) /* the second pass: all-lowest one step in four */
+        return k == 0 ? 0 : (pass / S) % 4 == 0 ? 1 : 2;
+    return k < 2 ? (int)k : 2; /* the sandwich: both ends every step */
+}
+
+/* Pass i of training (on_step's step): the policy it trains. */
 static void sample(void *ctx, long i)
 {
     static const int B[] = {2, 4, 8, 16};
     struct sampler *s = ctx;
     struct qd_policy p;
-    long S = s->per_step, k = i % S;
-    int kind = S == 1 ? (int)(i % 4) : k == 0 ? 0 : ((i / S) * (S - 1) + k - 1) % 4 == 0 ? 1 : 2;
+    int kind = qd_supernet_pass_kind(s->per_step, i);
     if (kind == 0)
         qd_policy_uniform(&p, s->g->nq, 16, 16);
     else if (kind == 1)
@@ -81,7 +90,9 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                         o->sandwich > 1 ? o->sandwich : 1};
     struct qd_model teacher = {0};
     qd_err e = s.wbits && s.abits ? QD_OK : qd_seterr(QD_ENOMEM, "supernet: out of memory");
-    if (!e && o->kd > 0)
+    if (!e && o->kd_self && s.per_step < 2)
+        e = qd_seterr(QD_EINVAL, "supernet: distilling from its own widest pass needs sandwich > 1");
+    if (!e && o->kd > 0 && !o->kd_self)
         e = model_copy(m, &teacher);
     if (!e) {
         qd_rng_seed(&s.rng, o->seed + 17);
@@ -99,8 +110,9 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
         t.on_step = sample;
         t.step_ctx = &s;
         t.substeps = s.per_step;
-        t.teacher = o->kd > 0 ? &teacher : NULL;
+        t.teacher = teacher.nodes ? &teacher : NULL;
         t.kd_weight = o->kd;
+        t.kd_inplace = o->kd_self;
         t.eval_each_epoch = 0;
         e = qd_train(m, train, test, nm, &t, cb, ctx);
     }

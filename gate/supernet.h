@@ -14,7 +14,8 @@
  * Training samples policies with fake quantization and straight-through gradients (nn/train.h
  * QAT): the all-highest (16/16), the all-lowest (2/8) and random ones (each layer's weight bits
  * uniform over B, one activation width for the whole policy); one a step in turn, or several a
- * step with their gradients averaged (`sandwich`: the all-highest in every step). With `kd`,
+ * step with their gradients averaged (`sandwich`: the all-highest in every step, from 3 the
+ * all-lowest too). With `kd`,
  * each policy also learns the soft targets of a frozen copy of the float model it started from
  * (distillation), which keeps the wide policies at the float model's accuracy while the narrow
  * ones pull on the shared weights.
@@ -39,14 +40,21 @@ struct qd_supernet_opts {
     int epochs, threads, progress;
     float lr;
     uint64_t seed;
-    /* Policies per step (0 or 1: one a step, in turn all-highest, all-lowest, two random; n > 1:
-     * the all-highest every step, then n - 1 others, all-lowest one in four of them, else
-     * random), gradients averaged. */
+    /* Policies per step, gradients averaged. 0 or 1: one a step, in turn all-highest,
+     * all-lowest, two random; 2: the all-highest every step, then the all-lowest one step in
+     * four, else a random one; n > 2 (the sandwich rule): the all-highest and the all-lowest
+     * every step, then n - 2 random ones. */
     int sandwich;
     /* Distillation from the float model as it was before training (a frozen copy of m): weight
      * of the teacher's soft targets against the labels in [0, 1] (0: labels only). */
     float kd;
+    /* Distil from the step's own all-highest pass instead (in-place distillation, needs
+     * sandwich > 1): it learns from the labels alone, the other passes from its logits. */
+    int kd_self;
 };
+/* Which policy pass `pass` of training trains at `per_step` policies a step (sandwich above):
+ * 0 the all-highest, 1 the all-lowest, 2 a random one. */
+int qd_supernet_pass_kind(int per_step, long pass);
 qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                          const struct qd_dataset *train, const struct qd_dataset *test,
                          const struct qd_supernet_opts *o, qd_epoch_cb cb, void *ctx);

@@ -160,7 +160,8 @@ qd_err qd_lab_supernet(const struct qd_gate_lab_opts *o)
         struct qd_supernet_opts so = {.epochs = o->epochs > 0 ? o->epochs : 3,
                                       .threads = o->threads, .progress = !o->json,
                                       .lr = o->lr, .seed = (uint64_t)o->seed,
-                                      .sandwich = o->sandwich, .kd = (float)o->kd};
+                                      .sandwich = o->sandwich, .kd = (float)o->kd,
+                                      .kd_self = o->kd_self};
         double t0 = now();
         e = qd_supernet_train(&m, &nm, &tr, NULL, &so, o->json ? NULL : on_epoch, NULL);
         if (!e)

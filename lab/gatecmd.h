@@ -20,6 +20,7 @@ struct qd_gate_lab_opts {
         sens_n, sandwich, probe;
     float lr;
     double kd; /* supernet: distillation weight, 0: labels only */
+    int kd_self; /* supernet: distil from the step's all-highest pass, not the float model */
     long seed;
     /* decide: where to put the decided policy, the supernet it was decided on and its data
      * set's name (NULL: not wanted) */

@@ -59,9 +59,10 @@ static const char usage[] =
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
     "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
-    "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--kd W]   fine-tune F\n"
-    "        into a multi-precision supernet: N policies a step (the all-highest and N - 1\n"
-    "        sampled; default 2), the frozen F's soft targets weighted W against the labels\n"
+    "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--kd W] [--kd-self]\n"
+    "        fine-tune F into a multi-precision supernet: N policies a step (the all-highest,\n"
+    "        from N = 3 the all-lowest, the rest sampled; default 2), the frozen F's soft\n"
+    "        targets (--kd-self: the step's all-highest pass's) weighted W against the labels\n"
     "        (default 1); --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
     "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H] [--probe N]\n"
@@ -85,7 +86,7 @@ struct args {
     double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
-    int epochs, batch, threads, depth, augment, noeval, json, subset;
+    int epochs, batch, threads, depth, augment, noeval, json, subset, kd_self;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
     long seed;
@@ -125,6 +126,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
         }
         if (!strcmp(f, "--simulate")) {
             a->simulate = 1;
+            continue;
+        }
+        if (!strcmp(f, "--kd-self")) {
+            a->kd_self = 1;
             continue;
         }
         if (!strcmp(f, "--hessian")) {
@@ -852,7 +857,8 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
-        .sandwich = a->sandwich, .kd = a->kd, .probe = a->probe};
+        .sandwich = a->sandwich, .kd = a->kd, .kd_self = a->kd_self,
+        .probe = a->probe};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)

@@ -247,13 +247,24 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     float *ranges = o->qat_act_bits ? malloc(2 * sizeof(float) * m->nnodes) : NULL;
     int S = o->substeps > 1 ? o->substeps : 1;
     float *gacc = S > 1 ? qd_mem_alloc(P * sizeof(float)) : NULL;
-    float *dkd = o->teacher ? malloc(sizeof(float) * B * m->nclass) : NULL;
-    float kw = o->teacher ? o->kd_weight : 0;
+    int distil = o->teacher || o->kd_inplace;
+    float *dkd = distil ? malloc(sizeof(float) * B * m->nclass) : NULL;
+    float *self = o->kd_inplace ? malloc(sizeof(float) * B * m->nclass) : NULL;
+    float kw = distil ? o->kd_weight : 0;
     struct qd_exec te = {0};
     qd_err err = QD_OK;
     if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow) ||
-        (o->qat_act_bits && !ranges) || (S > 1 && !gacc) || (o->teacher && !dkd)) {
+        (o->qat_act_bits && !ranges) || (S > 1 && !gacc) || (distil && !dkd) ||
+        (o->kd_inplace && !self)) {
         err = qd_seterr(QD_ENOMEM, "train: out of memory");
+        goto out;
+    }
+    if (o->kd_inplace && (o->teacher || S < 2)) {
+        err = qd_seterr(QD_EINVAL, "train: in-place distillation needs substeps > 1, no teacher");
+        goto out;
+    }
+    if (distil && !(kw >= 0 && kw <= 1)) {
+        err = qd_seterr(QD_EINVAL, "train: kd_weight must be in [0, 1]");
         goto out;
     }
     if (o->teacher) {
@@ -262,10 +273,6 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
             ti->w != in->w) {
             err = qd_seterr(QD_ESHAPE,
                             "train: the teacher's input or classes differ from the model's");
-            goto out;
-        }
-        if (!(kw >= 0 && kw <= 1)) {
-            err = qd_seterr(QD_EINVAL, "train: kd_weight must be in [0, 1]");
             goto out;
         }
         if ((err = qd_exec_init(&te, o->teacher, B)))
@@ -316,6 +323,11 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
                 qd_exec_forward(&e, B, x, 1);
                 int c;
                 float loss = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &c);
+                if (self) { /* pass 0 teaches the others */
+                    if (!k)
+                        memcpy(self, qd_exec_logits(&e), sizeof(float) * B * m->nclass);
+                    tl = k ? self : NULL;
+                }
                 if (tl) {
                     float kd = qd_softmax_kd_f32(B, m->nclass, qd_exec_logits(&e), tl,
                                                  o->kd_temp > 0 ? o->kd_temp : 1, dkd);
@@ -400,6 +412,7 @@ out:
         qd_exec_fini(&te);
     qd_mem_free(gacc, P * sizeof(float));
     free(dkd);
+    free(self);
     qd_mem_free(shadow, P * sizeof(float));
     qd_exec_fini(&e);
     qd_mem_free(x, xbytes);

@@ -68,6 +68,10 @@ struct qd_train_opts {
      * + kd_weight * distillation at temperature kd_temp (qd_softmax_kd_f32, 0: 1). */
     const struct qd_model *teacher;
     float kd_weight, kd_temp;
+    /* In-place distillation (substeps > 1, no teacher): pass 0 of each step learns from the
+     * labels alone and its logits, held fixed, are the soft targets of passes 1.. (at kd_weight,
+     * kd_temp), so a supernet's widest policy teaches the narrower ones as it improves. */
+    int kd_inplace;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);

@@ -250,6 +250,29 @@ static void training_spends_fewer_bits_under_tight_budgets(void **st)
     unmake(&fx);
 }
 
+/* The policies a supernet trains, pass by pass: one a step cycles highest, lowest, two random;
+ * two a step: the highest first, the lowest one step in four; from three, the sandwich: both
+ * ends every step, then random ones. */
+static void supernet_sampling_schedule(void **st)
+{
+    for (int S = 1; S <= 5; S++) {
+        int n[3] = {0};
+        for (long pass = 0; pass < 400L * S; pass++) {
+            int k = qd_supernet_pass_kind(S, pass), i = (int)(pass % S);
+            assert_true(k >= 0 && k <= 2);
+            n[k]++;
+            if (S > 1)
+                assert_int_equal(k == 0, i == 0);
+            if (S > 2)
+                assert_int_equal(k == 1, i == 1);
+        }
+        int lowest = S <= 2 ? 100 : 400;
+        assert_int_equal(n[0], S == 1 ? 100 : 400);
+        assert_int_equal(n[1], lowest);
+        assert_int_equal(n[2], 400 * S - n[0] - lowest);
+    }
+}
+
 /* A backbone fitted to its images loses them at 2 bits: the measured task signal alone (no
  * budget binds) must lead the gate to wide weights, which the budget penalty never asks for. */
 static void measured_task_loss_keeps_bits_where_they_matter(void **st)
@@ -347,6 +370,7 @@ int main(void)
         cmocka_unit_test(gate_decisions_fit_and_follow_the_logits),
         cmocka_unit_test(training_spends_fewer_bits_under_tight_budgets),
         cmocka_unit_test(measured_task_loss_keeps_bits_where_they_matter),
+        cmocka_unit_test(supernet_sampling_schedule),
         cmocka_unit_test(supernet_bn_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -289,6 +289,45 @@ static void distillation_learns_from_the_teacher(void **st)
     qd_dataset_fini(&te);
 }
 
+/* In-place distillation: pass 1 of each step learns pass 0's logits. With both passes at the
+ * same (float) weights those targets are pass 1's own logits, so its gradient is exactly zero
+ * and two passes train bit-identical weights to one pass at half the learning rate (no weight
+ * decay: it would not halve). It needs several passes and no teacher. */
+static void inplace_distillation_learns_from_the_first_pass(void **st)
+{
+    struct qd_dataset tr;
+    synth(&tr, 512, 1);
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    float *p[2];
+    size_t np = 0;
+    for (int s = 1; s <= 2; s++) {
+        struct qd_model m;
+        assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+        qd_model_init_params(&m, 3);
+        struct qd_train_opts o;
+        qd_train_opts_default(&o, "synth");
+        o.epochs = 2, o.batch = 32, o.threads = 2, o.eval_each_epoch = 0, o.weight_decay = 0;
+        o.lr = s == 1 ? 0.025f : 0.05f, o.substeps = s;
+        o.kd_inplace = s == 2, o.kd_weight = 1;
+        assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+        np = m.nparam;
+        p[s - 1] = malloc(np * sizeof(float));
+        memcpy(p[s - 1], m.param, np * sizeof(float));
+        if (s == 2) { /* one pass, or a teacher beside it: refused */
+            o.substeps = 1;
+            assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
+            assert_non_null(strstr(qd_errmsg(), "in-place"));
+            o.substeps = 2, o.teacher = &m;
+            assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
+        }
+        qd_model_fini(&m);
+    }
+    assert_memory_equal(p[0], p[1], np * sizeof(float));
+    free(p[0]), free(p[1]);
+    qd_dataset_fini(&tr);
+}
+
 /* Activation fake quantization: a training forward puts the node's outputs on a grid of at most
  * 2^bits values inside the tracked range; backward zeroes the gradient exactly where the
  * forward clipped to the top, and passes it unchanged elsewhere; QAT with 4-bit activations
@@ -419,6 +458,7 @@ int main(void)
         cmocka_unit_test(qat_recovers_two_bit_accuracy),
         cmocka_unit_test(substeps_average_their_gradients),
         cmocka_unit_test(distillation_learns_from_the_teacher),
+        cmocka_unit_test(inplace_distillation_learns_from_the_first_pass),
         cmocka_unit_test(activation_fake_quant_grid_and_gradient),
         cmocka_unit_test(custom_cnn_on_real_fashion_mnist),
     };
