@@ -46,6 +46,8 @@ static const struct key KEYS[] = {
       "supernet: policies per step (the all-highest and the rest sampled)"),
     N("backbone", supernet_kd, 0, 1, 0,
       "supernet: weight of the float model's soft targets against the labels"),
+    I("backbone", supernet_kd_self, 0, 1, 0,
+      "supernet: 1: the soft targets are the step's all-highest pass's (needs sandwich >= 2)"),
     I("backbone", gate_steps, 0, 1e8, 0, "then train a gate for this many steps (0: no gate)"),
     I("backbone", gate_probe, 0, 4096, 0,
       "gate: layers a step whose other widths' loss is measured (0: first-order estimate)"),
@@ -209,6 +211,9 @@ qd_err qd_config_apply_flags(struct qd_config *c, int argc, char **argv)
         snprintf(where, sizeof where, "flag --%.*s", (int)n, a + 2);
         QD_TRY(set(c, k, v, where));
     }
+    if (c->supernet_kd_self && c->supernet_sandwich < 2)
+        return qd_seterr(QD_EINVAL, "supernet_kd_self = 1 needs supernet_sandwich >= 2 (it is %d)",
+                         c->supernet_sandwich);
     return QD_OK;
 }
 

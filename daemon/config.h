@@ -23,7 +23,7 @@ struct qd_config {
     /* [backbone] */
     char ckpt[1024], model[32], data[32], data_dir[1024], gate[1024];
     int train_epochs, train_subset, sens_n, calib_n, bn_batches, supernet_epochs, gate_steps;
-    int supernet_sandwich, gate_probe;
+    int supernet_sandwich, supernet_kd_self, gate_probe;
     double supernet_kd;
     /* [decide] */
     char devices_dir[1024];
@@ -32,7 +32,8 @@ struct qd_config {
 
 void qd_config_defaults(struct qd_config *c);
 qd_err qd_config_load_file(struct qd_config *c, const char *path);
-/* Applies every --key[=value] flag; skips -c FILE. Unknown flags are errors. */
+/* Applies every --key[=value] flag; skips -c FILE. Unknown flags are errors, as are keys that
+ * contradict each other (after the file and the flags). */
 qd_err qd_config_apply_flags(struct qd_config *c, int argc, char **argv);
 /* Names the keys whose change needs a restart, comparing old with new ("" if none). */
 void qd_config_restart_keys(const struct qd_config *old, const struct qd_config *c, char *buf,

@@ -169,6 +169,14 @@ static void bad_config_exits_2(void **st)
     s = pclose(p);
     assert_int_equal(WEXITSTATUS(s), 2);
     assert_non_null(strstr(err, "threads"));
+    snprintf(cmd, sizeof cmd, "%s --state-dir %s/x --supernet-kd-self 1 --supernet-sandwich 1 2>&1",
+             getenv("QUANTD"), tmp);
+    p = popen(cmd, "r");
+    n = fread(err, 1, sizeof err - 1, p);
+    err[n] = 0;
+    s = pclose(p);
+    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_non_null(strstr(err, "supernet_sandwich >= 2"));
 }
 
 static void serves_while_training_then_rejects_bad_input(void **st)
