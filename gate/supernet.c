@@ -31,18 +31,17 @@ struct sampler {
     const struct qd_model *m;
     const struct qd_igraph *g;
     uint8_t *wbits, *abits;
-    int per_step;
+    int per_step, lowest_every;
     struct qd_rng rng;
 };
 
-int qd_supernet_pass_kind(int per_step, long pass)
+int qd_supernet_pass_kind(int per_step, int lowest_every, long pass)
 {
     long S = per_step > 1 ? per_step : 1, k = pass % S;
     if (S == 1)
         return pass % 4 < 2 ? (int)(pass % 4) : 2;
-    if (S == 2) /* the second pass: all-lowest one step in four */
-        return k == 0 ? 0 : (pass / S) % 4 == 0 ? 1 : 2;
-    return k < 2 ? (int)k : 2; /* the sandwich: both ends every step */
+    long L = lowest_every > 0 ? lowest_every : S == 2 ? 4 : 1;
+    return k == 0 ? 0 : k == 1 && (pass / S) % L == 0 ? 1 : 2;
 }
 
 /* Pass i of training (on_step's step): the policy it trains. */
@@ -51,7 +50,7 @@ static void sample(void *ctx, long i)
     static const int B[] = {2, 4, 8, 16};
     struct sampler *s = ctx;
     struct qd_policy p;
-    int kind = qd_supernet_pass_kind(s->per_step, i);
+    int kind = qd_supernet_pass_kind(s->per_step, s->lowest_every, i);
     if (kind == 0)
         qd_policy_uniform(&p, s->g->nq, 16, 16);
     else if (kind == 1)
@@ -82,12 +81,14 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                          const struct qd_dataset *train, const struct qd_dataset *test,
                          const struct qd_supernet_opts *o, qd_epoch_cb cb, void *ctx)
 {
-    if (o->sandwich < 0 || o->sandwich > 16 || !(o->kd >= 0 && o->kd <= 1))
-        return qd_seterr(QD_EINVAL, "supernet: sandwich must be 0..16 and kd in [0, 1]");
+    if (o->sandwich < 0 || o->sandwich > 16 || !(o->kd >= 0 && o->kd <= 1) ||
+        o->lowest_every < 0 || o->lowest_every > 1000)
+        return qd_seterr(QD_EINVAL,
+                         "supernet: sandwich must be 0..16, kd in [0, 1], lowest_every 0..1000");
     struct qd_igraph g;
     QD_TRY(qd_igraph_build(m, nm, &g));
     struct sampler s = {m, &g, calloc((size_t)m->nnodes, 1), calloc((size_t)m->nnodes, 1),
-                        o->sandwich > 1 ? o->sandwich : 1};
+                        o->sandwich > 1 ? o->sandwich : 1, o->lowest_every};
     struct qd_model teacher = {0};
     qd_err e = s.wbits && s.abits ? QD_OK : qd_seterr(QD_ENOMEM, "supernet: out of memory");
     if (!e && o->kd_self && s.per_step < 2)

@@ -14,8 +14,7 @@
  * Training samples policies with fake quantization and straight-through gradients (nn/train.h
  * QAT): the all-highest (16/16), the all-lowest (2/8) and random ones (each layer's weight bits
  * uniform over B, one activation width for the whole policy); one a step in turn, or several a
- * step with their gradients averaged (`sandwich`: the all-highest in every step, from 3 the
- * all-lowest too). With `kd`,
+ * step with their gradients averaged (`sandwich`, `lowest_every`). With `kd`,
  * each policy also learns the soft targets of a frozen copy of the float model it started from
  * (distillation), which keeps the wide policies at the float model's accuracy while the narrow
  * ones pull on the shared weights.
@@ -41,10 +40,10 @@ struct qd_supernet_opts {
     float lr;
     uint64_t seed;
     /* Policies per step, gradients averaged. 0 or 1: one a step, in turn all-highest,
-     * all-lowest, two random; 2: the all-highest every step, then the all-lowest one step in
-     * four, else a random one; n > 2 (the sandwich rule): the all-highest and the all-lowest
-     * every step, then n - 2 random ones. */
-    int sandwich;
+     * all-lowest, two random; n > 1: the all-highest, then the all-lowest one step in
+     * `lowest_every` (else a random one), then n - 2 random ones. lowest_every 0: 4 at n = 2,
+     * 1 above (the sandwich rule: both ends every step). */
+    int sandwich, lowest_every;
     /* Distillation from the float model as it was before training (a frozen copy of m): weight
      * of the teacher's soft targets against the labels in [0, 1] (0: labels only). */
     float kd;
@@ -52,9 +51,10 @@ struct qd_supernet_opts {
      * sandwich > 1): it learns from the labels alone, the other passes from its logits. */
     int kd_self;
 };
-/* Which policy pass `pass` of training trains at `per_step` policies a step (sandwich above):
- * 0 the all-highest, 1 the all-lowest, 2 a random one. */
-int qd_supernet_pass_kind(int per_step, long pass);
+/* Which policy pass `pass` of training trains at `per_step` policies a step and the all-lowest
+ * `lowest_every` steps (sandwich and lowest_every above): 0 the all-highest, 1 the all-lowest,
+ * 2 a random one. */
+int qd_supernet_pass_kind(int per_step, int lowest_every, long pass);
 qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                          const struct qd_dataset *train, const struct qd_dataset *test,
                          const struct qd_supernet_opts *o, qd_epoch_cb cb, void *ctx);

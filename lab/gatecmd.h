@@ -17,7 +17,7 @@ struct qd_gate_lab_opts {
     double flash, ram, latency, energy, battery; /* NAN: not given */
     int noeval; /* gate eval: decisions and their times only, no accuracy */
     int epochs, steps, batch, hidden, threads, limit, contexts, eval, json, bn_batches, calib_n,
-        sens_n, sandwich, probe;
+        sens_n, sandwich, lowest_every, probe;
     float lr;
     double kd; /* supernet: distillation weight, 0: labels only */
     int kd_self; /* supernet: distil from the step's all-highest pass, not the float model */

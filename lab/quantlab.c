@@ -59,9 +59,10 @@ static const char usage[] =
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
     "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
-    "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--kd W] [--kd-self]\n"
-    "        fine-tune F into a multi-precision supernet: N policies a step (the all-highest,\n"
-    "        from N = 3 the all-lowest, the rest sampled; default 2), the frozen F's soft\n"
+    "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--lowest-every L]\n"
+    "        [--kd W] [--kd-self]   fine-tune F into a multi-precision supernet: N policies a\n"
+    "        step (the all-highest; the all-lowest one step in L, default 4 at N = 2, else 1;\n"
+    "        the rest random; default N = 2), the frozen F's soft\n"
     "        targets (--kd-self: the step's all-highest pass's) weighted W against the labels\n"
     "        (default 1); --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
@@ -82,7 +83,7 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device, *supernet, *gate;
     double flash, ram, latency, energy, battery;
-    int steps, contexts, hidden, sandwich, probe;
+    int steps, contexts, hidden, sandwich, lowest_every, probe;
     double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
@@ -194,6 +195,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--contexts", 1, 1e6, a->contexts, (void)0)
         NUM("--hidden", 1, 4096, a->hidden, (void)0)
         NUM("--sandwich", 1, 16, a->sandwich, (void)0)
+        NUM("--lowest-every", 1, 1000, a->lowest_every, (void)0)
         NUM("--probe", 0, 4096, a->probe, (void)0)
         NUM("--kd", 0, 1, a->kd, (void)0)
         NUM("--battery", 0, 1, a->battery, (void)0)
@@ -858,6 +860,7 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
         .sandwich = a->sandwich, .kd = a->kd, .kd_self = a->kd_self,
+        .lowest_every = a->lowest_every,
         .probe = a->probe};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {

@@ -252,24 +252,27 @@ static void training_spends_fewer_bits_under_tight_budgets(void **st)
 
 /* The policies a supernet trains, pass by pass: one a step cycles highest, lowest, two random;
  * two a step: the highest first, the lowest one step in four; from three, the sandwich: both
- * ends every step, then random ones. */
+ * ends every step, then random ones; or the lowest one step in L as asked. */
 static void supernet_sampling_schedule(void **st)
 {
-    for (int S = 1; S <= 5; S++) {
-        int n[3] = {0};
+    /* policies a step, lowest_every, then of 400 steps: how many train the all-lowest */
+    static const int cases[][3] = {{1, 0, 100}, {2, 0, 100}, {3, 0, 400}, {5, 0, 400},
+                                   {2, 1, 400}, {3, 2, 200}, {3, 4, 100}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int S = cases[c][0], L = cases[c][1], n[3] = {0};
         for (long pass = 0; pass < 400L * S; pass++) {
-            int k = qd_supernet_pass_kind(S, pass), i = (int)(pass % S);
+            int k = qd_supernet_pass_kind(S, L, pass), i = (int)(pass % S);
             assert_true(k >= 0 && k <= 2);
             n[k]++;
-            if (S > 1)
+            if (S > 1) { /* the highest first, the lowest second */
                 assert_int_equal(k == 0, i == 0);
-            if (S > 2)
-                assert_int_equal(k == 1, i == 1);
+                if (k == 1)
+                    assert_int_equal(i, 1);
+            }
         }
-        int lowest = S <= 2 ? 100 : 400;
         assert_int_equal(n[0], S == 1 ? 100 : 400);
-        assert_int_equal(n[1], lowest);
-        assert_int_equal(n[2], 400 * S - n[0] - lowest);
+        assert_int_equal(n[1], cases[c][2]);
+        assert_int_equal(n[2], 400 * S - n[0] - n[1]);
     }
 }
 
