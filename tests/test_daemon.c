@@ -137,6 +137,17 @@ static void sealed(const char *json, const uint8_t *key, char **out)
     assert_int_equal(qd_proto_seal(json, key, out), QD_OK);
 }
 
+/* Runs cmd (stderr into stdout), its output into err (n bytes); returns its exit status. */
+static int run_capture(const char *cmd, char *err, size_t n)
+{
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(err, 1, n - 1, p);
+    err[got] = 0;
+    int s = pclose(p);
+    return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
+}
+
 static void bad_config_exits_2(void **st)
 {
     char bad[1200];
@@ -146,36 +157,20 @@ static void bad_config_exits_2(void **st)
     fclose(f);
     char cmd[4000], err[2000] = "";
     snprintf(cmd, sizeof cmd, "%s -c %s 2>&1", getenv("QUANTD"), bad);
-    FILE *p = popen(cmd, "r");
-    size_t n = fread(err, 1, sizeof err - 1, p);
-    err[n] = 0;
-    int s = pclose(p);
-    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_int_equal(run_capture(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, ":4:"));
     assert_non_null(strstr(err, "ack_timeot_ms"));
     f = fopen(bad, "w");
     fprintf(f, "[quantd]\nack_timeout_ms = soon\n");
     fclose(f);
-    p = popen(cmd, "r");
-    n = fread(err, 1, sizeof err - 1, p);
-    err[n] = 0;
-    s = pclose(p);
-    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_int_equal(run_capture(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, ":2:"));
     snprintf(cmd, sizeof cmd, "%s --state-dir %s/x --threads 0 2>&1", getenv("QUANTD"), tmp);
-    p = popen(cmd, "r");
-    n = fread(err, 1, sizeof err - 1, p);
-    err[n] = 0;
-    s = pclose(p);
-    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_int_equal(run_capture(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "threads"));
     snprintf(cmd, sizeof cmd, "%s --state-dir %s/x --supernet-kd-self 1 --supernet-sandwich 1 2>&1",
              getenv("QUANTD"), tmp);
-    p = popen(cmd, "r");
-    n = fread(err, 1, sizeof err - 1, p);
-    err[n] = 0;
-    s = pclose(p);
-    assert_int_equal(WEXITSTATUS(s), 2);
+    assert_int_equal(run_capture(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "supernet_sandwich >= 2"));
 }
 
@@ -518,10 +513,7 @@ static void python_client(void **st)
                  "python3 %s/client/python/quantd_client.py --control %s --admin-key "
                  "%s/state/admin.key %s 2>&1",
                  getenv("QD_SOURCE_DIR"), control, tmp, ops[i][0]);
-        FILE *p = popen(cmd, "r");
-        size_t n = fread(out, 1, sizeof out - 1, p);
-        out[n] = 0;
-        pclose(p);
+        run_capture(cmd, out, sizeof out);
         if (!strstr(out, ops[i][1]))
             fail_msg("python client '%s': %s", ops[i][0], out);
     }

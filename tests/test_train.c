@@ -203,6 +203,28 @@ static void log_pass(void *ctx, long i)
     l->calls++;
 }
 
+/* Two epochs of 32-image batches on 2 threads, no evaluation: the runs the next tests compare. */
+static void two_epochs(struct qd_train_opts *o, float lr)
+{
+    qd_train_opts_default(o, "synth");
+    o->epochs = 2, o->batch = 32, o->lr = lr, o->threads = 2, o->eval_each_epoch = 0;
+}
+
+/* The weights o trains from one fixed start (malloc'd; *np floats). */
+static float *weights_after(const struct qd_dataset *tr, const struct qd_norm *nm,
+                            const struct qd_train_opts *o, size_t *np)
+{
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    qd_model_init_params(&m, 3);
+    assert_int_equal(qd_train(&m, tr, NULL, nm, o, NULL, NULL), QD_OK);
+    *np = m.nparam;
+    float *p = malloc(*np * sizeof(float));
+    memcpy(p, m.param, *np * sizeof(float));
+    qd_model_fini(&m);
+    return p;
+}
+
 /* Several passes a step: on_step sees step * substeps + k for every pass k, and the update is
  * the passes' mean gradient, so two passes at the same bits train bit-identical weights to one
  * pass (halving and adding two equal halves is exact). */
@@ -215,23 +237,46 @@ static void substeps_average_their_gradients(void **st)
     float *p[2];
     size_t np = 0;
     for (int s = 1; s <= 2; s++) {
-        struct qd_model m;
-        assert_int_equal(qd_model_parse(spec, &m), QD_OK);
-        qd_model_init_params(&m, 3);
         struct qd_train_opts o;
-        qd_train_opts_default(&o, "synth");
+        two_epochs(&o, 0.05f);
         struct pass_log l = {0};
-        o.epochs = 2, o.batch = 32, o.lr = 0.05f, o.threads = 2, o.eval_each_epoch = 0;
         o.substeps = s, o.on_step = log_pass, o.step_ctx = &l;
-        assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
+        p[s - 1] = weights_after(&tr, &nm, &o, &np);
         assert_int_equal(l.calls, 2L * (512 / 32) * s);
         assert_int_equal(l.out_of_order, 0);
-        np = m.nparam;
-        p[s - 1] = malloc(np * sizeof(float));
-        memcpy(p[s - 1], m.param, np * sizeof(float));
-        qd_model_fini(&m);
     }
     assert_memory_equal(p[0], p[1], np * sizeof(float));
+    free(p[0]), free(p[1]);
+    qd_dataset_fini(&tr);
+}
+
+/* In-place distillation: pass 1 of each step learns pass 0's logits. With both passes at the
+ * same (float) weights those targets are pass 1's own logits, so its gradient is exactly zero
+ * and two passes train bit-identical weights to one pass at half the learning rate (no weight
+ * decay: it would not halve). It needs several passes and no teacher. */
+static void inplace_distillation_learns_from_the_first_pass(void **st)
+{
+    struct qd_dataset tr;
+    synth(&tr, 512, 1);
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    float *p[2];
+    size_t np = 0;
+    struct qd_train_opts o;
+    for (int s = 1; s <= 2; s++) {
+        two_epochs(&o, s == 1 ? 0.025f : 0.05f);
+        o.weight_decay = 0, o.substeps = s, o.kd_inplace = s == 2, o.kd_weight = 1;
+        p[s - 1] = weights_after(&tr, &nm, &o, &np);
+    }
+    assert_memory_equal(p[0], p[1], np * sizeof(float));
+    struct qd_model m; /* one pass, or a teacher beside it: refused */
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    o.substeps = 1;
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
+    assert_non_null(strstr(qd_errmsg(), "in-place"));
+    o.substeps = 2, o.teacher = &m;
+    assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
+    qd_model_fini(&m);
     free(p[0]), free(p[1]);
     qd_dataset_fini(&tr);
 }
@@ -287,45 +332,6 @@ static void distillation_learns_from_the_teacher(void **st)
     free(s3);
     qd_dataset_fini(&tr);
     qd_dataset_fini(&te);
-}
-
-/* In-place distillation: pass 1 of each step learns pass 0's logits. With both passes at the
- * same (float) weights those targets are pass 1's own logits, so its gradient is exactly zero
- * and two passes train bit-identical weights to one pass at half the learning rate (no weight
- * decay: it would not halve). It needs several passes and no teacher. */
-static void inplace_distillation_learns_from_the_first_pass(void **st)
-{
-    struct qd_dataset tr;
-    synth(&tr, 512, 1);
-    struct qd_norm nm;
-    qd_norm_fit(&tr, &nm);
-    float *p[2];
-    size_t np = 0;
-    for (int s = 1; s <= 2; s++) {
-        struct qd_model m;
-        assert_int_equal(qd_model_parse(spec, &m), QD_OK);
-        qd_model_init_params(&m, 3);
-        struct qd_train_opts o;
-        qd_train_opts_default(&o, "synth");
-        o.epochs = 2, o.batch = 32, o.threads = 2, o.eval_each_epoch = 0, o.weight_decay = 0;
-        o.lr = s == 1 ? 0.025f : 0.05f, o.substeps = s;
-        o.kd_inplace = s == 2, o.kd_weight = 1;
-        assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_OK);
-        np = m.nparam;
-        p[s - 1] = malloc(np * sizeof(float));
-        memcpy(p[s - 1], m.param, np * sizeof(float));
-        if (s == 2) { /* one pass, or a teacher beside it: refused */
-            o.substeps = 1;
-            assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
-            assert_non_null(strstr(qd_errmsg(), "in-place"));
-            o.substeps = 2, o.teacher = &m;
-            assert_int_equal(qd_train(&m, &tr, NULL, &nm, &o, NULL, NULL), QD_EINVAL);
-        }
-        qd_model_fini(&m);
-    }
-    assert_memory_equal(p[0], p[1], np * sizeof(float));
-    free(p[0]), free(p[1]);
-    qd_dataset_fini(&tr);
 }
 
 /* Activation fake quantization: a training forward puts the node's outputs on a grid of at most
