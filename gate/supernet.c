@@ -91,8 +91,6 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
                         o->sandwich > 1 ? o->sandwich : 1, o->lowest_every};
     struct qd_model teacher = {0};
     qd_err e = s.wbits && s.abits ? QD_OK : qd_seterr(QD_ENOMEM, "supernet: out of memory");
-    if (!e && o->kd_self && s.per_step < 2)
-        e = qd_seterr(QD_EINVAL, "supernet: distilling from its own widest pass needs sandwich > 1");
     if (!e && o->kd > 0 && !o->kd_self)
         e = model_copy(m, &teacher);
     if (!e) {

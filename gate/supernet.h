@@ -47,8 +47,8 @@ struct qd_supernet_opts {
     /* Distillation from the float model as it was before training (a frozen copy of m): weight
      * of the teacher's soft targets against the labels in [0, 1] (0: labels only). */
     float kd;
-    /* Distil from the step's own all-highest pass instead (in-place distillation, needs
-     * sandwich > 1): it learns from the labels alone, the other passes from its logits. */
+    /* Distil from the step's own all-highest pass instead (in-place distillation; sandwich 1
+     * is refused): it learns from the labels alone, the other passes from its logits. */
     int kd_self;
 };
 /* Which policy pass `pass` of training trains at `per_step` policies a step and the all-lowest

@@ -62,9 +62,9 @@ static const char usage[] =
     "  supernet --ckpt F --out S [--epochs N] [--lr LR] [--sandwich N] [--lowest-every L]\n"
     "        [--kd W] [--kd-self]   fine-tune F into a multi-precision supernet: N policies a\n"
     "        step (the all-highest; the all-lowest one step in L, default 4 at N = 2, else 1;\n"
-    "        the rest random; default N = 2), the frozen F's soft\n"
-    "        targets (--kd-self: the step's all-highest pass's) weighted W against the labels\n"
-    "        (default 1); --ckpt S --policy P [--limit N] measures the supernet at P\n"
+    "        the rest random; default N = 2), learning the frozen F's soft targets (--kd-self:\n"
+    "        the step's all-highest pass's) weighted W against the labels (default 1);\n"
+    "        --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
     "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H] [--probe N]\n"
     "        the gating MLP; --probe N: each step measures the loss of N layers' other widths\n"
@@ -859,9 +859,8 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .contexts = a->contexts, .eval = a->do_eval, .json = a->json,
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
-        .sandwich = a->sandwich, .kd = a->kd, .kd_self = a->kd_self,
-        .lowest_every = a->lowest_every,
-        .probe = a->probe};
+        .sandwich = a->sandwich, .lowest_every = a->lowest_every, .kd = a->kd,
+        .kd_self = a->kd_self, .probe = a->probe};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)
