@@ -116,12 +116,13 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
             *ab0 = malloc((size_t)m->nnodes);
     float *gg = calloc(gt->nparam, sizeof *gg), *m1 = calloc(gt->nparam, sizeof *m1),
           *m2 = calloc(gt->nparam, sizeof *m2);
-    int *node = malloc(sizeof *node * L), *idx = malloc(sizeof *idx * B);
+    int *node = malloc(sizeof *node * L), *bnode = malloc(sizeof *bnode * L),
+        *idx = malloc(sizeof *idx * B);
     uint8_t *y = malloc(B);
     struct qd_exec e;
     int have_e = 0, ntab = 0, saved = 0;
     qd_err err = tabs && qall && shadow && st0 && x && dl && ranges && wb && ab && gg && m1 &&
-                         m2 && node && idx && y && ab0
+                         m2 && node && bnode && idx && y && ab0
                      ? QD_OK
                      : qd_seterr(QD_ENOMEM, "gate train: out of memory");
     if (!err && np < 1)
@@ -157,6 +158,13 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
         int op = m->nodes[n->src].op;
         if (n->qidx >= 0 && (op == QD_OP_CONV || op == QD_OP_DENSE))
             node[n->qidx] = n->src;
+    }
+    /* switchable BatchNorm: the BN behind each layer's weights, whose set follows their width */
+    for (int l = 0; l < L; l++) {
+        bnode[l] = -1;
+        for (int i = node[l] + 1; node[l] >= 0 && i < m->nnodes; i++)
+            if (m->nodes[i].sets > 1 && m->nodes[i].in[0] == node[l])
+                bnode[l] = i;
     }
     memcpy(st0, m->stat, sizeof *st0 * m->nstat);
     saved = 1;
@@ -255,11 +263,17 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                             continue;
                         memcpy(shadow + n->woff, qall + (size_t)k * P + n->woff,
                                sizeof *shadow * n->wlen);
+                        if (bnode[l] >= 0)
+                            m->bn_set[bnode[l]] =
+                                (uint8_t)qd_supernet_bn_set(m->nodes[bnode[l]].sets, WB[k]);
                         valid = valid < node[l] ? valid : node[l];
                         s[k] = scale * (loss_from(&e, B, valid, y, dl) - ce);
                     }
                     memcpy(shadow + n->woff, qall + (size_t)cur * P + n->woff,
                            sizeof *shadow * n->wlen);
+                    if (bnode[l] >= 0)
+                        m->bn_set[bnode[l]] =
+                            (uint8_t)qd_supernet_bn_set(m->nodes[bnode[l]].sets, WB[cur]);
                     softmax_back(ysoft + l * 4, s, 4, tau, dlog + l * QD_GATE_OUT);
                 }
                 if (oka[0] && oka[1]) {
@@ -369,7 +383,8 @@ out:
     for (int i = 0; i < ntab; i++)
         qd_decide_tables_fini(&tabs[i]);
     free(tabs), free(qall), free(shadow), free(st0), free(x), free(dl), free(ranges), free(wb),
-        free(ab), free(ab0), free(gg), free(m1), free(m2), free(node), free(idx), free(y);
+        free(ab), free(ab0), free(gg), free(m1), free(m2), free(node), free(bnode), free(idx),
+        free(y);
     if (err)
         qd_gate_fini(gt);
     return err;

@@ -10,7 +10,13 @@
 #include "quant/calib.h"
 #include "quant/qm.h"
 
-void qd_supernet_node_bits(const struct qd_model *m, const struct qd_igraph *g,
+int qd_supernet_bn_set(int sets, int wbits)
+{
+    int k = wbits == 2 ? 0 : wbits == 4 ? 1 : wbits == 8 ? 2 : 3;
+    return k < sets ? k : sets - 1;
+}
+
+void qd_supernet_node_bits(struct qd_model *m, const struct qd_igraph *g,
                            const struct qd_policy *p, uint8_t *wbits, uint8_t *abits)
 {
     memset(wbits, 0, (size_t)m->nnodes);
@@ -25,10 +31,14 @@ void qd_supernet_node_bits(const struct qd_model *m, const struct qd_igraph *g,
         } else if (n->op == QD_IOP_ADD)
             abits[n->out_src] = p->abits[0];
     }
+    for (int i = 1; i < m->nnodes; i++)
+        if (m->nodes[i].sets > 1)
+            m->bn_set[i] = (uint8_t)qd_supernet_bn_set(m->nodes[i].sets,
+                                                        wbits[m->nodes[i].in[0]]);
 }
 
 struct sampler {
-    const struct qd_model *m;
+    struct qd_model *m;
     const struct qd_igraph *g;
     uint8_t *wbits, *abits;
     int per_step, lowest_every;
@@ -85,6 +95,14 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
         o->lowest_every < 0 || o->lowest_every > 1000)
         return qd_seterr(QD_EINVAL,
                          "supernet: sandwich must be 0..16, kd in [0, 1], lowest_every 0..1000");
+    if (o->bn_sets < 0 || o->bn_sets > QD_SUPERNET_BN_SETS)
+        return qd_seterr(QD_EINVAL, "supernet: bn_sets must be 0..%d", QD_SUPERNET_BN_SETS);
+    if (o->bn_sets > 1) { /* switchable BatchNorm: m re-laid out with an affine set per width */
+        struct qd_model sw;
+        QD_TRY(qd_model_bn_sets(m, o->bn_sets, &sw));
+        qd_model_fini(m);
+        *m = sw;
+    }
     struct qd_igraph g;
     QD_TRY(qd_igraph_build(m, nm, &g));
     struct sampler s = {m, &g, calloc((size_t)m->nnodes, 1), calloc((size_t)m->nnodes, 1),
@@ -301,6 +319,17 @@ qd_err qd_supernet_build(struct qd_model *m, const struct qd_norm *nm, const flo
     }
     struct qd_igraph g;
     qd_err e = qd_igraph_build(m, nm, &g);
+    if (!e && qd_model_has_bn_sets(m)) { /* p's affine sets, then the graph again with them */
+        uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
+        if (wb && ab)
+            qd_supernet_node_bits(m, &g, p, wb, ab);
+        else
+            e = qd_seterr(QD_ENOMEM, "out of memory");
+        free(wb), free(ab);
+        qd_igraph_fini(&g);
+        if (!e)
+            e = qd_igraph_build(m, nm, &g);
+    }
     if (st0) {
         memcpy(m->stat, st0, sizeof *st0 * m->nstat);
         free(st0);

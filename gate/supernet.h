@@ -31,9 +31,15 @@
 #include "quant/policy.h"
 
 /* Per model node (m->nnodes), the bits policy p gives: wbits for conv and dense weights,
- * abits for every tensor the runtime quantizes afresh (layer outputs and residual sums). */
-void qd_supernet_node_bits(const struct qd_model *m, const struct qd_igraph *g,
+ * abits for every tensor the runtime quantizes afresh (layer outputs and residual sums). A
+ * model with switchable BatchNorm (bn_sets below) also gets p's affine sets made active. */
+void qd_supernet_node_bits(struct qd_model *m, const struct qd_igraph *g,
                            const struct qd_policy *p, uint8_t *wbits, uint8_t *abits);
+/* Switchable BatchNorm: the affine set of a BN with `sets` sets behind a layer whose weights
+ * are at wbits: one set each for 2, 4, 8 and 16 bits (16: also float), the last set for any
+ * width beyond the sets there are. */
+#define QD_SUPERNET_BN_SETS 4
+int qd_supernet_bn_set(int sets, int wbits);
 
 struct qd_supernet_opts {
     int epochs, threads, progress;
@@ -50,6 +56,11 @@ struct qd_supernet_opts {
     /* Distil from the step's own all-highest pass instead (in-place distillation; sandwich 1
      * is refused): it learns from the labels alone, the other passes from its logits. */
     int kd_self;
+    /* Switchable BatchNorm (0 or 1: off; up to QD_SUPERNET_BN_SETS): each BatchNorm behind a
+     * conv layer learns an affine (gamma, beta) per weight width of that layer, so the narrow
+     * widths stop pulling on the wide ones' scales and shifts. m is re-laid out
+     * (qd_model_bn_sets) before training; its checkpoint carries the sets. */
+    int bn_sets;
 };
 /* Which policy pass `pass` of training trains at `per_step` policies a step and the all-lowest
  * `lowest_every` steps (sandwich and lowest_every above): 0 the all-highest, 1 the all-lowest,

@@ -161,7 +161,7 @@ qd_err qd_lab_supernet(const struct qd_gate_lab_opts *o)
                                       .threads = o->threads, .progress = !o->json,
                                       .lr = o->lr, .seed = (uint64_t)o->seed,
                                       .sandwich = o->sandwich, .kd = (float)o->kd,
-                                      .kd_self = o->kd_self,
+                                      .kd_self = o->kd_self, .bn_sets = o->bn_sets,
                                       .lowest_every = o->lowest_every};
         double t0 = now();
         e = qd_supernet_train(&m, &nm, &tr, NULL, &so, o->json ? NULL : on_epoch, NULL);

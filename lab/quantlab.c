@@ -64,6 +64,7 @@ static const char usage[] =
     "        step (the all-highest; the all-lowest one step in L, default 4 at N = 2, else 1;\n"
     "        the rest random; default N = 2), learning the frozen F's soft targets (--kd-self:\n"
     "        the step's all-highest pass's) weighted W against the labels (default 1);\n"
+    "        --bn-sets 4: switchable BatchNorm, an affine per weight width (default 1: shared);\n"
     "        --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
     "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H] [--probe N]\n"
@@ -83,7 +84,7 @@ struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
         *ckpt_dir, *device, *supernet, *gate;
     double flash, ram, latency, energy, battery;
-    int steps, contexts, hidden, sandwich, lowest_every, probe;
+    int steps, contexts, hidden, sandwich, lowest_every, probe, bn_sets;
     double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
@@ -197,6 +198,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         NUM("--sandwich", 1, 16, a->sandwich, (void)0)
         NUM("--lowest-every", 1, 1000, a->lowest_every, (void)0)
         NUM("--probe", 0, 4096, a->probe, (void)0)
+        NUM("--bn-sets", 1, 4, a->bn_sets, (void)0)
         NUM("--kd", 0, 1, a->kd, (void)0)
         NUM("--battery", 0, 1, a->battery, (void)0)
 #undef NUM
@@ -860,7 +862,7 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
         .sandwich = a->sandwich, .lowest_every = a->lowest_every, .kd = a->kd,
-        .kd_self = a->kd_self, .probe = a->probe};
+        .kd_self = a->kd_self, .probe = a->probe, .bn_sets = a->bn_sets};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)

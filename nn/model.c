@@ -74,6 +74,8 @@ static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *
     n->groups = 1;
     n->bias = op == QD_OP_DENSE;
     n->nin = op == QD_OP_INPUT ? 0 : 1;
+    n->sets = 1;
+    n->line = line;
     n->in[0] = m->nnodes - 1;
     n->woff = n->boff = n->soff = QD_NONE;
     snprintf(n->name, sizeof n->name, "%s%d", op_names[op], m->nnodes);
@@ -115,6 +117,8 @@ static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *
             QD_TRY(parse_int(v, 1, 1 << 16, line, k, &n->groups));
         else if (!strcmp(k, "bias"))
             QD_TRY(parse_int(v, 0, 1, line, k, &n->bias));
+        else if (!strcmp(k, "sets") && op == QD_OP_BN)
+            QD_TRY(parse_int(v, 1, 16, line, k, &n->sets));
         else if (!strcmp(k, "c"))
             QD_TRY(parse_int(v, 1, 64, line, k, in_c));
         else if (!strcmp(k, "h"))
@@ -177,10 +181,10 @@ static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *
     case QD_OP_BN:
         n->c = a->c, n->h = a->h, n->w = a->w;
         n->woff = m->nparam;
-        n->wlen = a->c;
-        n->boff = m->nparam + a->c;
-        n->blen = a->c;
-        m->nparam += 2 * (size_t)a->c;
+        n->wlen = (size_t)n->sets * a->c;
+        n->boff = m->nparam + n->wlen;
+        n->blen = n->wlen;
+        m->nparam += 2 * n->wlen;
         n->soff = m->nstat;
         m->nstat += 2 * (size_t)a->c;
         break;
@@ -261,10 +265,13 @@ qd_err qd_model_parse(const char *text, struct qd_model *m)
     m->param = qd_mem_alloc(m->nparam * sizeof(float));
     m->grad = qd_mem_alloc(m->nparam * sizeof(float));
     m->stat = qd_mem_alloc((m->nstat + 1) * sizeof(float));
-    if (!m->param || !m->grad || !m->stat) {
+    m->bn_set = malloc((size_t)m->nnodes);
+    if (!m->param || !m->grad || !m->stat || !m->bn_set) {
         qd_model_fini(m);
         return qd_seterr(QD_ENOMEM, "model: cannot allocate %zu parameters", m->nparam);
     }
+    for (int i = 0; i < m->nnodes; i++)
+        m->bn_set[i] = (uint8_t)(m->nodes[i].sets - 1);
     return QD_OK;
 }
 
@@ -283,9 +290,11 @@ void qd_model_init_params(struct qd_model *m, uint64_t seed)
             if (n->bias)
                 memset(m->param + n->boff, 0, n->blen * sizeof(float));
         } else if (n->op == QD_OP_BN) {
-            for (int j = 0; j < a->c; j++) {
+            for (size_t j = 0; j < n->wlen; j++) {
                 m->param[n->woff + j] = 1.0f;
                 m->param[n->boff + j] = 0.0f;
+            }
+            for (int j = 0; j < a->c; j++) {
                 m->stat[n->soff + j] = 0.0f;
                 m->stat[n->soff + a->c + j] = 1.0f;
             }
@@ -295,12 +304,70 @@ void qd_model_init_params(struct qd_model *m, uint64_t seed)
 
 void qd_model_fini(struct qd_model *m)
 {
+    free(m->bn_set);
     free(m->nodes);
     free(m->spec);
     qd_mem_free(m->param, m->nparam * sizeof(float));
     qd_mem_free(m->grad, m->nparam * sizeof(float));
     qd_mem_free(m->stat, (m->nstat + 1) * sizeof(float));
     memset(m, 0, sizeof *m);
+}
+
+int qd_model_has_bn_sets(const struct qd_model *m)
+{
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].sets > 1)
+            return 1;
+    return 0;
+}
+
+qd_err qd_model_bn_sets(const struct qd_model *m, int sets, struct qd_model *out)
+{
+    if (sets < 1 || sets > 16)
+        return qd_seterr(QD_EINVAL, "model: BatchNorm sets must be 1..16, not %d", sets);
+    size_t cap = strlen(m->spec) + 16 * (size_t)m->nnodes + 2;
+    char *buf = strdup(m->spec), *spec = malloc(cap), *save = NULL;
+    if (!buf || !spec) {
+        free(buf), free(spec);
+        return qd_seterr(QD_ENOMEM, "model: out of memory");
+    }
+    size_t len = 0;
+    int line = 0;
+    /* the lines as the parser counts them (blank ones dropped): a BN line that follows a conv
+     * gets sets=, before any comment */
+    for (char *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        line++;
+        int bn = 0;
+        for (int i = 1; i < m->nnodes; i++) {
+            const struct qd_node *n = &m->nodes[i];
+            bn |= n->line == line && n->op == QD_OP_BN && n->sets == 1 &&
+                  m->nodes[n->in[0]].op == QD_OP_CONV;
+        }
+        char *hash = bn ? strchr(l, '#') : NULL;
+        if (hash)
+            *hash = 0;
+        len += (size_t)snprintf(spec + len, cap - len, bn ? "%s sets=%d\n" : "%s\n", l, sets);
+    }
+    free(buf);
+    qd_err e = qd_model_parse(spec, out);
+    free(spec);
+    if (e)
+        return e;
+    for (int i = 0; i < m->nnodes; i++) {
+        const struct qd_node *a = &m->nodes[i], *b = &out->nodes[i];
+        if (a->woff == QD_NONE)
+            continue;
+        for (size_t k = 0; k < b->wlen; k += a->wlen)
+            memcpy(out->param + b->woff + k, m->param + a->woff, sizeof(float) * a->wlen);
+        if (a->boff != QD_NONE)
+            for (size_t k = 0; k < b->blen; k += a->blen)
+                memcpy(out->param + b->boff + k, m->param + a->boff, sizeof(float) * a->blen);
+    }
+    memcpy(out->stat, m->stat, sizeof(float) * m->nstat);
+    for (int i = 0; i < m->nnodes; i++)
+        if (m->nodes[i].sets == out->nodes[i].sets)
+            out->bn_set[i] = m->bn_set[i];
+    return QD_OK;
 }
 
 uint64_t qd_model_macs(const struct qd_model *m)
@@ -462,6 +529,8 @@ void qd_exec_forward_from(struct qd_exec *e, int n, int from, int train)
         float *y = e->act[i];
         const float *w = nd->woff != QD_NONE ? m->param + nd->woff : NULL;
         const float *b = nd->boff != QD_NONE ? m->param + nd->boff : NULL;
+        if (nd->op == QD_OP_BN)
+            w = m->param + qd_bn_gamma(m, i), b = m->param + qd_bn_beta(m, i);
         size_t len = (size_t)n * node_len(nd);
         switch (nd->op) {
         case QD_OP_CONV: {
@@ -583,6 +652,12 @@ void qd_exec_backward(struct qd_exec *e, int n, const float *dlogits)
             qd_dense_bwd_f32(n, (int)node_len(a), nd->out, xa, w, dy, dx, dw, db);
             break;
         case QD_OP_BN:
+            if (nd->sets > 1) { /* the active set's gradient; zero for the others */
+                memset(dw, 0, sizeof *dw * nd->wlen);
+                memset(db, 0, sizeof *db * nd->blen);
+                w = m->param + qd_bn_gamma(m, i);
+                dw = m->grad + qd_bn_gamma(m, i), db = m->grad + qd_bn_beta(m, i);
+            }
             qd_bn_bwd_f32(n, nd->c, nd->h * nd->w, xa, dy, w, e->bn_mean[i], e->bn_inv[i], dx, dw,
                           db);
             break;

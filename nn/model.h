@@ -15,13 +15,17 @@
  *     model custom
  *     input c=1 h=28 w=28
  *     conv out=32 k=3 stride=1 pad=1 [groups=G] [bias=1] [name=c1] [in=prev]
- *     bn | relu | relu6 | flatten | gap
+ *     bn [sets=K] | relu | relu6 | flatten | gap
  *     maxpool k=2 [stride=2] | avgpool k=2 [stride=2]
  *     add in=a,b
  *     dense out=10 [bias=1]
  * A layer reads the previous layer unless `in=` names others. The last layer must be a dense
  * layer; its width is the number of classes. Parameters live in one block (m.param) carved per
- * node; BatchNorm running statistics in another (m.stat); gradients mirror m.param (m.grad). */
+ * node; BatchNorm running statistics in another (m.stat); gradients mirror m.param (m.grad).
+ * `bn sets=K` keeps K affine sets (gamma, beta) of which one at a time is active (m.bn_set, the
+ * last set after parsing): forward, backward and the inference graph use the active set, and
+ * backward leaves a zero gradient in the others (a supernet's switchable BatchNorm: one set per
+ * bitwidth of the layer before it, gate/supernet.h). */
 #ifndef QD_NN_MODEL_H
 #define QD_NN_MODEL_H
 
@@ -61,9 +65,11 @@ struct qd_node {
     char name[QD_NAME_MAX];
     int in[2], nin;
     int out, k, stride, pad, groups, bias; /* layer arguments */
+    int sets;                              /* BN: affine sets (1 unless sets=) */
+    int line;                              /* the spec line it came from (non-blank lines) */
     int c, h, w;                           /* output shape of one sample */
     size_t woff, wlen;                     /* weight or gamma in m.param (QD_NONE: none) */
-    size_t boff, blen;                     /* bias or beta */
+    size_t boff, blen;                     /* bias or beta (BN: sets x c each, set by set) */
     size_t soff;                           /* BN: running mean (c) then running var (c) in m.stat */
 };
 
@@ -77,6 +83,7 @@ struct qd_model {
     float *param; /* (nparam) */
     float *grad;  /* (nparam) */
     float *stat;  /* (nstat) */
+    uint8_t *bn_set; /* (nnodes) per BN node, its active affine set */
 };
 
 /* Parses and checks a spec (names, inputs, shapes, channel/group divisibility). On error the
@@ -85,6 +92,20 @@ qd_err qd_model_parse(const char *text, struct qd_model *m);
 /* He-normal conv and dense weights, zero biases, BN gamma 1, beta 0, running var 1. */
 void qd_model_init_params(struct qd_model *m, uint64_t seed);
 void qd_model_fini(struct qd_model *m);
+/* Offsets in m.param of BN node i's active gamma and beta. */
+static inline size_t qd_bn_gamma(const struct qd_model *m, int i)
+{
+    return m->nodes[i].woff + (size_t)m->bn_set[i] * (size_t)m->nodes[i].c;
+}
+static inline size_t qd_bn_beta(const struct qd_model *m, int i)
+{
+    return m->nodes[i].boff + (size_t)m->bn_set[i] * (size_t)m->nodes[i].c;
+}
+/* Does m have a BatchNorm with more than one affine set? */
+int qd_model_has_bn_sets(const struct qd_model *m);
+/* A model like m with `sets` affine sets in each BatchNorm that directly follows a conv layer
+ * (each a copy of m's affine); every other parameter and statistic copied. */
+qd_err qd_model_bn_sets(const struct qd_model *m, int sets, struct qd_model *out);
 /* Multiply-accumulates of one forward pass of one sample. */
 uint64_t qd_model_macs(const struct qd_model *m);
 

@@ -70,7 +70,7 @@ qd_err qd_igraph_build(const struct qd_model *m, const struct qd_norm *nm, struc
         }
         if (fn->op == QD_OP_BN && prod && prod->op == QD_IOP_CONV && prod->act == QD_ACT_NONE &&
             sole) {
-            const float *gm = m->param + fn->woff, *bt = m->param + fn->boff;
+            const float *gm = m->param + qd_bn_gamma(m, i), *bt = m->param + qd_bn_beta(m, i);
             const float *mu = m->stat + fn->soff, *var = mu + fn->c;
             size_t per = prod->wlen / prod->c;
             for (int c = 0; c < prod->c; c++) {
@@ -129,7 +129,7 @@ qd_err qd_igraph_build(const struct qd_model *m, const struct qd_norm *nm, struc
                 e = qd_seterr(QD_ENOMEM, "igraph: out of memory");
                 goto out;
             }
-            const float *gm = m->param + fn->woff, *bt = m->param + fn->boff;
+            const float *gm = m->param + qd_bn_gamma(m, i), *bt = m->param + qd_bn_beta(m, i);
             const float *mu = m->stat + fn->soff, *var = mu + fn->c;
             for (int c = 0; c < fn->c; c++) {
                 n->wt[c] = gm[c] / sqrtf(var[c] + BN_EPS);

@@ -1,7 +1,8 @@
 /* The supernet and the gate: the gate's backward pass against finite differences, its file
  * (round trip, every damage caught), its objective and decisions (always within budget, and
  * following the logits where the budgets allow), that training teaches it to spend fewer bits
- * under tight budgets than under loose ones, and the supernet's per-policy BatchNorm cache. */
+ * under tight budgets than under loose ones, the supernet's per-policy BatchNorm cache, and its
+ * switchable BatchNorm. */
 #include "testutil.h"
 
 #include <unistd.h>
@@ -365,6 +366,120 @@ static void supernet_bn_cache(void **st)
     unmake(&fx);
 }
 
+/* A copy of m (structure, parameters, statistics). */
+static void model_dup(const struct qd_model *m, struct qd_model *c)
+{
+    assert_int_equal(qd_model_parse(m->spec, c), QD_OK);
+    memcpy(c->param, m->param, sizeof(float) * m->nparam);
+    memcpy(c->stat, m->stat, sizeof(float) * m->nstat);
+}
+
+/* A policy's .qm from the supernet at p (BatchNorm statistics its own). */
+static void build_at(struct qd_model *m, const struct qd_norm *nm, struct fixture *fx,
+                     const struct qd_policy *p, uint8_t **blob, size_t *len)
+{
+    assert_int_equal(qd_supernet_build(m, nm, NULL, &fx->ds, 40, p, blob, len), QD_OK);
+}
+
+/* Switchable BatchNorm: a policy makes each BatchNorm's set for its layer's weight width the
+ * active one; a policy's statistics and .qm come from that set (the same as a plain model
+ * holding its affine); supernet training re-lays the model out and teaches the sets apart. */
+static void supernet_switchable_batchnorm(void **st)
+{
+    static const int W[] = {2, 4, 8, 16};
+    struct fixture fx;
+    make(&fx, "custom", 1, 12, 61);
+    struct qd_norm nm;
+    qd_norm_fit(&fx.ds, &nm);
+    struct qd_model s, plain;
+    assert_int_equal(qd_model_bn_sets(&fx.m, QD_SUPERNET_BN_SETS, &s), QD_OK);
+    struct qd_policy p, p4, p8;
+    qd_policy_uniform(&p, fx.g.nq, 8, 8);
+    for (int l = 0; l < p.n; l++)
+        p.wbits[l] = (uint8_t)W[(l + 1) % 4];
+    uint8_t *wb = malloc(s.nnodes), *ab = malloc(s.nnodes);
+    qd_supernet_node_bits(&s, &fx.g, &p, wb, ab);
+    int nsets = 0;
+    for (int i = 0; i < s.nnodes; i++)
+        if (s.nodes[i].sets > 1) {
+            int in = s.nodes[i].in[0], k = 0;
+            assert_int_equal(s.nodes[in].op, QD_OP_CONV);
+            while (k < 4 && W[k] != wb[in])
+                k++;
+            assert_true(k < 4);
+            assert_int_equal(s.bn_set[i], k);
+            nsets++;
+        }
+    assert_int_equal(nsets, 4);
+    free(wb), free(ab);
+    /* the 4-bit sets change; a plain model takes the same change */
+    model_dup(&fx.m, &plain);
+    struct qd_rng r;
+    qd_rng_seed(&r, 62);
+    for (int i = 0; i < s.nnodes; i++) {
+        const struct qd_node *n = &s.nodes[i], *a = &plain.nodes[i];
+        for (int c = 0; n->sets > 1 && c < n->c; c++) {
+            float dg = 0.5f + qd_rng_uniform(&r), db = qd_rng_uniform(&r) - 0.5f;
+            s.param[n->woff + n->c + c] *= dg, plain.param[a->woff + c] *= dg;
+            s.param[n->boff + n->c + c] += db, plain.param[a->boff + c] += db;
+        }
+    }
+    qd_policy_uniform(&p4, fx.g.nq, 4, 8);
+    qd_policy_uniform(&p8, fx.g.nq, 8, 8);
+    float *a = malloc(sizeof(float) * s.nstat), *b = malloc(sizeof(float) * s.nstat);
+    assert_int_equal(qd_supernet_bn_stats(&s, &nm, &fx.g, &fx.ds, &p4, 2, a), QD_OK);
+    assert_int_equal(qd_supernet_bn_stats(&plain, &nm, &fx.g, &fx.ds, &p4, 2, b), QD_OK);
+    assert_close(a, b, s.nstat, 1e-5, 1e-5);
+    free(a), free(b);
+    const struct {
+        struct qd_model *m;
+        const struct qd_policy *p;
+    } same[2][2] = {{{&s, &p4}, {&plain, &p4}}, {{&s, &p8}, {&fx.m, &p8}}};
+    for (int k = 0; k < 2; k++) {
+        uint8_t *b1, *b2;
+        size_t l1, l2;
+        for (int i = 0; i < s.nnodes; i++) /* the build chooses the sets, not what was active */
+            s.bn_set[i] = 0;
+        build_at(same[k][0].m, &nm, &fx, same[k][0].p, &b1, &l1);
+        build_at(same[k][1].m, &nm, &fx, same[k][1].p, &b2, &l2);
+        assert_int_equal(l1, l2);
+        assert_memory_equal(b1, b2, l1);
+        free(b1), free(b2);
+    }
+    qd_model_fini(&s);
+    qd_model_fini(&plain);
+    /* training: the model gains the sets, and the widest and narrowest learn apart */
+    struct qd_dataset ds = fx.ds;
+    ds.n = 256;
+    ds.x = malloc((size_t)ds.n * 144);
+    ds.y = malloc((size_t)ds.n);
+    for (int i = 0; i < ds.n * 144; i++)
+        ds.x[i] = (uint8_t)qd_rng_below(&r, 256);
+    for (int i = 0; i < ds.n; i++)
+        ds.y[i] = (uint8_t)(ds.x[i * 144] * 10 / 256);
+    struct qd_supernet_opts o = {.epochs = 1, .threads = 1, .lr = 0.05f, .seed = 3,
+                                 .sandwich = 2, .kd = 1, .kd_self = 1, .bn_sets = 5};
+    model_dup(&fx.m, &plain);
+    assert_int_equal(qd_supernet_train(&plain, &nm, &ds, NULL, &o, NULL, NULL), QD_EINVAL);
+    o.bn_sets = QD_SUPERNET_BN_SETS;
+    assert_int_equal(qd_supernet_train(&plain, &nm, &ds, NULL, &o, NULL, NULL), QD_OK);
+    assert_true(qd_model_has_bn_sets(&plain));
+    nsets = 0;
+    for (int i = 0; i < plain.nnodes; i++) {
+        const struct qd_node *n = &plain.nodes[i];
+        if (n->sets < 2)
+            continue;
+        nsets++;
+        assert_int_equal(n->sets, QD_SUPERNET_BN_SETS);
+        if (!memcmp(plain.param + n->woff, plain.param + n->woff + 3 * n->c, 4 * n->c))
+            fail_msg("node %d: the 2-bit and 16-bit gammas are still the same", i);
+    }
+    assert_int_equal(nsets, 4);
+    qd_model_fini(&plain);
+    free(ds.x), free(ds.y);
+    unmake(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -375,6 +490,7 @@ int main(void)
         cmocka_unit_test(measured_task_loss_keeps_bits_where_they_matter),
         cmocka_unit_test(supernet_sampling_schedule),
         cmocka_unit_test(supernet_bn_cache),
+        cmocka_unit_test(supernet_switchable_batchnorm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

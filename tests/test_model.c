@@ -1,5 +1,6 @@
 /* Models: spec parsing and its errors, the zoo's five families, whole-graph gradients against
- * finite differences (residual fan-out, depthwise, BN, pooling), and checkpoint files. */
+ * finite differences (residual fan-out, depthwise, BN, pooling), switchable BatchNorm sets, and
+ * checkpoint files. */
 #include "testutil.h"
 
 #include <unistd.h>
@@ -30,6 +31,8 @@ static void spec_errors_name_the_line(void **st)
         {"input c=1 h=8 w=8\nconv name=a out=4 k=3\nconv name=a out=4 k=3\ndense out=2\n",
          "duplicate name"},
         {"", "needs an input"},
+        {"input c=1 h=8 w=8\nconv out=4 k=3\nbn sets=0\ndense out=2\n", "sets=0 is not an integer"},
+        {"input c=1 h=8 w=8\nconv out=4 k=3 sets=2\ndense out=2\n", "unknown key 'sets'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct qd_model m;
@@ -134,45 +137,162 @@ static float model_loss(struct qd_exec *e, int n, const float *x, const uint8_t 
     return qd_softmax_xent_f32(n, e->m->nclass, qd_exec_logits(e), y, NULL, NULL);
 }
 
-static void whole_model_gradient_matches_finite_differences(void **st)
+/* How many of m's parameter gradients (one backward pass over a random batch of a graph_spec
+ * input, left in m->grad) disagree with central finite differences: all of them, or node
+ * `only`'s (>= 0). */
+static int gradient_disagreements(struct qd_model *m, struct qd_rng *r, int only)
 {
-    struct qd_model m;
-    assert_int_equal(qd_model_parse(graph_spec, &m), QD_OK);
-    qd_model_init_params(&m, 9);
-    struct qd_rng r;
-    qd_rng_seed(&r, 10);
-    for (size_t i = 0; i < m.nparam; i++) /* move BN off its trivial init */
-        m.param[i] += 0.1f * (2 * qd_rng_uniform(&r) - 1);
     int n = 4;
-    float *x = rand_buf(&r, (size_t)n * 2 * 64, 1.5f), dl[12];
+    float *x = rand_buf(r, (size_t)n * 2 * 64, 1.5f), dl[12];
     uint8_t y[4] = {0, 2, 1, 2};
     struct qd_exec e;
-    assert_int_equal(qd_exec_init(&e, &m, n), QD_OK);
+    assert_int_equal(qd_exec_init(&e, m, n), QD_OK);
     qd_exec_forward(&e, n, x, 1);
-    qd_softmax_xent_f32(n, m.nclass, qd_exec_logits(&e), y, dl, NULL);
+    qd_softmax_xent_f32(n, m->nclass, qd_exec_logits(&e), y, dl, NULL);
     qd_exec_backward(&e, n, dl);
-    float *g = malloc(m.nparam * 4);
-    memcpy(g, m.grad, m.nparam * 4);
+    const float *g = m->grad;
     int bad = 0;
-    for (size_t i = 0; i < m.nparam; i++) {
-        float keep = m.param[i], eps = 2e-3f;
-        m.param[i] = keep + eps;
+    for (size_t i = 0; i < m->nparam; i++) {
+        const struct qd_node *o = only >= 0 ? &m->nodes[only] : NULL;
+        if (o && !(i >= o->woff && i < o->woff + o->wlen) &&
+            !(o->boff != QD_NONE && i >= o->boff && i < o->boff + o->blen))
+            continue;
+        float keep = m->param[i], eps = 2e-3f;
+        m->param[i] = keep + eps;
         double lp = model_loss(&e, n, x, y);
-        m.param[i] = keep - eps;
+        m->param[i] = keep - eps;
         double lm = model_loss(&e, n, x, y);
-        m.param[i] = keep;
+        m->param[i] = keep;
         double num = (lp - lm) / (2 * eps);
         if (fabs(num - g[i]) > 2e-2 * fabs(num) + 2e-3) {
             if (bad++ < 5)
                 fprintf(stderr, "param %zu: analytic %g numeric %g\n", i, g[i], num);
         }
     }
+    free(x);
+    qd_exec_fini(&e);
+    return bad;
+}
+
+/* graph_spec's model with every parameter moved off its init by r (BN off its trivial one). */
+static void graph_model(struct qd_model *m, uint64_t seed, struct qd_rng *r)
+{
+    assert_int_equal(qd_model_parse(graph_spec, m), QD_OK);
+    qd_model_init_params(m, seed);
+    for (size_t i = 0; i < m->nparam; i++)
+        m->param[i] += 0.1f * (2 * qd_rng_uniform(r) - 1);
+}
+
+static void whole_model_gradient_matches_finite_differences(void **st)
+{
+    struct qd_model m;
+    struct qd_rng r;
+    qd_rng_seed(&r, 10);
+    graph_model(&m, 9, &r);
+    int bad = gradient_disagreements(&m, &r, -1);
     /* max pooling and ReLU kinks make a handful of finite differences unreliable */
     if (bad > (int)(m.nparam / 100))
         fail_msg("%d of %zu parameter gradients disagree", bad, m.nparam);
-    free(g);
+    qd_model_fini(&m);
+}
+
+/* Switchable BatchNorm: the sets made from a model are copies of its affine (each set active
+ * gives its logits); a change to one set moves the logits of that set alone, to those of the
+ * plain model with the same change; backward fills the active set's gradient (finite
+ * differences) and leaves the other sets' at zero. */
+static void switchable_batchnorm_sets(void **st)
+{
+    struct qd_model m, s, again;
+    struct qd_rng r;
+    qd_rng_seed(&r, 10);
+    graph_model(&m, 9, &r);
+    assert_int_equal(qd_model_bn_sets(&m, 3, &s), QD_OK);
+    int nb = 0;
+    for (int i = 0; i < s.nnodes; i++)
+        if (s.nodes[i].op == QD_OP_BN) {
+            assert_int_equal(s.nodes[i].sets, 3);
+            assert_int_equal(s.bn_set[i], 2); /* the last set until one is chosen */
+            nb++;
+        }
+    assert_int_equal(nb, 2);
+    assert_int_equal(s.nparam, m.nparam + 2 * (size_t)nb * 4 * 2); /* two more gamma, beta */
+    assert_int_equal(qd_model_parse(s.spec, &again), QD_OK);       /* its spec says so */
+    assert_int_equal(again.nparam, s.nparam);
+    qd_model_fini(&again);
+    float *x = rand_buf(&r, 4 * 128, 1), ref[12];
+    struct qd_exec em, es;
+    assert_int_equal(qd_exec_init(&em, &m, 4), QD_OK);
+    assert_int_equal(qd_exec_init(&es, &s, 4), QD_OK);
+    for (int k = 0; k < 3; k++) {
+        memset(s.bn_set, k, (size_t)s.nnodes);
+        qd_exec_forward(&em, 4, x, 0);
+        qd_exec_forward(&es, 4, x, 0);
+        assert_close(qd_exec_logits(&es), qd_exec_logits(&em), 12, 1e-6, 1e-6);
+    }
+    /* set 1 changes; m takes the same change */
+    for (int i = 0; i < s.nnodes; i++) {
+        const struct qd_node *n = &s.nodes[i], *a = &m.nodes[i];
+        if (n->op != QD_OP_BN)
+            continue;
+        for (int c = 0; c < n->c; c++) {
+            float dg = 0.5f + qd_rng_uniform(&r), db = qd_rng_uniform(&r) - 0.5f;
+            s.param[n->woff + n->c + c] *= dg, m.param[a->woff + c] *= dg;
+            s.param[n->boff + n->c + c] += db, m.param[a->boff + c] += db;
+        }
+    }
+    qd_exec_forward(&em, 4, x, 0);
+    memcpy(ref, qd_exec_logits(&em), sizeof ref);
+    for (int k = 0; k < 3; k++) {
+        memset(s.bn_set, k, (size_t)s.nnodes);
+        qd_exec_forward(&es, 4, x, 0);
+        float d = 0;
+        for (int j = 0; j < 12; j++)
+            d = fmaxf(d, fabsf(qd_exec_logits(&es)[j] - ref[j]));
+        if (k == 1 ? !(d < 1e-5f) : !(d > 1e-3f))
+            fail_msg("set %d active: logits %g from the changed model's", k, d);
+    }
+    /* set 1 active: the plain changed model's gradient, set 1's in the BatchNorms */
+    memset(s.bn_set, 1, (size_t)s.nnodes);
+    uint8_t y[4] = {0, 2, 1, 2};
+    float dl[12];
+    struct qd_exec *ex[2] = {&em, &es};
+    for (int k = 0; k < 2; k++) {
+        qd_exec_forward(ex[k], 4, x, 1);
+        qd_softmax_xent_f32(4, 3, qd_exec_logits(ex[k]), y, dl, NULL);
+        qd_exec_backward(ex[k], 4, dl);
+    }
+    for (int i = 1; i < s.nnodes; i++) {
+        const struct qd_node *n = &s.nodes[i], *a = &m.nodes[i];
+        if (n->woff == QD_NONE)
+            continue;
+        size_t set = n->op == QD_OP_BN ? (size_t)n->c : 0;
+        assert_close(s.grad + n->woff + set, m.grad + a->woff, a->wlen, 1e-5, 1e-6);
+        if (a->boff != QD_NONE)
+            assert_close(s.grad + n->boff + set, m.grad + a->boff, a->blen, 1e-5, 1e-6);
+    }
+    qd_exec_fini(&em);
+    qd_exec_fini(&es);
+    /* the sets' own gradients against finite differences: the inactive ones' are zero */
+    for (int i = 0; i < s.nnodes; i++) {
+        const struct qd_node *n = &s.nodes[i];
+        if (n->op != QD_OP_BN)
+            continue;
+        int bad = gradient_disagreements(&s, &r, i);
+        if (bad)
+            fail_msg("node %d: %d BatchNorm set gradients disagree", i, bad);
+        float in_set = 0;
+        for (int k = 0; k < 3; k++)
+            for (int c = 0; c < n->c; c++) {
+                float gg = fabsf(s.grad[n->woff + k * n->c + c]) +
+                           fabsf(s.grad[n->boff + k * n->c + c]);
+                if (k != 1 && gg != 0)
+                    fail_msg("node %d: inactive set %d has a gradient", i, k);
+                in_set += k == 1 ? gg : 0;
+            }
+        assert_true(in_set > 0);
+    }
     free(x);
-    qd_exec_fini(&e);
+    qd_model_fini(&s);
     qd_model_fini(&m);
 }
 
@@ -313,6 +433,7 @@ int main(void)
         cmocka_unit_test(spec_errors_name_the_line),
         cmocka_unit_test(zoo_families_build_for_both_inputs),
         cmocka_unit_test(whole_model_gradient_matches_finite_differences),
+        cmocka_unit_test(switchable_batchnorm_sets),
         cmocka_unit_test(forward_is_batch_independent_in_eval),
         cmocka_unit_test(forward_from_matches_the_whole_forward),
         cmocka_unit_test(checkpoint_round_trip_and_damage),
