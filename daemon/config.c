@@ -48,6 +48,8 @@ static const struct key KEYS[] = {
       "supernet: weight of the float model's soft targets against the labels"),
     I("backbone", supernet_kd_self, 0, 1, 0,
       "supernet: 1: the soft targets are the step's all-highest pass's (needs sandwich >= 2)"),
+    I("backbone", supernet_bn_sets, 1, 4, 0,
+      "supernet: BatchNorm affine sets, one per weight width (4: switchable; 1: shared)"),
     I("backbone", gate_steps, 0, 1e8, 0, "then train a gate for this many steps (0: no gate)"),
     I("backbone", gate_probe, 0, 4096, 0,
       "gate: layers a step whose other widths' loss is measured (0: first-order estimate)"),
@@ -79,6 +81,7 @@ void qd_config_defaults(struct qd_config *c)
     c->bn_batches = 50;
     c->supernet_epochs = 3;
     c->supernet_sandwich = 2;
+    c->supernet_bn_sets = 1;
     c->supernet_kd = 1;
     c->gate_steps = 3000;
     strcpy(c->devices_dir, "etc/devices");

@@ -23,7 +23,7 @@ struct qd_config {
     /* [backbone] */
     char ckpt[1024], model[32], data[32], data_dir[1024], gate[1024];
     int train_epochs, train_subset, sens_n, calib_n, bn_batches, supernet_epochs, gate_steps;
-    int supernet_sandwich, supernet_kd_self, gate_probe;
+    int supernet_sandwich, supernet_kd_self, supernet_bn_sets, gate_probe;
     double supernet_kd;
     /* [decide] */
     char devices_dir[1024];

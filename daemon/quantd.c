@@ -1224,7 +1224,8 @@ static qd_err train_supernet(struct qd_daemon *d, const char *from, const char *
         struct qd_supernet_opts o = {.epochs = d->cfg.supernet_epochs, .threads = d->cfg.threads,
                                      .seed = 3, .sandwich = d->cfg.supernet_sandwich,
                                      .kd = (float)d->cfg.supernet_kd,
-                                     .kd_self = d->cfg.supernet_kd_self};
+                                     .kd_self = d->cfg.supernet_kd_self,
+                                     .bn_sets = d->cfg.supernet_bn_sets};
         qd_log(QD_LOG_INFO, "supernet: fine-tuning %s over sampled policies (%d epochs)",
                m.family, o.epochs);
         e = qd_supernet_train(&m, &nm, &tr, NULL, &o, on_epoch, d);

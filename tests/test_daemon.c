@@ -37,7 +37,8 @@ static void write_conf(const char *extra)
             "# test configuration\n[quantd]\ncontrol = %s\npush = %s\nstate_dir = %s/state\n"
             "log_level = info\nack_timeout_ms = 400\nmax_message = 4096\nthreads = 2\n"
             "[backbone]\nmodel = custom\ndata = fashion-mnist\ndata_dir = %s\n"
-            "train_epochs = 1\ntrain_subset = 3000\nsupernet_epochs = 1\ngate_steps = %d\n"
+            "train_epochs = 1\ntrain_subset = 3000\nsupernet_epochs = 1\nsupernet_bn_sets = 4\n"
+            "gate_steps = %d\n"
             "sens_n = 200\ncalib_n = 256\nbn_batches = 4\n"
             "[decide]\ndevices_dir = %s/etc/devices\n%s",
             control, push, tmp, data_dir, gate_steps, getenv("QD_SOURCE_DIR"),
@@ -172,6 +173,10 @@ static void bad_config_exits_2(void **st)
              getenv("QUANTD"), tmp);
     assert_int_equal(run_capture(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "supernet_sandwich >= 2"));
+    snprintf(cmd, sizeof cmd, "%s --state-dir %s/x --supernet-bn-sets 5 2>&1", getenv("QUANTD"),
+             tmp);
+    assert_int_equal(run_capture(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "supernet_bn_sets"));
 }
 
 static void serves_while_training_then_rejects_bad_input(void **st)
