@@ -130,6 +130,7 @@ qd_err qd_supernet_train(struct qd_model *m, const struct qd_norm *nm,
         t.teacher = teacher.nodes ? &teacher : NULL;
         t.kd_weight = o->kd;
         t.kd_inplace = o->kd_self;
+        t.project = o->project;
         t.eval_each_epoch = 0;
         e = qd_train(m, train, test, nm, &t, cb, ctx);
     }

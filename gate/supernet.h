@@ -61,6 +61,9 @@ struct qd_supernet_opts {
      * widths stop pulling on the wide ones' scales and shifts. m is re-laid out
      * (qd_model_bn_sets) before training; its checkpoint carries the sets. */
     int bn_sets;
+    /* Gradient projection (nn/train.h qd_train_opts.project): the other policies' gradients
+     * lose, tensor by tensor, what points against the all-highest policy's. */
+    int project;
 };
 /* Which policy pass `pass` of training trains at `per_step` policies a step and the all-lowest
  * `lowest_every` steps (sandwich and lowest_every above): 0 the all-highest, 1 the all-lowest,

@@ -162,6 +162,7 @@ qd_err qd_lab_supernet(const struct qd_gate_lab_opts *o)
                                       .lr = o->lr, .seed = (uint64_t)o->seed,
                                       .sandwich = o->sandwich, .kd = (float)o->kd,
                                       .kd_self = o->kd_self, .bn_sets = o->bn_sets,
+                                      .project = o->project,
                                       .lowest_every = o->lowest_every};
         double t0 = now();
         e = qd_supernet_train(&m, &nm, &tr, NULL, &so, o->json ? NULL : on_epoch, NULL);

@@ -21,6 +21,7 @@ struct qd_gate_lab_opts {
     float lr;
     double kd; /* supernet: distillation weight, 0: labels only */
     int kd_self; /* supernet: distil from the step's all-highest pass, not the float model */
+    int project; /* supernet: project the other passes' gradients off the all-highest's */
     int bn_sets; /* supernet: BatchNorm affine sets, one per weight width (0, 1: shared) */
     long seed;
     /* decide: where to put the decided policy, the supernet it was decided on and its data

@@ -65,6 +65,7 @@ static const char usage[] =
     "        the rest random; default N = 2), learning the frozen F's soft targets (--kd-self:\n"
     "        the step's all-highest pass's) weighted W against the labels (default 1);\n"
     "        --bn-sets 4: switchable BatchNorm, an affine per weight width (default 1: shared);\n"
+    "        --project: the other policies' gradients lose what points against the widest's;\n"
     "        --ckpt S --policy P [--limit N] measures the supernet at P\n"
     "        (BatchNorm recalibrated for P, cached in S.bn)\n"
     "  gate train --supernet S --out G [--steps N] [--batch B] [--hidden H] [--probe N]\n"
@@ -88,7 +89,7 @@ struct args {
     double kd;
     int sens_n, hessian, do_eval, points, randoms, bn_batches;
     int calib_n, limit, qat_epochs, simulate, isa;
-    int epochs, batch, threads, depth, augment, noeval, json, subset, kd_self;
+    int epochs, batch, threads, depth, augment, noeval, json, subset, kd_self, project;
     long max_batches, batches;
     float lr, wd, momentum, width, warmup;
     long seed;
@@ -132,6 +133,10 @@ static int parse(int argc, char **argv, int i, struct args *a)
         }
         if (!strcmp(f, "--kd-self")) {
             a->kd_self = 1;
+            continue;
+        }
+        if (!strcmp(f, "--project")) {
+            a->project = 1;
             continue;
         }
         if (!strcmp(f, "--hessian")) {
@@ -862,7 +867,8 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
         .bn_batches = a->bn_batches, .calib_n = a->calib_n, .sens_n = a->sens_n,
         .lr = a->set_lr ? a->lr : 0, .seed = a->seed, .noeval = a->noeval,
         .sandwich = a->sandwich, .lowest_every = a->lowest_every, .kd = a->kd,
-        .kd_self = a->kd_self, .probe = a->probe, .bn_sets = a->bn_sets};
+        .kd_self = a->kd_self, .probe = a->probe, .bn_sets = a->bn_sets,
+        .project = a->project};
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)

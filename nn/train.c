@@ -193,6 +193,29 @@ void qd_fake_quant_weights(const struct qd_model *m, const uint8_t *bits, float 
 }
 
 /* Conv and dense weights decay; biases and BatchNorm parameters do not. */
+static void project_range(float *g, const float *g0, size_t n)
+{
+    double dot = 0, nn = 0;
+    for (size_t i = 0; i < n; i++)
+        dot += (double)g[i] * g0[i], nn += (double)g0[i] * g0[i];
+    if (dot < 0 && nn > 0) {
+        float k = (float)(dot / nn);
+        for (size_t i = 0; i < n; i++)
+            g[i] -= k * g0[i];
+    }
+}
+
+void qd_grad_project(const struct qd_model *m, float *g, const float *g0)
+{
+    for (int i = 1; i < m->nnodes; i++) {
+        const struct qd_node *n = &m->nodes[i];
+        if (n->woff != QD_NONE)
+            project_range(g + n->woff, g0 + n->woff, n->wlen);
+        if (n->boff != QD_NONE)
+            project_range(g + n->boff, g0 + n->boff, n->blen);
+    }
+}
+
 static void decay_mask(const struct qd_model *m, uint8_t *mask)
 {
     memset(mask, 0, m->nparam);
@@ -247,6 +270,7 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     float *ranges = o->qat_act_bits ? malloc(2 * sizeof(float) * m->nnodes) : NULL;
     int S = o->substeps > 1 ? o->substeps : 1;
     float *gacc = S > 1 ? qd_mem_alloc(P * sizeof(float)) : NULL;
+    float *g0 = S > 1 && o->project ? qd_mem_alloc(P * sizeof(float)) : NULL;
     int distil = o->teacher || o->kd_inplace;
     float *dkd = distil ? malloc(sizeof(float) * B * m->nclass) : NULL;
     float *self = o->kd_inplace ? malloc(sizeof(float) * B * m->nclass) : NULL;
@@ -254,7 +278,8 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
     struct qd_exec te = {0};
     qd_err err = QD_OK;
     if (!x || !dl || !st || !y || !mask || !perm || (o->qat_bits && !shadow) ||
-        (o->qat_act_bits && !ranges) || (S > 1 && !gacc) || (distil && !dkd) ||
+        (o->qat_act_bits && !ranges) || (S > 1 && !gacc) || (S > 1 && o->project && !g0) ||
+        (distil && !dkd) ||
         (o->kd_inplace && !self)) {
         err = qd_seterr(QD_ENOMEM, "train: out of memory");
         goto out;
@@ -343,6 +368,10 @@ qd_err qd_train_timed(struct qd_model *m, const struct qd_dataset *train,
                 }
                 qd_exec_backward(&e, B, dl);
                 m->param = master;
+                if (g0 && !k)
+                    memcpy(g0, m->grad, P * sizeof(float));
+                else if (g0)
+                    qd_grad_project(m, m->grad, g0);
                 if (gacc) {
                     const float *g = m->grad;
                     float a = 1.0f / S;
@@ -411,6 +440,7 @@ out:
     if (te.m)
         qd_exec_fini(&te);
     qd_mem_free(gacc, P * sizeof(float));
+    qd_mem_free(g0, P * sizeof(float));
     free(dkd);
     free(self);
     qd_mem_free(shadow, P * sizeof(float));

@@ -72,6 +72,11 @@ struct qd_train_opts {
      * labels alone and its logits, held fixed, are the soft targets of passes 1.. (at kd_weight,
      * kd_temp), so a supernet's widest policy teaches the narrower ones as it improves. */
     int kd_inplace;
+    /* Gradient projection (substeps > 1): where a later pass's gradient of one parameter tensor
+     * points against pass 0's (negative dot product), its component along pass 0's is removed
+     * before averaging (qd_grad_project), so the other passes cannot undo pass 0's first-order
+     * progress: a supernet's narrow policies stop pulling the widest one back. */
+    int project;
 };
 
 void qd_train_opts_default(struct qd_train_opts *o, const char *dataset);
@@ -106,6 +111,10 @@ struct qd_eval {
 
 qd_err qd_evaluate(struct qd_model *m, const struct qd_dataset *ds, const struct qd_norm *nm,
                    int batch, struct qd_eval *r);
+
+/* g minus, per parameter tensor of m (each node's weights, each node's biases) where
+ * <g, g0> < 0, its projection on g0: afterwards no tensor of g points against g0's. */
+void qd_grad_project(const struct qd_model *m, float *g, const float *g0);
 
 /* The clipping value of one output channel's n weights at `bits` (symmetric grid of
  * 2^(bits-1) - 1 steps each side): their largest magnitude, or at QD_WEIGHT_CLIP_BITS bits and

@@ -281,6 +281,94 @@ static void inplace_distillation_learns_from_the_first_pass(void **st)
     qd_dataset_fini(&tr);
 }
 
+/* Pass 1 of each step at 2-bit weights, pass 0 in float (qat_bits rewritten per pass). */
+static void float_then_two_bits(void *ctx, long i)
+{
+    uint8_t *bits = ctx;
+    for (int k = 0; k < 64; k++)
+        bits[k] = i % 2 ? 2 : 0;
+}
+
+/* Gradient projection: per tensor, a gradient against g0 loses its component along g0 (and
+ * then is orthogonal to it), one with it is left bit for bit. In training it changes nothing
+ * where the passes agree (two identical passes) and changes the weights where they conflict
+ * (a 2-bit pass beside a float one). */
+static void gradient_projection_removes_conflicts(void **st)
+{
+    struct qd_model m;
+    assert_int_equal(qd_model_parse(spec, &m), QD_OK);
+    size_t P = m.nparam;
+    float *g = malloc(P * sizeof(float)), *g0 = malloc(P * sizeof(float)),
+          *h = malloc(P * sizeof(float));
+    struct qd_rng r;
+    qd_rng_seed(&r, 4);
+    for (size_t i = 0; i < P; i++)
+        g0[i] = 2 * qd_rng_uniform(&r) - 1;
+    int against = 0, along = 0;
+    for (int i = 1; i < m.nnodes; i++) { /* weights against g0 at odd nodes, along it at even */
+        const struct qd_node *n = &m.nodes[i];
+        for (int part = 0; part < 2; part++) {
+            size_t off = part ? n->boff : n->woff, len = part ? n->blen : n->wlen;
+            if (off == QD_NONE)
+                continue;
+            for (size_t k = 0; k < len; k++)
+                g[off + k] = (i % 2 ? -0.7f : 0.7f) * g0[off + k] +
+                             0.3f * (qd_rng_uniform(&r) - 0.5f);
+            against += i % 2, along += !(i % 2);
+        }
+    }
+    assert_true(against >= 3 && along >= 3);
+    memcpy(h, g, P * sizeof(float));
+    qd_grad_project(&m, h, g0);
+    for (int i = 1; i < m.nnodes; i++) {
+        const struct qd_node *n = &m.nodes[i];
+        for (int part = 0; part < 2; part++) {
+            size_t off = part ? n->boff : n->woff, len = part ? n->blen : n->wlen;
+            if (off == QD_NONE)
+                continue;
+            if (!(i % 2)) {
+                assert_memory_equal(h + off, g + off, len * sizeof(float));
+                continue;
+            }
+            double dot = 0, before = 0, nn = 0;
+            for (size_t k = 0; k < len; k++) {
+                dot += (double)h[off + k] * g0[off + k];
+                before += (double)g[off + k] * g0[off + k];
+                nn += (double)g0[off + k] * g0[off + k];
+            }
+            assert_true(before < 0);
+            if (fabs(dot) > 1e-4 * nn)
+                fail_msg("node %d: <g, g0> = %g after the projection", i, dot);
+            for (size_t k = 0; k < len; k++) /* only g0's direction was taken out */
+                assert_float_equal(h[off + k] - g[off + k],
+                                   (float)(-before / nn) * g0[off + k], 1e-5);
+        }
+    }
+    free(g), free(g0), free(h);
+    qd_model_fini(&m);
+    /* in training */
+    struct qd_dataset tr;
+    synth(&tr, 512, 1);
+    struct qd_norm nm;
+    qd_norm_fit(&tr, &nm);
+    float *p[4];
+    size_t np = 0;
+    uint8_t bits[64];
+    for (int c = 0; c < 4; c++) {
+        struct qd_train_opts o;
+        two_epochs(&o, 0.05f);
+        o.substeps = 2, o.project = c % 2;
+        if (c >= 2)
+            o.qat_bits = bits, o.on_step = float_then_two_bits, o.step_ctx = bits;
+        p[c] = weights_after(&tr, &nm, &o, &np);
+    }
+    assert_memory_equal(p[0], p[1], np * sizeof(float));
+    assert_true(memcmp(p[2], p[3], np * sizeof(float)) != 0);
+    for (int c = 0; c < 4; c++)
+        free(p[c]);
+    qd_dataset_fini(&tr);
+}
+
 /* Distillation: a student trained on labels that are pure noise learns the task from a trained
  * teacher's soft targets (kd_weight 1), and does not without them (kd_weight 0); a teacher
  * with other classes is an error. */
@@ -465,6 +553,7 @@ int main(void)
         cmocka_unit_test(substeps_average_their_gradients),
         cmocka_unit_test(distillation_learns_from_the_teacher),
         cmocka_unit_test(inplace_distillation_learns_from_the_first_pass),
+        cmocka_unit_test(gradient_projection_removes_conflicts),
         cmocka_unit_test(activation_fake_quant_grid_and_gradient),
         cmocka_unit_test(custom_cnn_on_real_fashion_mnist),
     };
