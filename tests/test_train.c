@@ -203,6 +203,13 @@ static void log_pass(void *ctx, long i)
     l->calls++;
 }
 
+/* The two-pass tests' training set (512 images) and its normalization. */
+static void synth_fit(struct qd_dataset *tr, struct qd_norm *nm)
+{
+    synth(tr, 512, 1);
+    qd_norm_fit(tr, nm);
+}
+
 /* Two epochs of 32-image batches on 2 threads, no evaluation: the runs the next tests compare. */
 static void two_epochs(struct qd_train_opts *o, float lr)
 {
@@ -231,9 +238,8 @@ static float *weights_after(const struct qd_dataset *tr, const struct qd_norm *n
 static void substeps_average_their_gradients(void **st)
 {
     struct qd_dataset tr;
-    synth(&tr, 512, 1);
     struct qd_norm nm;
-    qd_norm_fit(&tr, &nm);
+    synth_fit(&tr, &nm);
     float *p[2];
     size_t np = 0;
     for (int s = 1; s <= 2; s++) {
@@ -257,9 +263,8 @@ static void substeps_average_their_gradients(void **st)
 static void inplace_distillation_learns_from_the_first_pass(void **st)
 {
     struct qd_dataset tr;
-    synth(&tr, 512, 1);
     struct qd_norm nm;
-    qd_norm_fit(&tr, &nm);
+    synth_fit(&tr, &nm);
     float *p[2];
     size_t np = 0;
     struct qd_train_opts o;
@@ -348,9 +353,8 @@ static void gradient_projection_removes_conflicts(void **st)
     qd_model_fini(&m);
     /* in training */
     struct qd_dataset tr;
-    synth(&tr, 512, 1);
     struct qd_norm nm;
-    qd_norm_fit(&tr, &nm);
+    synth_fit(&tr, &nm);
     float *p[4];
     size_t np = 0;
     uint8_t bits[64];
