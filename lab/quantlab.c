@@ -24,6 +24,7 @@
 #include "quant/qm.h"
 #include "quant/runtime.h"
 #include "quant/simulate.h"
+#include "gate/supernet.h"
 #include "lab/calibrate.h"
 #include "lab/gatecmd.h"
 #include "lab/labrun.h"
@@ -623,6 +624,30 @@ static qd_err simulate(const struct args *a, const struct qd_model *m, const str
     return e;
 }
 
+/* A supernet checkpoint with switchable BatchNorm (gate/supernet.h): the sets of the weight
+ * widths this build gives each layer (mixed: the policy's; int8, int16x8, dynamic: 8 bits;
+ * fp32, fp16: the widest), then g again from them. */
+static qd_err select_bn_sets(struct qd_model *m, const struct qd_norm *nm, struct qd_igraph *g,
+                             enum qd_qmode mode, const struct qd_policy *pol)
+{
+    if (!qd_model_has_bn_sets(m))
+        return QD_OK;
+    struct qd_policy sel;
+    if (mode == QD_QMODE_MIXED)
+        sel = *pol;
+    else
+        qd_policy_uniform(&sel, g->nq, mode == QD_QMODE_F32 || mode == QD_QMODE_FP16 ? 16 : 8, 8);
+    uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
+    qd_err e = wb && ab ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    if (!e) {
+        qd_supernet_node_bits(m, g, &sel, wb, ab);
+        qd_igraph_fini(g);
+        e = qd_igraph_build(m, nm, g);
+    }
+    free(wb), free(ab);
+    return e;
+}
+
 static int cmd_quantize(struct args *a)
 {
     if (!a->ckpt || !a->mode || !a->out)
@@ -647,6 +672,8 @@ static int cmd_quantize(struct args *a)
     if ((e = qd_igraph_build(&m, &nm, &g)))
         goto done;
     if (mode == QD_QMODE_MIXED && (e = qd_policy_parse(a->policy, g.nq, &pol)))
+        goto done;
+    if ((e = select_bn_sets(&m, &nm, &g, mode, &pol)))
         goto done;
     if (a->qat_epochs > 0 && (e = qat(a, &m, &nm, &g, mode, &pol, ds)))
         goto done;

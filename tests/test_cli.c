@@ -8,6 +8,8 @@
 #include <zlib.h>
 
 #include "core/file.h"
+#include "core/rng.h"
+#include "nn/ckpt.h"
 #include "nn/model.h"
 
 static char *dir;
@@ -408,6 +410,64 @@ static void decide_with_shares_and_adaptation(void **st)
     assert_true((double)sb.st_size == flash);
 }
 
+/* `quantize` of a supernet checkpoint with switchable BatchNorm folds the sets of the widths it
+ * builds: the same file (but for the model id and the CRC) as a plain checkpoint holding that
+ * set's affine, for int8 (8 bits), fp16 (the widest set) and a mixed 2-bit policy. */
+static void quantize_folds_the_builds_bn_sets(void **st)
+{
+    make_data();
+    static const char *spec = "model custom\ninput c=1 h=28 w=28\nconv out=4 k=3 pad=1\nbn\n"
+                              "relu\nmaxpool k=2\nconv out=6 k=3 pad=1\nbn\nrelu\nmaxpool k=2\n"
+                              "flatten\ndense out=10\n";
+    struct qd_model plain, sets;
+    assert_int_equal(qd_model_parse(spec, &plain), QD_OK);
+    qd_model_init_params(&plain, 5);
+    assert_int_equal(qd_model_bn_sets(&plain, 4, &sets), QD_OK);
+    struct qd_rng r;
+    qd_rng_seed(&r, 6);
+    for (int i = 0; i < sets.nnodes; i++) /* every set its own affine */
+        for (size_t k = 0; sets.nodes[i].sets > 1 && k < sets.nodes[i].wlen; k++) {
+            sets.param[sets.nodes[i].woff + k] = 0.5f + qd_rng_uniform(&r);
+            sets.param[sets.nodes[i].boff + k] = qd_rng_uniform(&r) - 0.5f;
+        }
+    struct qd_norm nm = {1, {0.1f}, {0.3f}};
+    char ps[700], pp[700], args[2048];
+    snprintf(ps, sizeof ps, "%s/sets.qdck", dir);
+    snprintf(pp, sizeof pp, "%s/plain.qdck", dir);
+    assert_int_equal(qd_ckpt_save(ps, &sets, "mnist", &nm), QD_OK);
+    static const struct {
+        const char *how;
+        int set;
+    } builds[] = {{"--mode int8", 2}, {"--mode fp16", 3}, {"--mode mixed --policy 2", 0}};
+    for (size_t b = 0; b < sizeof builds / sizeof *builds; b++) {
+        for (int i = 0; i < sets.nnodes; i++) {
+            const struct qd_node *n = &sets.nodes[i], *a = &plain.nodes[i];
+            if (n->sets < 2)
+                continue;
+            memcpy(plain.param + a->woff, sets.param + n->woff + builds[b].set * n->c, 4 * n->c);
+            memcpy(plain.param + a->boff, sets.param + n->boff + builds[b].set * n->c, 4 * n->c);
+        }
+        assert_int_equal(qd_ckpt_save(pp, &plain, "mnist", &nm), QD_OK);
+        uint8_t *blob[2];
+        size_t len[2];
+        for (int k = 0; k < 2; k++) {
+            char qm[700];
+            snprintf(qm, sizeof qm, "%s/q%d.qm", dir, k);
+            snprintf(args, sizeof args, "quantize --ckpt %s --dir %s %s --out %s", k ? pp : ps,
+                     dir, builds[b].how, qm);
+            assert_int_equal(run(args, NULL, 0, NULL, 0), 0);
+            assert_int_equal(qd_file_read(qm, &blob[k], &len[k]), QD_OK);
+        }
+        assert_int_equal(len[0], len[1]);
+        assert_memory_equal(blob[0], blob[1], 16); /* then the model id (8 bytes) */
+        if (memcmp(blob[0] + 24, blob[1] + 24, len[0] - 28))
+            fail_msg("%s: the sets checkpoint's build is not the plain one's", builds[b].how);
+        free(blob[0]), free(blob[1]);
+    }
+    qd_model_fini(&plain);
+    qd_model_fini(&sets);
+}
+
 static int setup(void **st)
 {
     ql = getenv("QUANTLAB");
@@ -428,6 +488,7 @@ int main(void)
         cmocka_unit_test(study_writes_tables_and_plots),
         cmocka_unit_test(search_fits_budgets_and_explains_failures),
         cmocka_unit_test(decide_with_shares_and_adaptation),
+        cmocka_unit_test(quantize_folds_the_builds_bn_sets),
     };
     return cmocka_run_group_tests(tests, setup, tmpdir_teardown);
 }
