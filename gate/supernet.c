@@ -37,6 +37,22 @@ void qd_supernet_node_bits(struct qd_model *m, const struct qd_igraph *g,
                                                         wbits[m->nodes[i].in[0]]);
 }
 
+qd_err qd_supernet_select_bn(struct qd_model *m, const struct qd_norm *nm, struct qd_igraph *g,
+                             const struct qd_policy *p)
+{
+    if (!qd_model_has_bn_sets(m))
+        return QD_OK;
+    uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
+    qd_err e = wb && ab ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
+    if (!e) {
+        qd_supernet_node_bits(m, g, p, wb, ab);
+        qd_igraph_fini(g);
+        e = qd_igraph_build(m, nm, g);
+    }
+    free(wb), free(ab);
+    return e;
+}
+
 struct sampler {
     struct qd_model *m;
     const struct qd_igraph *g;
@@ -320,17 +336,8 @@ qd_err qd_supernet_build(struct qd_model *m, const struct qd_norm *nm, const flo
     }
     struct qd_igraph g;
     qd_err e = qd_igraph_build(m, nm, &g);
-    if (!e && qd_model_has_bn_sets(m)) { /* p's affine sets, then the graph again with them */
-        uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
-        if (wb && ab)
-            qd_supernet_node_bits(m, &g, p, wb, ab);
-        else
-            e = qd_seterr(QD_ENOMEM, "out of memory");
-        free(wb), free(ab);
-        qd_igraph_fini(&g);
-        if (!e)
-            e = qd_igraph_build(m, nm, &g);
-    }
+    if (!e)
+        e = qd_supernet_select_bn(m, nm, &g, p);
     if (st0) {
         memcpy(m->stat, st0, sizeof *st0 * m->nstat);
         free(st0);

@@ -40,6 +40,10 @@ void qd_supernet_node_bits(struct qd_model *m, const struct qd_igraph *g,
  * width beyond the sets there are. */
 #define QD_SUPERNET_BN_SETS 4
 int qd_supernet_bn_set(int sets, int wbits);
+/* A model with switchable BatchNorm: p's sets made active and g (m's graph) built again with
+ * their affines folded in; nothing for a model without sets. */
+qd_err qd_supernet_select_bn(struct qd_model *m, const struct qd_norm *nm, struct qd_igraph *g,
+                             const struct qd_policy *p);
 
 struct qd_supernet_opts {
     int epochs, threads, progress;

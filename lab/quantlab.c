@@ -630,22 +630,12 @@ static qd_err simulate(const struct args *a, const struct qd_model *m, const str
 static qd_err select_bn_sets(struct qd_model *m, const struct qd_norm *nm, struct qd_igraph *g,
                              enum qd_qmode mode, const struct qd_policy *pol)
 {
-    if (!qd_model_has_bn_sets(m))
-        return QD_OK;
     struct qd_policy sel;
     if (mode == QD_QMODE_MIXED)
         sel = *pol;
     else
         qd_policy_uniform(&sel, g->nq, mode == QD_QMODE_F32 || mode == QD_QMODE_FP16 ? 16 : 8, 8);
-    uint8_t *wb = calloc((size_t)m->nnodes, 1), *ab = calloc((size_t)m->nnodes, 1);
-    qd_err e = wb && ab ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
-    if (!e) {
-        qd_supernet_node_bits(m, g, &sel, wb, ab);
-        qd_igraph_fini(g);
-        e = qd_igraph_build(m, nm, g);
-    }
-    free(wb), free(ab);
-    return e;
+    return qd_supernet_select_bn(m, nm, g, &sel);
 }
 
 static int cmd_quantize(struct args *a)
