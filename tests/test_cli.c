@@ -448,21 +448,31 @@ static void quantize_folds_the_builds_bn_sets(void **st)
             memcpy(plain.param + a->boff, sets.param + n->boff + builds[b].set * n->c, 4 * n->c);
         }
         assert_int_equal(qd_ckpt_save(pp, &plain, "mnist", &nm), QD_OK);
-        uint8_t *blob[2];
-        size_t len[2];
-        for (int k = 0; k < 2; k++) {
+        /* k = 0, 1: sets and plain, statistics as saved; k = 2, 3: re-estimated at the build's
+         * widths, for the sets checkpoint by default (switchable BatchNorm marks a supernet),
+         * for the plain one when asked */
+        static const char *recal[] = {"--bn-recal 0", "", "", "--bn-recal 50"};
+        uint8_t *blob[4];
+        size_t len[4];
+        for (int k = 0; k < 4; k++) {
             char qm[700];
             snprintf(qm, sizeof qm, "%s/q%d.qm", dir, k);
-            snprintf(args, sizeof args, "quantize --ckpt %s --dir %s %s --out %s", k ? pp : ps,
-                     dir, builds[b].how, qm);
+            snprintf(args, sizeof args, "quantize --ckpt %s --dir %s %s %s --out %s",
+                     k % 2 ? pp : ps, dir, builds[b].how, recal[k], qm);
             assert_int_equal(run(args, NULL, 0, NULL, 0), 0);
             assert_int_equal(qd_file_read(qm, &blob[k], &len[k]), QD_OK);
         }
-        assert_int_equal(len[0], len[1]);
-        assert_memory_equal(blob[0], blob[1], 16); /* then the model id (8 bytes) */
-        if (memcmp(blob[0] + 24, blob[1] + 24, len[0] - 28))
-            fail_msg("%s: the sets checkpoint's build is not the plain one's", builds[b].how);
-        free(blob[0]), free(blob[1]);
+        for (int k = 0; k < 4; k += 2) {
+            assert_int_equal(len[k], len[k + 1]);
+            assert_memory_equal(blob[k], blob[k + 1], 16); /* then the model id (8 bytes) */
+            if (memcmp(blob[k] + 24, blob[k + 1] + 24, len[k] - 28))
+                fail_msg("%s%s: the sets checkpoint's build is not the plain one's",
+                         builds[b].how, k ? ", recalibrated" : "");
+        }
+        if (len[0] == len[2] && !memcmp(blob[0] + 24, blob[2] + 24, len[0] - 28))
+            fail_msg("%s: recalibration left the build as it was", builds[b].how);
+        for (int k = 0; k < 4; k++)
+            free(blob[k]);
     }
     qd_model_fini(&plain);
     qd_model_fini(&sets);
