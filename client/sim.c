@@ -10,7 +10,7 @@
 
 #include "lab/labrun.h"
 #include "policy/device.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 
 double qd_sim_now(void)

@@ -3,6 +3,8 @@
 
 #include <stdarg.h>
 
+#include "runtime/rt_err.h"
+
 static const char *const names[] = {
 #define QD_ERR_NAME(name, msg) #name,
     QD_ERR_MAP(QD_ERR_NAME)
@@ -53,4 +55,27 @@ qd_err qd_wraperr(qd_err e, const char *prefix, const char *suffix)
     char keep[sizeof detail];
     snprintf(keep, sizeof keep, "%s", qd_errmsg());
     return qd_seterr(e, "%s%s%s", prefix ? prefix : "", keep, suffix ? suffix : "");
+}
+
+qd_err qd_err_rt(int rt_code, const struct qd_rt_diag *d)
+{
+    static const qd_err map[] = {
+        [QD_RT_OK] = QD_OK,
+        [QD_RT_EINVAL] = QD_EINVAL,
+        [QD_RT_ENOMEM] = QD_ENOMEM,
+        [QD_RT_EFORMAT] = QD_EFORMAT,
+        [QD_RT_ECHECKSUM] = QD_ECHECKSUM,
+        [QD_RT_EVERSION] = QD_EVERSION,
+        [QD_RT_ELIMIT] = QD_EFORMAT,
+        [QD_RT_EUNSUPPORTED] = QD_EINVAL,
+    };
+    _Static_assert(sizeof map / sizeof map[0] == QD_RT_ERR_COUNT, "every runtime code mapped");
+    if (rt_code == QD_RT_OK)
+        return QD_OK;
+    qd_err e = (unsigned)rt_code < QD_RT_ERR_COUNT ? map[rt_code] : QD_EINVAL;
+    if (!d || !d->msg)
+        return qd_seterr(e, "runtime: %s", qd_rt_strerror((qd_rt_err)rt_code));
+    if (d->record >= 0)
+        return qd_seterr(e, "qm: record %d: %s", (int)d->record, d->msg);
+    return qd_seterr(e, "qm: %s", d->msg);
 }

@@ -55,6 +55,12 @@ void qd_clearerr(void);
  *     return qd_wraperr(e, "model.qm: ", NULL); */
 qd_err qd_wraperr(qd_err e, const char *prefix, const char *suffix);
 
+/* Maps a device runtime code (runtime/rt_err.h) and its diagnosis (may be NULL) onto a qd_err
+ * with a detail: "qm: record 3: conv geometry does not match its input". A model past one of
+ * the runtime's caps is EFORMAT; a float model on an integer-only build EINVAL. */
+struct qd_rt_diag;
+qd_err qd_err_rt(int rt_code, const struct qd_rt_diag *d);
+
 #define QD_ASSERT(cond)                                                                            \
     do {                                                                                           \
         if (!(cond)) {                                                                             \

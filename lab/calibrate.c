@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/rng.h"
 #include "nn/data.h"
@@ -20,7 +21,7 @@
 #include "policy/cost.h"
 #include "quant/calib.h"
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 #define NF QD_KF_COUNT /* features: the host kernel model's (policy/device.h) */
 #define ROUNDS 3      /* timed rounds per model and policy; each layer keeps its best */
@@ -103,24 +104,28 @@ static void synth(struct qd_dataset *ds, int n, int c, int hw, uint64_t seed)
         ds->x[i] = (uint8_t)qd_rng_below(&r, 256);
 }
 
+static uint64_t ns_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 /* Runs blob on the images with per-layer timing; adds one sample per layer (the kernel model's
  * features under geometry kd); *best: ns/image of the best round. */
 static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len,
                       const struct qd_dataset *ds, int n, const struct qd_device *kd,
                       struct sample *out, int *nout, double *best)
 {
-    size_t need, an = 0;
+    size_t need;
     QD_TRY(qd_rt_arena_size(blob, len, &need));
     void *arena = aligned_alloc(64, (need + 63) & ~(size_t)63), *abuf = NULL;
     uint64_t *ns = calloc((size_t)g->n, sizeof *ns), *rns = calloc((size_t)g->n, sizeof *rns);
     qd_rt_t *rt;
-    qd_err e = arena && ns && rns ? qd_rt_load(blob, len, arena, need, &rt, NULL)
+    qd_err e = arena && ns && rns ? qd_rt_open(blob, len, arena, need, &rt)
                                   : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
-    if (!e && !(e = qd_rt_accel_size(rt, QD_RT_ISA_AUTO, &an)) && an) {
-        abuf = aligned_alloc(64, (an + 63) & ~(size_t)63);
-        e = abuf ? qd_rt_accel(rt, QD_RT_ISA_AUTO, abuf, an)
-                 : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
-    }
+    if (!e)
+        e = qd_rt_accel_alloc(rt, QD_RT_ISA_AUTO, &abuf);
     if (!e) {
         float logits[16];
         size_t per = (size_t)ds->c * ds->h * ds->w;
@@ -130,7 +135,7 @@ static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len
          * a VM whose neighbours come and go: the least time is the kernel's own) */
         for (int round = 0; round < ROUNDS; round++) {
             memset(rns, 0, sizeof *rns * g->n);
-            qd_rt_set_profile(rt, rns);
+            qd_rt_set_profile(rt, rns, ns_now);
             for (int i = 0; i < n; i++)
                 qd_rt_run(rt, ds->x + (size_t)(i % ds->n) * per, logits);
             double tot = 0;
@@ -142,7 +147,7 @@ static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len
             if (!round || tot < *best)
                 *best = tot; /* the model's time: its best round */
         }
-        qd_rt_set_profile(rt, NULL);
+        qd_rt_set_profile(rt, NULL, NULL);
         struct qd_qm_header h;
         qd_qm_header_read(blob, &h);
         int *tb = malloc(sizeof *tb * (g->n + 1));
@@ -158,7 +163,7 @@ static qd_err measure(const struct qd_igraph *g, const uint8_t *blob, size_t len
                 wb[i] = r.wfmt == QD_WFMT_INT ? r.wbits : 0;
             }
             struct qd_qm_tshape *sh = malloc(sizeof *sh * (g->n + 1));
-            if (sh && !qd_qm_validate_into(blob, len, sh)) {
+            if (sh && !qd_qm_validate_into(blob, len, sh, NULL)) {
                 for (int t = 0; t <= g->n; t++)
                     tb[t] = sh[t].bits;
                 for (int i = 0; i < g->n; i++) {

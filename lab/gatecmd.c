@@ -16,7 +16,7 @@
 #include "lab/labrun.h"
 #include "nn/ckpt.h"
 #include "nn/kernels.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 
 static double now(void)

@@ -10,7 +10,7 @@
 #endif
 
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 static double now(void)
 {
@@ -39,18 +39,13 @@ qd_err qd_lab_eval_blob(const uint8_t *blob, size_t len, const struct qd_dataset
     qd_rt_t **rt = calloc(T, sizeof *rt);
     qd_err e = arena && abuf && rt ? QD_OK : qd_seterr(QD_ENOMEM, "run: out of memory");
     for (int t = 0; t < T && !e; t++) {
-        size_t an = 0;
         arena[t] = aligned_alloc(64, (need + 63) & ~(size_t)63);
         if (!arena[t]) {
             e = qd_seterr(QD_ENOMEM, "run: out of memory");
             break;
         }
-        if ((e = qd_rt_load(blob, len, arena[t], need, &rt[t], NULL)) ||
-            (e = qd_rt_accel_size(rt[t], isa, &an)) || !an)
-            continue;
-        abuf[t] = aligned_alloc(64, (an + 63) & ~(size_t)63);
-        e = abuf[t] ? qd_rt_accel(rt[t], isa, abuf[t], an)
-                    : qd_seterr(QD_ENOMEM, "run: out of memory");
+        if (!(e = qd_rt_open(blob, len, arena[t], need, &rt[t])))
+            e = qd_rt_accel_alloc(rt[t], isa, &abuf[t]);
     }
     if (!e) {
         long ok = 0;

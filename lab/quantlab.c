@@ -22,7 +22,7 @@
 #include "quant/igraph.h"
 #include "quant/policy.h"
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 #include "quant/simulate.h"
 #include "gate/supernet.h"
 #include "lab/calibrate.h"

@@ -30,7 +30,7 @@
 #include "policy/search.h"
 #include "policy/sens.h"
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 /* The lab's decider keeps the training set (BatchNorm recalibration, calibration). */
 static qd_err setup(const struct qd_search_opts *o, struct qd_decider *c, int need_hessian)

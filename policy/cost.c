@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 
 double qd_cost_node_macs(const struct qd_igraph *g, int i)
 {

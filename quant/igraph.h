@@ -19,10 +19,8 @@
 #include "nn/model.h"
 #include "nn/train.h"
 #include "quant/quantize.h"
+#include "runtime/qm_format.h" /* enum qd_iop, qd_act: the ops a device runs */
 
-enum qd_iop { QD_IOP_CONV, QD_IOP_DENSE, QD_IOP_ADD, QD_IOP_MAXPOOL, QD_IOP_AVGPOOL,
-              QD_IOP_CLAMP };
-enum qd_act { QD_ACT_NONE, QD_ACT_RELU, QD_ACT_RELU6 };
 
 struct qd_inode {
     enum qd_iop op;

@@ -1,5 +1,6 @@
-/* Scalar quantization, float16 conversion and histogram calibration. Not a hot path: the
- * runtime's kernels use integer parameters prepared from these once per model. */
+/* Scalar quantization of tensors and histogram calibration, on the arithmetic of
+ * runtime/qmath.h. Not a hot path: the runtime's kernels use integer parameters prepared once
+ * per model. */
 #include "quant/quantize.h"
 
 #include <math.h>
@@ -8,57 +9,14 @@
 
 #include "nn/train.h"
 
-void qd_qrange(int bits, enum qd_qscheme s, int32_t *qmin, int32_t *qmax)
-{
-    int32_t m = (int32_t)1 << (bits - 1);
-    *qmax = m - 1;
-    *qmin = s == QD_QSCHEME_SYM ? -(m - 1) : -m;
-}
-
 qd_err qd_qparam_from_range(float lo, float hi, int bits, enum qd_qscheme s, struct qd_qparam *q)
 {
     if (bits < 2 || bits > 16)
         return qd_seterr(QD_EINVAL, "quantize: %d bits outside 2..16", bits);
     if (!(lo <= hi) || !isfinite(lo) || !isfinite(hi))
         return qd_seterr(QD_EINVAL, "quantize: bad range [%g, %g]", lo, hi);
-    if (lo > 0)
-        lo = 0;
-    if (hi < 0)
-        hi = 0;
-    q->bits = bits;
-    qd_qrange(bits, s, &q->qmin, &q->qmax);
-    if (s == QD_QSCHEME_SYM) {
-        float a = fmaxf(-lo, hi);
-        q->scale = a > 0 ? a / (float)q->qmax : 1.0f;
-        q->zero = 0;
-    } else {
-        float span = hi - lo;
-        q->scale = span > 0 ? span / (float)(q->qmax - q->qmin) : 1.0f;
-        /* zero point: the integer that 0.0 maps to, nudged into range */
-        double z = q->qmin - lo / (double)q->scale;
-        long zr = lround(z);
-        if (zr < q->qmin)
-            zr = q->qmin;
-        if (zr > q->qmax)
-            zr = q->qmax;
-        q->zero = (int32_t)zr;
-    }
+    qd_qparam_make(lo, hi, bits, s, q);
     return QD_OK;
-}
-
-int32_t qd_quantize(float x, const struct qd_qparam *q)
-{
-    double v = round((double)x / q->scale) + q->zero; /* half away from zero */
-    if (v < q->qmin)
-        return q->qmin;
-    if (v > q->qmax)
-        return q->qmax;
-    return (int32_t)v;
-}
-
-float qd_dequantize(int32_t v, const struct qd_qparam *q)
-{
-    return q->scale * (float)(v - q->zero);
 }
 
 void qd_fake_quant_f32(const float *x, float *y, size_t n, const struct qd_qparam *q)
@@ -79,57 +37,6 @@ void qd_quantize_per_channel(const float *w, int cout, size_t per, int bits, flo
         for (size_t i = 0; i < per; i++)
             q[(size_t)c * per + i] = qd_quantize(wc[i], &p);
     }
-}
-
-/* ---------------------------------------------------------------- float16 */
-
-uint16_t qd_f32_to_f16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000u, e = (x >> 23) & 0xffu, m = x & 0x7fffffu;
-    if (e == 0xff) /* inf or NaN (keep a quiet NaN) */
-        return (uint16_t)(sign | 0x7c00u | (m ? 0x200u | (m >> 13) : 0));
-    int32_t ee = (int32_t)e - 127 + 15;
-    if (ee >= 0x1f)
-        return (uint16_t)(sign | 0x7c00u); /* overflow to infinity */
-    if (ee <= 0) {
-        if (ee < -10)
-            return (uint16_t)sign; /* underflows to signed zero */
-        m |= 0x800000u;            /* subnormal: shift the implicit bit in */
-        uint32_t shift = (uint32_t)(14 - ee);
-        uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1)))
-            h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)ee << 10) | (m >> 13), rem = m & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-        h++; /* may carry into the exponent, up to infinity: correct */
-    return (uint16_t)(sign | h);
-}
-
-float qd_f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
-    if (e == 0x1f)
-        x = sign | 0x7f800000u | (m << 13);
-    else if (e == 0) {
-        if (!m)
-            x = sign;
-        else { /* subnormal: normalize */
-            int s = 0;
-            while (!(m & 0x400u)) {
-                m <<= 1;
-                s++;
-            }
-            x = sign | ((uint32_t)(127 - 15 + 1 - s) << 23) | ((m & 0x3ffu) << 13);
-        }
-    } else
-        x = sign | ((e - 15 + 127) << 23) | (m << 13);
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
 }
 
 /* ---------------------------------------------------------------- calibration */

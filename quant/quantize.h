@@ -19,21 +19,11 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "runtime/qmath.h"
 
-enum qd_qscheme { QD_QSCHEME_SYM, QD_QSCHEME_ASYM };
-
-struct qd_qparam {
-    float scale;
-    int32_t zero;
-    int32_t qmin, qmax;
-    int bits;
-};
-
-void qd_qrange(int bits, enum qd_qscheme s, int32_t *qmin, int32_t *qmax);
-/* Parameters covering [lo, hi] (widened to include 0). bits in 2..16. */
+/* Parameters covering [lo, hi] (widened to include 0). bits in 2..16; checks its arguments,
+ * then qd_qparam_make (runtime/qmath.h, with qd_quantize, qd_dequantize and float16). */
 qd_err qd_qparam_from_range(float lo, float hi, int bits, enum qd_qscheme s, struct qd_qparam *q);
-int32_t qd_quantize(float x, const struct qd_qparam *q);
-float qd_dequantize(int32_t v, const struct qd_qparam *q);
 /* x -> dequantize(quantize(x)): what QAT and simulation compute. n floats, in place allowed. */
 void qd_fake_quant_f32(const float *x, float *y, size_t n, const struct qd_qparam *q);
 
@@ -42,10 +32,6 @@ void qd_fake_quant_f32(const float *x, float *y, size_t n, const struct qd_qpara
  * least-squared-error clip at 4 bits and fewer). */
 void qd_quantize_per_channel(const float *w, int cout, size_t per, int bits, float *scales,
                              int32_t *q);
-
-/* IEEE 754 binary16, round to nearest even; handles subnormals, infinities and NaN. */
-uint16_t qd_f32_to_f16(float f);
-float qd_f16_to_f32(uint16_t h);
 
 /* Calibration of an activation range from samples of it (a representative set). */
 enum qd_calib { QD_CALIB_MINMAX, QD_CALIB_PERCENTILE, QD_CALIB_MSE };

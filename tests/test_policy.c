@@ -10,7 +10,7 @@
 #include "policy/decide.h"
 #include "policy/device.h"
 #include "policy/search.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 #include "quantfix.h"
 
 #define D QD_BUDGET_COUNT

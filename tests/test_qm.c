@@ -7,7 +7,7 @@
 #include "nn/zoo.h"
 #include "quant/calib.h"
 #include "quant/qm.h"
-#include "quant/runtime.h"
+#include "quant/rtsize.h"
 #include "quant/simulate.h"
 #include "quantfix.h"
 
@@ -28,8 +28,10 @@ static uint8_t *load(const uint8_t *blob, size_t len, qd_rt_t **rt, size_t *need
     assert_int_equal(qd_rt_arena_size(blob, len, need), QD_OK);
     uint8_t *arena = aligned_alloc(16, (*need + 15) & ~(size_t)15);
     size_t n2;
-    if (qd_rt_load(blob, len, arena, *need, rt, &n2))
-        fail_msg("%s", qd_errmsg());
+    struct qd_rt_diag d = {0};
+    qd_rt_err e = qd_rt_load(blob, len, arena, *need, rt, &n2, &d);
+    if (e)
+        fail_msg("%s: %s", qd_rt_err_name(e), d.msg);
     assert_int_equal(n2, *need);
     return arena;
 }
@@ -56,8 +58,9 @@ static int compare_with_reference(const uint8_t *blob, size_t len, const uint8_t
         if (isa != QD_RT_ISA_PORTABLE && qd_rt_accel_size(fast, isa, &an))
             continue; /* the CPU lacks it; rt_isas_here() makes the callers count */
         void *buf = an ? aligned_alloc(64, (an + 63) & ~(size_t)63) : NULL;
-        if (qd_rt_accel(fast, isa, buf, an))
-            fail_msg("%s: %s", what, qd_errmsg());
+        qd_rt_err e = qd_rt_accel(fast, isa, buf, an);
+        if (e)
+            fail_msg("%s: %s", what, qd_rt_err_name(e));
         assert_int_equal(qd_rt_isa(fast), isa);
         accelerated += qd_rt_accel_layers(fast) > 0;
         for (int i = 0; i < n; i++) {
@@ -361,12 +364,12 @@ static void damaged_and_hostile_blobs_are_rejected(void **st)
     uint8_t *arena = aligned_alloc(16, need + 16);
     qd_rt_t *rt;
     size_t n2;
-    assert_int_equal(qd_rt_load(blob, len, arena, need - 1, &rt, &n2), QD_ENOMEM);
+    assert_int_equal(qd_rt_load(blob, len, arena, need - 1, &rt, &n2, NULL), QD_RT_ENOMEM);
     assert_int_equal(n2, need);
-    assert_int_equal(qd_rt_load(blob, len, arena + 1, need, &rt, &n2), QD_ENOMEM);
+    assert_int_equal(qd_rt_load(blob, len, arena + 1, need, &rt, &n2, NULL), QD_RT_ENOMEM);
     c[0] = 'X';
-    assert_int_equal(qd_rt_load(c, len, arena, need, &rt, &n2), QD_EFORMAT);
-    assert_int_equal(qd_rt_load(blob, len, arena, need, &rt, &n2), QD_OK);
+    assert_int_equal(qd_rt_load(c, len, arena, need, &rt, &n2, NULL), QD_RT_EFORMAT);
+    assert_int_equal(qd_rt_load(blob, len, arena, need, &rt, &n2, NULL), QD_RT_OK);
     free(arena), free(c), free(blob);
     unmake(&fx);
 }

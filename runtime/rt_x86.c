@@ -15,11 +15,12 @@
  * Overflow bound (checked by rt_accel_eligible): 255 * 128 * K + max|bias| < 2^31, so every
  * partial sum, the folded bias and the biased accumulator stay in int32, and
  * |acc * M| < 2^62 leaves room for the rounding term in int64.
- * Both kernels are bit-exact against conv_int in runtime.c (tests/test_qm.c checks it). */
+ * Both kernels are bit-exact against rt_conv_int_ref (rt_kernels_int.c) (tests/test_qm.c checks it). */
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <string.h>
 
-#include "quant/runtime_impl.h"
+#include "rt_impl.h"
 
 #define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #define AVX2_TARGET __attribute__((target("avx2")))
@@ -46,7 +47,6 @@ static void geom_of(const struct qd_rt *rt, int i, struct geom *g)
 
 int rt_cpu_has(int isa)
 {
-#if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     if (isa == QD_RT_ISA_AVX2)
         return __builtin_cpu_supports("avx2");
@@ -54,7 +54,6 @@ int rt_cpu_has(int isa)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                __builtin_cpu_supports("avx512vnni");
-#endif
     return isa == QD_RT_ISA_PORTABLE;
 }
 
@@ -219,112 +218,112 @@ static VNNI_TARGET inline void transpose16(__m128i r[16])
 #define TILE_VNNI 1
 #define NP 6
 #define NB 4
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 1
 #define NB 4
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 8
 #define NB 3
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 1
 #define NB 3
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 12
 #define NB 2
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 1
 #define NB 2
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 16
 #define NB 1
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 1
 #define NP 1
 #define NB 1
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 3
 #define NB 4
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 1
 #define NB 4
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 4
 #define NB 3
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 1
 #define NB 3
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 6
 #define NB 2
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 1
 #define NB 2
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 12
 #define NB 1
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
 #define TILE_VNNI 0
 #define NP 1
 #define NB 1
-#include "quant/runtime_x86_tile.h"
+#include "rt_x86_tile.h"
 #undef TILE_VNNI
 #undef NP
 #undef NB
@@ -502,3 +501,7 @@ int rt_accel_add(const struct qd_rt *rt, int i)
     add_vnni(rt, i);
     return 1;
 }
+
+#else
+typedef int rt_no_x86; /* not an x86 target: rt_generic.c is the back end */
+#endif

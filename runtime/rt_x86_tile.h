@@ -1,4 +1,4 @@
-/* One register tile of the host SIMD kernels (runtime_x86.c), included once per tile shape with
+/* One register tile of the host SIMD kernels (rt_x86.c), included once per tile shape with
  * NP (output pixels) and NB (vectors of output channels) defined, so the accumulators are a
  * fixed-size array the compiler keeps in registers. TILE_VNNI selects the ISA. */
 #if TILE_VNNI

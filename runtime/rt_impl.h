@@ -1,0 +1,140 @@
+/* Runtime internals shared by the runtime's own files: loading and dispatch (runtime.c), the
+ * integer kernels (rt_kernels_int.c), the float kernels (rt_kernels_float.c) and the SIMD back
+ * ends (rt_x86.c; rt_generic.c where there is none). Only the runtime sees this header. */
+#ifndef QD_RUNTIME_RT_IMPL_H
+#define QD_RUNTIME_RT_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "qm_format.h"
+#include "qmath.h"
+#include "runtime.h"
+
+struct rt_tensor {
+    struct qd_qm_tshape s;
+    int32_t last;       /* last step that reads it (n: the output) */
+    size_t off, bytes;  /* in the activation arena; bytes per sample */
+    float scale;
+    int32_t zero;
+    int placed;
+};
+
+struct rt_node {
+    struct qd_qm_rec r;
+    int32_t *mult, *shift; /* per channel (integer conv/dense) */
+    int32_t amin, amax;    /* output clamp (integer) */
+    int32_t add_ma, add_sa, add_mb, add_sb, add_mo, add_so; /* integer add */
+    int32_t add_shift;                                       /* 20 for int8, 15 for int16 */
+};
+
+struct qd_rt {
+    struct qd_qm_header h;
+    const uint8_t *blob;
+    int n;
+    struct rt_node *nodes;
+    struct rt_tensor *t;
+    uint8_t *act;
+    size_t act_bytes;
+    uint8_t *scratch;
+    size_t scratch_bytes, used;
+    int integer;
+    int reference; /* run the plain reference kernels (tests compare the two bit for bit) */
+    struct rt_accel *acc; /* per node, or NULL: host SIMD kernels (rt_x86.c) */
+    uint8_t *accel_scratch;
+    int isa;              /* enum qd_rt_isa in use by the accelerated kernels */
+    uint64_t *prof;       /* per-layer ticks of prof_now, or NULL */
+    uint64_t (*prof_now)(void);
+};
+
+#define ALIGN(x) (((x) + 15) & ~(size_t)15)
+
+/* One accelerated convolution or dense layer: weights repacked for the ISA (see rt_x86.c),
+ * bias with the zero-point correction folded in, and the per-channel requantization terms. */
+struct rt_accel {
+    int on;
+    int cp, coutp;  /* input channels padded to the ISA's group; outputs to its lane count */
+    int8_t *w8;     /* VNNI: (K*K, cp/4, coutp/16, 16, 4) */
+    int16_t *w16;   /* AVX2: (K*K, cp/2, coutp/8, 8, 2) */
+    int32_t *bias;  /* (coutp) */
+    int64_t *m64, *rnd64, *rs64; /* (coutp) requantization: multiplier, rounding term, shift */
+};
+
+/* The SIMD back end of this target (rt_x86.c, or rt_generic.c: none). */
+int rt_cpu_has(int isa);
+int rt_accel_eligible(const struct qd_rt *rt, int i);
+size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa);
+size_t rt_accel_scratch_bytes(const struct qd_rt *rt, int i, int isa);
+void rt_accel_pack(const struct qd_rt *rt, int i, int isa, struct rt_accel *a, uint8_t **mem);
+void rt_accel_conv(const struct qd_rt *rt, int i);
+int rt_accel_add(const struct qd_rt *rt, int i); /* 0: not applicable */
+
+/* Integer kernels (rt_kernels_int.c): *_ref are the plain loops the others are tested against.
+ * Each runs node i of rt, reading its input tensors and writing tensor i + 1. */
+void rt_conv_int_ref(const struct qd_rt *rt, int i);
+void rt_conv_s8_fast(const struct qd_rt *rt, int i);
+int rt_conv_s8_fast_ok(const struct qd_rt *rt, int i);
+void rt_add_int_ref(const struct qd_rt *rt, int i);
+void rt_pool_int_ref(const struct qd_rt *rt, int i);
+void rt_maxpool_s8(const struct qd_rt *rt, int i);
+int rt_maxpool_s8_ok(const struct qd_rt *rt, int i);
+void rt_clamp_int_ref(const struct qd_rt *rt, int i);
+/* Float kernels (rt_kernels_float.c, compiled with QD_RT_FLOAT). */
+void rt_conv_f32_ref(const struct qd_rt *rt, int i); /* also dynamic range (int weights) */
+void rt_conv_f32_fast(const struct qd_rt *rt, int i);
+void rt_other_f32_ref(const struct qd_rt *rt, int i);
+
+int64_t rt_bias_at(const struct qd_qm_rec *r, int c);
+void rt_unpack_int(const struct qd_qm_rec *r, int co, size_t per, int32_t *w);
+
+/* ---------------------------------------------------------------- element access */
+
+static inline int32_t rt_ld(const void *p, size_t i, int bits)
+{
+    return bits == 16 ? ((const int16_t *)p)[i] : ((const int8_t *)p)[i];
+}
+
+static inline void rt_st(void *p, size_t i, int bits, int32_t v)
+{
+    if (bits == 16)
+        ((int16_t *)p)[i] = (int16_t)v;
+    else
+        ((int8_t *)p)[i] = (int8_t)v;
+}
+
+static inline int32_t rt_clampi(int64_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : (int32_t)v;
+}
+
+static inline float rt_rdf(const uint8_t *p, size_t i)
+{
+    float v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
+}
+
+static inline float rt_wscale(const struct qd_qm_rec *r, int c)
+{
+    return rt_rdf(r->scales, r->nscale == 1 ? 0 : (size_t)c);
+}
+
+/* Output columns ox whose input column ox*S - P + kx lies inside [0, W): [*lo, *hi). */
+static inline void rt_valid_cols(int P, int kx, int S, int W, int OW, int *lo, int *hi)
+{
+    *lo = (P - kx + S - 1) / S;
+    *hi = (W - 1 + P - kx) / S + 1;
+    if (*lo < 0)
+        *lo = 0;
+    if (*hi > OW)
+        *hi = OW;
+}
+
+/* Elements per output channel of a conv or dense node. */
+static inline size_t rt_per(const struct qd_qm_rec *r)
+{
+    return r->op == QD_IOP_DENSE ? r->in_len : (size_t)(r->cin / r->groups) * r->k * r->k;
+}
+
+#endif
