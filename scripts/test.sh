@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: set up, fetch the real datasets (the data tests then require them), build,
-# run every test with ctest, then the whole suite again under ASan + UBSan.
+# run every test with ctest, the device builds under QEMU (scripts/cross.sh), then the whole
+# suite again under ASan + UBSan.
 #   --fast   skip the sanitizer pass
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ if ((fast)); then scripts/setup.sh; else scripts/setup.sh --sanitize; fi
 build/quantlab data fetch --data all
 export QD_REQUIRE_DATA=1 OMP_NUM_THREADS=2
 ctest --test-dir build --output-on-failure --timeout 900
+echo "== the device end, cross-built, under QEMU =="
+scripts/cross.sh aarch64 --images 50
 if ((!fast)); then
   echo "== the same suite under ASan + UBSan =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
