@@ -27,6 +27,7 @@
 #include "gate/supernet.h"
 #include "lab/calibrate.h"
 #include "lab/gatecmd.h"
+#include "lab/export.h"
 #include "lab/labrun.h"
 #include "lab/search.h"
 #include "policy/device.h"
@@ -47,6 +48,8 @@ static const char usage[] =
     "        [--simulate [--limit N]]     also the float simulation's test accuracy\n"
     "        [--bn-recal B]   BatchNorm statistics re-estimated at the build's widths from B\n"
     "        training batches first (a supernet; default 50 with switchable BatchNorm, else 0)\n"
+    "  export-c M.qm [--data D --limit N] [--out F.c]   the model (and N test images with\n"
+    "        labels) as C source for a firmware image, with its exact arena size\n"
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
     "        [--isa auto|portable|avx2|avx512vnni]   integer kernels (default: the best here)\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
@@ -809,6 +812,38 @@ static int cmd_run(struct args *a)
     return 0;
 }
 
+/* export-c: the model (and --limit test images of --data, when given) as C source. */
+static int cmd_export_c(struct args *a, const char *model)
+{
+    if (!model)
+        return bad("%s needs a model: export-c M.qm [--data D --limit N] [--out F.c]", "export-c");
+    size_t len;
+    uint8_t *blob;
+    qd_err e = qd_file_read(model, &blob, &len);
+    if (e)
+        return fail(e);
+    struct qd_dataset te = {0};
+    if (a->data && (e = qd_data_load(a->dir, a->data, 0, &te))) {
+        free(blob);
+        return fail(e);
+    }
+    FILE *f = a->out ? fopen(a->out, "w") : stdout;
+    if (!f)
+        e = qd_seterr(QD_EIO, "export-c: cannot write %s", a->out);
+    else
+        e = qd_lab_export_c(blob, len, a->data ? &te : NULL, a->limit, f);
+    if (f && f != stdout && fclose(f) && !e)
+        e = qd_seterr(QD_EIO, "export-c: cannot write %s", a->out);
+    free(blob);
+    qd_dataset_fini(&te);
+    if (e) {
+        char pre[4200];
+        snprintf(pre, sizeof pre, "%s: ", model);
+        return fail(qd_wraperr(e, pre, NULL));
+    }
+    return 0;
+}
+
 static int cmd_search(struct args *a, int search, int argc, char **argv)
 {
     static const char *names[] = {"sensitivity", "search", "pareto"};
@@ -960,7 +995,9 @@ int main(int argc, char **argv)
                      .battery = NAN, .sandwich = 2, .kd = 1};
     const char *cmd = argv[1];
     int first = 2;
-    const char *gate_sub = NULL;
+    const char *gate_sub = NULL, *export_model = NULL;
+    if (!strcmp(cmd, "export-c") && argc > 2 && argv[2][0] != '-')
+        export_model = argv[2], first = 3;
     if (!strcmp(cmd, "gate")) {
         if (argc < 3 || (strcmp(argv[2], "train") && strcmp(argv[2], "eval")))
             return bad("unknown gate command %s (want: gate train | gate eval)",
@@ -1011,6 +1048,8 @@ int main(int argc, char **argv)
         return cmd_calibrate_host(&a);
     if (!strcmp(cmd, "study"))
         return cmd_study(&a, argc, argv);
+    if (!strcmp(cmd, "export-c"))
+        return cmd_export_c(&a, export_model ? export_model : a.model);
     if (!strcmp(cmd, "run"))
         return cmd_run(&a);
     if (!strcmp(cmd, "supernet") || !strcmp(cmd, "gate") || !strcmp(cmd, "decide"))

@@ -154,7 +154,8 @@ void qd_qm_record_read(const uint8_t **pp, struct qd_qm_rec *r)
 qd_rt_err qd_qm_count(const uint8_t *blob, size_t len, uint32_t *n, struct qd_rt_diag *d)
 {
     *n = 0;
-    if (!blob || len < QD_QM_HEADER + 4 || memcmp(blob, MAGIC, 4))
+    if (!blob || len < QD_QM_HEADER + 4 || blob[0] != MAGIC[0] || blob[1] != MAGIC[1] ||
+        blob[2] != MAGIC[2] || blob[3] != MAGIC[3]) /* (no memcmp: not in the closure) */
         return qd_rt_fail(d, QD_RT_EFORMAT, -1, "not a quantd model (bad magic or too short)");
     uint32_t v = rd32(blob + 32);
     if (v == 0)

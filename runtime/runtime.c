@@ -57,10 +57,20 @@ static const struct rt_kernel float_kernels[] = {
 _Static_assert(sizeof(struct rt_node) >= 2 * sizeof(struct qd_qm_tshape),
                "n node entries must hold the n + 1 shapes validation writes");
 
+/* The tables are accounted at fixed sizes, the largest any target's structs take (a 64-bit
+ * host's), so that a model's arena is the same number of bytes on every target: the cost
+ * model's RAM figure, computed on the host, is the device's exactly. */
+#define RT_HDR_BYTES 256
+#define RT_NODE_BYTES 128
+#define RT_TENSOR_BYTES 48
+_Static_assert(sizeof(struct qd_rt) <= RT_HDR_BYTES && sizeof(struct rt_node) <= RT_NODE_BYTES &&
+                   sizeof(struct rt_tensor) <= RT_TENSOR_BYTES,
+               "the fixed table sizes hold this target's structs");
+
 static uint64_t tables_bytes(uint32_t n)
 {
-    return ALIGN(sizeof(struct qd_rt)) + ALIGN((uint64_t)n * sizeof(struct rt_node)) +
-           ALIGN(((uint64_t)n + 1) * sizeof(struct rt_tensor));
+    return RT_HDR_BYTES + ALIGN((uint64_t)n * RT_NODE_BYTES) +
+           ALIGN(((uint64_t)n + 1) * RT_TENSOR_BYTES);
 }
 
 /* Activation arena: tensors live from their producing step to their last reader; each is
@@ -190,8 +200,8 @@ qd_rt_err qd_rt_load(const uint8_t *blob, size_t len, void *arena, size_t arena_
     uint8_t *base = arena;
     struct qd_rt *rt = (struct qd_rt *)base;
     memset(rt, 0, sizeof *rt);
-    rt->nodes = (struct rt_node *)(base + ALIGN(sizeof *rt));
-    rt->t = (struct rt_tensor *)((uint8_t *)rt->nodes + ALIGN(n * sizeof(struct rt_node)));
+    rt->nodes = (struct rt_node *)(base + RT_HDR_BYTES);
+    rt->t = (struct rt_tensor *)((uint8_t *)rt->nodes + ALIGN((size_t)n * RT_NODE_BYTES));
     memset(rt->t, 0, (n + 1) * sizeof(struct rt_tensor));
     /* Validate into the node table's memory (n rt_nodes hold n + 1 shapes for any n >= 1),
      * then copy the shapes into the tensor table; records overwrite the node table after. */

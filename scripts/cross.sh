@@ -9,16 +9,31 @@
 #     activations) on N test images (default 200) with rt_check on both machines and compares
 #     every logit bit for bit, fast kernels and reference kernels alike.
 #
-# Needs the host build (scripts/setup.sh) and the data (quantlab data fetch). Prints one line a
-# model and exits non-zero on any difference.
+#   scripts/cross.sh cortex-m4|cortex-m7 [--model M.qm --data D] [--limit N] [--json]
+#     Builds firmware/ for QEMU's mps2-an386 (Cortex-M4F) or mps2-an500 (Cortex-M7) with the
+#     model in flash (quantlab export-c, with N test images of D, default 20) and the arena one
+#     static buffer of the size the model states, runs it (-icount shift=0: one instruction a
+#     nanosecond; SysTick at the 25 MHz core clock, calibrated in the run against a loop of
+#     known length) and the same program on the host (firmware/host.c): every image's logits
+#     must be identical. One JSON object a model (firmware/report.py): images, identical,
+#     accuracy, flash and RAM with and without the model, the arena, the stack's high-water
+#     mark, instructions per inference. Without --model: the briefly trained custom CNN at
+#     int8 and at a mixed 2/4/8-bit policy.
+#
+# Needs the host build (scripts/setup.sh) and the data (quantlab data fetch). Exits non-zero on
+# any difference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-}
 shift || true
-images=200
+images=200 model= data= json=0 limit=20
 while (($#)); do
   case "$1" in
     --images) images=$2; shift 2 ;;
+    --model) model=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --limit) limit=$2; shift 2 ;;
+    --json) json=1; shift ;;
     *) echo "cross.sh: unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -87,7 +102,51 @@ aarch64() {
   return $fail
 }
 
+# One model on one board: build, run under QEMU and on the host, compare, report.
+firmware_run() { # CPU MODEL.qm DATA TMP
+  local cpu=$1 qm=$2 ds=$3 tmp=$4 machine flags
+  case $cpu in
+    cortex-m4) machine=mps2-an386 flags="-mcpu=cortex-m4 -mfpu=fpv4-sp-d16" ;;
+    cortex-m7) machine=mps2-an500 flags="-mcpu=cortex-m7 -mfpu=fpv5-sp-d16" ;;
+  esac
+  build/quantlab export-c "$qm" --data "$ds" --limit "$limit" --out "$tmp/model.c"
+  local cc="arm-none-eabi-gcc $flags -mthumb -mfloat-abi=hard -O2 -ffreestanding
+    -fno-tree-loop-distribute-patterns -ffp-contract=off -Wall -Wextra -nostdlib
+    -T firmware/mps2.ld -I. -I$tmp"
+  $cc firmware/startup.c firmware/main.c runtime/*.c -lgcc -o "$tmp/fw.elf"
+  gcc -O2 -ffp-contract=off -I. -I"$tmp" firmware/host.c firmware/main.c runtime/*.c \
+    -o "$tmp/fw-host"
+  timeout 600 qemu-system-arm -M $machine -cpu $cpu -nographic -semihosting -icount shift=0 \
+    -kernel "$tmp/fw.elf" >/dev/null 2>"$tmp/dev.out" || true
+  "$tmp/fw-host" >"$tmp/host.out"
+  tr -d '\r' <"$tmp/dev.out" >"$tmp/dev.txt"
+  python3 firmware/report.py "$tmp" "$cpu" "$qm" "$json"
+}
+
+cortex() { # CPU
+  local cpu=$1 tmp; tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  if [ -n "$model" ]; then
+    [ -n "$data" ] || { echo "cross.sh: --model needs --data" >&2; exit 2; }
+    firmware_run "$cpu" "$model" "$data" "$tmp"
+    return
+  fi
+  build/quantlab train --model custom --data fashion-mnist --epochs 1 --max-batches 60 \
+    --no-eval --out "$tmp/c.qdck" >/dev/null
+  local fail=0
+  for spec in int8 "mixed 8,4,2,4,8"; do
+    set -- $spec
+    local name=${1}${2:+-${2//[\/,]/_}}
+    build/quantlab quantize --ckpt "$tmp/c.qdck" --data fashion-mnist --mode "$1" \
+      ${2:+--policy $2} --calib-n 256 --out "$tmp/$name.qm" >/dev/null
+    firmware_run "$cpu" "$tmp/$name.qm" fashion-mnist "$tmp" || fail=1
+  done
+  return $fail
+}
+
 case "$target" in
   aarch64) aarch64 ;;
-  *) echo "usage: scripts/cross.sh aarch64 [--images N]" >&2; exit 2 ;;
+  cortex-m4|cortex-m7) cortex "$target" ;;
+  *) echo "usage: scripts/cross.sh aarch64 [--images N] | cortex-m4|cortex-m7 [--model M.qm" \
+          "--data D] [--limit N] [--json]" >&2; exit 2 ;;
 esac

@@ -12,6 +12,8 @@ export QD_REQUIRE_DATA=1 OMP_NUM_THREADS=2
 ctest --test-dir build --output-on-failure --timeout 900
 echo "== the device end, cross-built, under QEMU =="
 scripts/cross.sh aarch64 --images 50
+scripts/cross.sh cortex-m4 --limit 10
+scripts/cross.sh cortex-m7 --limit 10
 if ((!fast)); then
   echo "== the same suite under ASan + UBSan =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -1,0 +1,94 @@
+/* The firmware: the model from flash (quantlab export-c: model.c), the arena one static buffer
+ * of exactly the size the model states, test images from flash. For each image it prints the
+ * logits as float bits (the host compares them with its own runtime's) and the SysTick ticks
+ * the inference took; then one JSON line: images, top-1 correct, arena and stack bytes. */
+#include <stdint.h>
+
+#include "fw.h"
+#include "runtime/runtime.h"
+
+/* quantlab export-c's output: qd_model, qd_images, qd_labels and QD_MODEL_ARENA,
+ * QD_MODEL_CLASSES, QD_MODEL_INPUT, QD_TEST_IMAGES (the build puts its folder on -I) */
+#include "model.c"
+
+uint8_t arena[QD_MODEL_ARENA] __attribute__((aligned(16)));
+
+static char *hex32(char *p, uint32_t v)
+{
+    for (int s = 28; s >= 0; s -= 4)
+        *p++ = "0123456789abcdef"[v >> s & 15];
+    return p;
+}
+
+static char *dec(char *p, uint64_t v)
+{
+    char t[24];
+    int n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *p++ = t[--n];
+    return p;
+}
+
+static char *str(char *p, const char *s)
+{
+    while (*s)
+        *p++ = *s++;
+    return p;
+}
+
+int qd_fw_main(void)
+{
+    qd_rt_t *rt;
+    size_t need;
+    struct qd_rt_diag d = {0};
+    char line[64 + 9 * QD_MODEL_CLASSES];
+    qd_rt_err e = qd_rt_load(qd_model, qd_model_len, arena, sizeof arena, &rt, &need, &d);
+    if (e) {
+        char *p = str(line, "{\"error\":\"");
+        p = str(p, qd_rt_err_name(e));
+        p = str(p, ": ");
+        p = str(str(p, d.msg ? d.msg : ""), "\"}\n");
+        *p = 0;
+        qd_fw_puts(line);
+        return 1;
+    }
+    uint64_t total = 0, first = 0;
+    int correct = 0;
+    for (int i = 0; i < QD_TEST_IMAGES; i++) {
+        float logits[QD_MODEL_CLASSES];
+        uint64_t t0 = qd_fw_ticks();
+        qd_rt_run(rt, qd_images + (size_t)i * QD_MODEL_INPUT, logits);
+        uint64_t dt = qd_fw_ticks() - t0;
+        total += dt;
+        first = i ? first : dt;
+        int best = 0;
+        char *p = line;
+        for (int k = 0; k < QD_MODEL_CLASSES; k++) {
+            union { float f; uint32_t u; } v = {logits[k]};
+            p = hex32(p, v.u);
+            *p++ = k + 1 < QD_MODEL_CLASSES ? ' ' : '\n';
+            best = logits[k] > logits[best] ? k : best;
+        }
+        *p = 0;
+        qd_fw_puts(line);
+        correct += best == qd_labels[i];
+    }
+    char *p = str(line, "{\"images\":");
+    p = dec(p, QD_TEST_IMAGES);
+    p = dec(str(p, ",\"correct\":"), (uint64_t)correct);
+    p = dec(str(p, ",\"arena_bytes\":"), qd_rt_arena_used(rt));
+    p = dec(str(p, ",\"arena_stated\":"), QD_MODEL_ARENA);
+    p = dec(str(p, ",\"stack_bytes\":"), qd_fw_stack_used());
+    p = dec(str(p, ",\"ticks_total\":"), total);
+    p = dec(str(p, ",\"ticks_first\":"), first);
+    /* SysTick against a loop of known length: 2 instructions an iteration */
+    p = dec(str(p, ",\"calib_instructions\":"), 2u * 1000000u);
+    p = dec(str(p, ",\"calib_ticks\":"), qd_fw_calibrate(1000000u));
+    p = str(p, "}\n");
+    *p = 0;
+    qd_fw_puts(line);
+    return 0;
+}
