@@ -1,7 +1,9 @@
 /* The firmware: the model from flash (quantlab export-c: model.c), the arena one static buffer
  * of exactly the size the model states, test images from flash. For each image it prints the
  * logits as float bits (the host compares them with its own runtime's) and the SysTick ticks
- * the inference took; then one JSON line: images, top-1 correct, arena and stack bytes. */
+ * the inference took; then, for one more run with the runtime's per-layer profile, a line a
+ * layer ("layer I KERNEL TICKS"); last, one JSON line: images, top-1 correct, arena and stack
+ * bytes, ticks, and the SysTick calibration. */
 #include <stdint.h>
 
 #include "fw.h"
@@ -12,6 +14,7 @@
 #include "model.c"
 
 uint8_t arena[QD_MODEL_ARENA] __attribute__((aligned(16)));
+static uint64_t layer_ticks[QD_MODEL_LAYERS];
 
 static char *hex32(char *p, uint32_t v)
 {
@@ -44,7 +47,7 @@ int qd_fw_main(void)
     qd_rt_t *rt;
     size_t need;
     struct qd_rt_diag d = {0};
-    char line[64 + 9 * QD_MODEL_CLASSES];
+    char line[64 + 9 * QD_MODEL_CLASSES + 64];
     qd_rt_err e = qd_rt_load(qd_model, qd_model_len, arena, sizeof arena, &rt, &need, &d);
     if (e) {
         char *p = str(line, "{\"error\":\"");
@@ -76,7 +79,19 @@ int qd_fw_main(void)
         qd_fw_puts(line);
         correct += best == qd_labels[i];
     }
-    char *p = str(line, "{\"images\":");
+    char *p;
+    qd_rt_set_profile(rt, layer_ticks, qd_fw_ticks);
+    float logits[QD_MODEL_CLASSES];
+    qd_rt_run(rt, qd_images, logits);
+    qd_rt_set_profile(rt, NULL, NULL);
+    for (int i = 0; i < qd_rt_layers(rt); i++) {
+        p = dec(str(line, "layer "), (uint64_t)i);
+        p = str(str(str(p, " "), qd_rt_node_kernel(rt, i)), " ");
+        p = str(dec(p, layer_ticks[i]), "\n");
+        *p = 0;
+        qd_fw_puts(line);
+    }
+    p = str(line, "{\"images\":");
     p = dec(p, QD_TEST_IMAGES);
     p = dec(str(p, ",\"correct\":"), (uint64_t)correct);
     p = dec(str(p, ",\"arena_bytes\":"), qd_rt_arena_used(rt));

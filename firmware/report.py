@@ -15,6 +15,9 @@ if not dev or not dev[-1].startswith('{') or 'error' in dev[-1]:
     print(json.dumps({'target': cpu, 'model': qm, 'error': dev[-1] if dev else 'no output'}))
     sys.exit(1)
 r = json.loads(dev[-1])
+layers = [l.split() for l in dev if l.startswith('layer ')]
+dev = [l for l in dev if not l.startswith('layer ')]
+host = [l for l in host if not l.startswith('layer ')]
 same = sum(a == b for a, b in zip(dev[:-1], host[:-1]))
 nm = subprocess.run(['arm-none-eabi-nm', '-S', tmp + '/fw.elf'], capture_output=True,
                     text=True, check=True).stdout
@@ -33,7 +36,9 @@ out = {'target': cpu, 'model': qm, 'images': r['images'], 'identical': same,
        'arena_bytes': r['arena_bytes'], 'arena_stated': r['arena_stated'],
        'stack_bytes': r['stack_bytes'],
        'instructions_per_inference': round(r['ticks_total'] / r['images'] * ipt),
-       'instructions_per_tick': ipt}
+       'instructions_per_tick': ipt,
+       'layers': [{'layer': int(l[1]), 'kernel': l[2], 'instructions': round(int(l[3]) * ipt)}
+                  for l in layers]}
 if as_json:
     print(json.dumps(out))
 else:

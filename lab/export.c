@@ -32,8 +32,8 @@ qd_err qd_lab_export_c(const uint8_t *blob, size_t len, const struct qd_dataset 
                "#include <stddef.h>\n#include <stdint.h>\n\n"
                "#define QD_MODEL_ARENA %zu /* bytes: the runtime's exact arena */\n"
                "#define QD_MODEL_CLASSES %u\n#define QD_MODEL_INPUT %zu\n"
-               "#define QD_TEST_IMAGES %d\n\n",
-            qd_qmode_name((enum qd_qmode)h.mode), len, n, need, h.nclass, per, n);
+               "#define QD_MODEL_LAYERS %u\n#define QD_TEST_IMAGES %d\n\n",
+            qd_qmode_name((enum qd_qmode)h.mode), len, n, need, h.nclass, per, h.n, n);
     bytes(f, "const uint8_t qd_model[] __attribute__((aligned(16)))", blob, len);
     fprintf(f, "const size_t qd_model_len = %zu;\n", len);
     if (n) {

@@ -41,6 +41,7 @@ struct qd_rt {
     size_t scratch_bytes, used;
     int integer;
     int reference; /* run the plain reference kernels (tests compare the two bit for bit) */
+    int dsp;       /* use the Cortex-M DSP kernels (RT_HAVE_DSP; the host's tests set it) */
     struct rt_accel *acc; /* per node, or NULL: host SIMD kernels (rt_x86.c) */
     uint8_t *accel_scratch;
     int isa;              /* enum qd_rt_isa in use by the accelerated kernels */
@@ -69,6 +70,22 @@ size_t rt_accel_scratch_bytes(const struct qd_rt *rt, int i, int isa);
 void rt_accel_pack(const struct qd_rt *rt, int i, int isa, struct rt_accel *a, uint8_t **mem);
 void rt_accel_conv(const struct qd_rt *rt, int i);
 int rt_accel_add(const struct qd_rt *rt, int i); /* 0: not applicable */
+
+/* The Cortex-M DSP back end (rt_dsp.c): compiled where the core has the DSP extension, and on
+ * hosts (non-Arm targets) for the tests, on C versions of its instructions; used by default
+ * only where the core has it. */
+#if defined(__ARM_FEATURE_DSP)
+#define RT_HAVE_DSP 1
+#else
+#define RT_HAVE_DSP 0
+#endif
+#if defined(__ARM_FEATURE_DSP) || !defined(__arm__)
+#define RT_HAVE_DSP_KERNEL 1
+void rt_conv_dsp(const struct qd_rt *rt, int i);
+int rt_conv_dsp_ok(const struct qd_rt *rt, int i);
+#else
+#define RT_HAVE_DSP_KERNEL 0
+#endif
 
 /* Integer kernels (rt_kernels_int.c): *_ref are the plain loops the others are tested against.
  * Each runs node i of rt, reading its input tensors and writing tensor i + 1. */
@@ -129,6 +146,40 @@ static inline void rt_valid_cols(int P, int kx, int S, int W, int OW, int *lo, i
         *lo = 0;
     if (*hi > OW)
         *hi = OW;
+}
+
+/* Bytes of scratch the DSP kernel takes to unpack a layer's weights to int8 once a run, for a
+ * layer of 2- or 4-bit weights whose rows do not start on a byte (a first layer of 1 or 3
+ * input channels), up to 16 KiB of weights. The planner reserves it for every layer whose rows
+ * would be off a byte at 2 bits (per % 4 != 0), whatever its bits, so that the arena does not
+ * depend on the policy's weight widths (policy/cost.c's RAM table relies on that). */
+#define RT_DSP_EXPAND_MAX 16384
+static inline uint32_t rt_dsp_expand_reserve(const struct qd_qm_rec *r)
+{
+    size_t per = r->op == QD_IOP_DENSE ? r->in_len : (size_t)(r->cin / r->groups) * r->k * r->k;
+    return r->wfmt == QD_WFMT_INT && per % 4 && r->wcount <= RT_DSP_EXPAND_MAX
+               ? r->wcount + 4 /* the last row's last word reads 3 bytes past it */
+               : 0;
+}
+
+/* Whether the DSP kernel unpacks this layer's weights (into the reserve above). */
+static inline int rt_dsp_expands(const struct qd_qm_rec *r)
+{
+    size_t per = r->op == QD_IOP_DENSE ? r->in_len : (size_t)(r->cin / r->groups) * r->k * r->k;
+    return (r->wbits == 2 || r->wbits == 4) && (per * r->wbits) % 8 && rt_dsp_expand_reserve(r);
+}
+
+/* qd_requant, inline for the kernels' hot path: the same common case (an accumulator within
+ * int32, a right shift of 1..62) in 64 bits, qd_requant for the rest. Same result bit for bit. */
+static inline int32_t rt_requant(int64_t acc, int32_t M, int32_t shift)
+{
+    int rs = 31 - shift;
+    if (acc >= INT32_MIN && acc <= INT32_MAX && rs >= 1 && rs <= 62) {
+        int64_t q = (int64_t)(int32_t)acc * M;
+        q = (q + ((int64_t)1 << (rs - 1))) >> rs;
+        return q > INT32_MAX ? INT32_MAX : q < INT32_MIN ? INT32_MIN : (int32_t)q;
+    }
+    return qd_requant(acc, M, shift);
 }
 
 /* Elements per output channel of a conv or dense node. */

@@ -22,18 +22,28 @@
 /* ---------------------------------------------------------------- kernel tables */
 
 struct rt_kernel {
-    void (*ref)(const struct qd_rt *rt, int i);
-    void (*fast)(const struct qd_rt *rt, int i);      /* NULL: the reference only */
-    int (*eligible)(const struct qd_rt *rt, int i);   /* NULL: fast applies everywhere */
+    const char *name;
+    void (*run)(const struct qd_rt *rt, int i);
+    int (*eligible)(const struct qd_rt *rt, int i); /* NULL: applies everywhere */
 };
 
-static const struct rt_kernel int_kernels[] = {
-    [QD_IOP_CONV] = {rt_conv_int_ref, rt_conv_s8_fast, rt_conv_s8_fast_ok},
-    [QD_IOP_DENSE] = {rt_conv_int_ref, rt_conv_s8_fast, rt_conv_s8_fast_ok},
-    [QD_IOP_ADD] = {rt_add_int_ref, NULL, NULL},
-    [QD_IOP_MAXPOOL] = {rt_pool_int_ref, rt_maxpool_s8, rt_maxpool_s8_ok},
-    [QD_IOP_AVGPOOL] = {rt_pool_int_ref, NULL, NULL},
-    [QD_IOP_CLAMP] = {rt_clamp_int_ref, NULL, NULL},
+/* Per op, the candidates in order of preference: the first whose test passes runs the layer;
+ * the last is the plain reference, which applies everywhere (and alone in reference mode). */
+#define RT_CHAIN 3
+#if RT_HAVE_DSP_KERNEL
+#define DSP_CONV {"dsp", rt_conv_dsp, rt_conv_dsp_ok},
+#else
+#define DSP_CONV
+#endif
+static const struct rt_kernel int_kernels[][RT_CHAIN] = {
+    [QD_IOP_CONV] = {DSP_CONV{"s8", rt_conv_s8_fast, rt_conv_s8_fast_ok},
+                     {"ref", rt_conv_int_ref, NULL}},
+    [QD_IOP_DENSE] = {DSP_CONV{"s8", rt_conv_s8_fast, rt_conv_s8_fast_ok},
+                      {"ref", rt_conv_int_ref, NULL}},
+    [QD_IOP_ADD] = {{"ref", rt_add_int_ref, NULL}},
+    [QD_IOP_MAXPOOL] = {{"s8", rt_maxpool_s8, rt_maxpool_s8_ok}, {"ref", rt_pool_int_ref, NULL}},
+    [QD_IOP_AVGPOOL] = {{"ref", rt_pool_int_ref, NULL}},
+    [QD_IOP_CLAMP] = {{"ref", rt_clamp_int_ref, NULL}},
 };
 
 #if QD_RT_FLOAT
@@ -42,13 +52,13 @@ static int float_fast_ok(const struct qd_rt *rt, int i)
     return rt->nodes[i].r.wfmt != QD_WFMT_INT; /* dynamic range has the reference only */
 }
 
-static const struct rt_kernel float_kernels[] = {
-    [QD_IOP_CONV] = {rt_conv_f32_ref, rt_conv_f32_fast, float_fast_ok},
-    [QD_IOP_DENSE] = {rt_conv_f32_ref, rt_conv_f32_fast, float_fast_ok},
-    [QD_IOP_ADD] = {rt_other_f32_ref, NULL, NULL},
-    [QD_IOP_MAXPOOL] = {rt_other_f32_ref, NULL, NULL},
-    [QD_IOP_AVGPOOL] = {rt_other_f32_ref, NULL, NULL},
-    [QD_IOP_CLAMP] = {rt_other_f32_ref, NULL, NULL},
+static const struct rt_kernel float_kernels[][RT_CHAIN] = {
+    [QD_IOP_CONV] = {{"f32", rt_conv_f32_fast, float_fast_ok}, {"ref", rt_conv_f32_ref, NULL}},
+    [QD_IOP_DENSE] = {{"f32", rt_conv_f32_fast, float_fast_ok}, {"ref", rt_conv_f32_ref, NULL}},
+    [QD_IOP_ADD] = {{"ref", rt_other_f32_ref, NULL}},
+    [QD_IOP_MAXPOOL] = {{"ref", rt_other_f32_ref, NULL}},
+    [QD_IOP_AVGPOOL] = {{"ref", rt_other_f32_ref, NULL}},
+    [QD_IOP_CLAMP] = {{"ref", rt_other_f32_ref, NULL}},
 };
 #endif
 
@@ -170,11 +180,19 @@ static void read_nodes(struct qd_rt *rt, uint64_t *mult_bytes, uint64_t *scratch
             rt->t[r->in1].last = i;
         if (!r->wfmt)
             continue;
-        uint64_t s = ALIGN((uint64_t)rt_per(r) * 4);
+        uint64_t per = rt_per(r), s = ALIGN(per * 4); /* one channel's weights, unpacked */
         if (r->wfmt == QD_WFMT_INT && !rt->integer) /* dynamic: quantized input copy */
             s += ALIGN((uint64_t)rt->t[r->in0].s.len);
-        if (rt->integer) /* fast path: centred input and accumulator planes */
-            s += ALIGN((uint64_t)rt->t[r->in0].s.len * 2) + ALIGN((uint64_t)r->h * r->w * 4);
+        if (rt->integer) {
+            /* fast paths: unpacked weights (rt_conv_s8_fast) or the offset table (rt_conv_dsp,
+             * per + 15 entries: a row's last word is filled up), the centred input, then
+             * accumulator planes (s8) or two im2col columns (dsp), whichever is larger; and
+             * the DSP kernel's int8 copy of weights whose rows do not start on a byte */
+            uint64_t planes = (uint64_t)r->h * r->w, pad = per + 15;
+            s = ALIGN(pad * 4) + ALIGN((uint64_t)rt->t[r->in0].s.len * 2) +
+                ALIGN((planes > pad ? planes : pad) * 4) +
+                ALIGN((uint64_t)rt_dsp_expand_reserve(r));
+        }
         *scratch = s > *scratch ? s : *scratch;
         if (rt->integer)
             *mult_bytes += 2 * ALIGN(4 * (uint64_t)r->c);
@@ -213,6 +231,7 @@ qd_rt_err qd_rt_load(const uint8_t *blob, size_t len, void *arena, size_t arena_
     rt->blob = blob;
     rt->n = (int)n;
     rt->integer = qd_qmode_integer((enum qd_qmode)rt->h.mode);
+    rt->dsp = RT_HAVE_DSP;
     if (!QD_RT_FLOAT && !rt->integer)
         return qd_rt_fail(d, QD_RT_EUNSUPPORTED, -1, "a float model (built without QD_RT_FLOAT)");
     uint64_t mult_bytes, scratch;
@@ -258,6 +277,11 @@ size_t qd_rt_activation_bytes(const qd_rt_t *rt)
 int qd_rt_classes(const qd_rt_t *rt)
 {
     return rt->h.nclass;
+}
+
+int qd_rt_layers(const qd_rt_t *rt)
+{
+    return rt->n;
 }
 
 void qd_rt_set_reference(qd_rt_t *rt, int on)
@@ -370,28 +394,48 @@ static void quantize_input(qd_rt_t *rt, const uint8_t *pixels)
         }
 }
 
-/* Node i on the kernels the runtime is set to: the SIMD back end where it accelerated the
- * layer, else the table's fast kernel where it applies, else the reference. */
-static void run_node(qd_rt_t *rt, int i)
+/* The kernel node i runs on: the table's first candidate that applies (the last, the
+ * reference, in reference mode). The SIMD back end, where it accelerated the layer, comes
+ * before the table (see run_node). */
+static const struct rt_kernel *pick(const qd_rt_t *rt, int i)
 {
     int op = rt->nodes[i].r.op;
-    if (rt->integer && !rt->reference && rt->acc) {
-        if ((op == QD_IOP_CONV || op == QD_IOP_DENSE) && rt->acc[i].on) {
-            rt_accel_conv(rt, i);
-            return;
-        }
-        if (op == QD_IOP_ADD && rt_accel_add(rt, i))
-            return;
-    }
 #if QD_RT_FLOAT
-    const struct rt_kernel *k = rt->integer ? &int_kernels[op] : &float_kernels[op];
+    const struct rt_kernel *k = rt->integer ? int_kernels[op] : float_kernels[op];
 #else
-    const struct rt_kernel *k = &int_kernels[op]; /* float models are refused at load */
+    const struct rt_kernel *k = int_kernels[op]; /* float models are refused at load */
 #endif
-    if (!rt->reference && k->fast && (!k->eligible || k->eligible(rt, i)))
-        k->fast(rt, i);
-    else
-        k->ref(rt, i);
+    int j = 0;
+    while (j + 1 < RT_CHAIN && k[j + 1].run &&
+           (rt->reference || (k[j].eligible && !k[j].eligible(rt, i))))
+        j++;
+    return &k[j];
+}
+
+static int accelerated(const qd_rt_t *rt, int i)
+{
+    int op = rt->nodes[i].r.op;
+    return rt->integer && !rt->reference && rt->acc &&
+           (op == QD_IOP_CONV || op == QD_IOP_DENSE) && rt->acc[i].on;
+}
+
+const char *qd_rt_node_kernel(const qd_rt_t *rt, int i)
+{
+    if (i < 0 || i >= rt->n)
+        return "?";
+    return accelerated(rt, i) ? qd_rt_isa_name(rt->isa) : pick(rt, i)->name;
+}
+
+static void run_node(qd_rt_t *rt, int i)
+{
+    if (accelerated(rt, i)) {
+        rt_accel_conv(rt, i);
+        return;
+    }
+    if (rt->integer && !rt->reference && rt->acc && rt->nodes[i].r.op == QD_IOP_ADD &&
+        rt_accel_add(rt, i))
+        return;
+    pick(rt, i)->run(rt, i);
 }
 
 void qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits)

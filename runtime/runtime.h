@@ -51,6 +51,7 @@ void qd_rt_run(qd_rt_t *rt, const uint8_t *pixels, float *logits);
 size_t qd_rt_arena_used(const qd_rt_t *rt);
 size_t qd_rt_activation_bytes(const qd_rt_t *rt);
 int qd_rt_classes(const qd_rt_t *rt);
+int qd_rt_layers(const qd_rt_t *rt);
 /* on: use the plain reference kernels only (the fast ones are tested against them). */
 void qd_rt_set_reference(qd_rt_t *rt, int on);
 
@@ -71,6 +72,10 @@ int qd_rt_isa(const qd_rt_t *rt);
  * of the caller's clock now() (nanoseconds on a host, a cycle counter on a device), to
  * ticks[i] (one entry per layer, the caller's array). For cost-model calibration. */
 void qd_rt_set_profile(qd_rt_t *rt, uint64_t *ticks, uint64_t (*now)(void));
+/* The kernel layer i runs on now: "ref" (the plain reference), "s8" (the portable fast
+ * integer kernels), "dsp" (Cortex-M DSP extension), "f32", or the SIMD ISA's name; "?" for an
+ * index out of range. Reports say which layers a back end did not accelerate. */
+const char *qd_rt_node_kernel(const qd_rt_t *rt, int i);
 /* How many layers run on the accelerated kernels. */
 int qd_rt_accel_layers(const qd_rt_t *rt);
 

@@ -10,6 +10,7 @@
 #include "quant/rtsize.h"
 #include "quant/simulate.h"
 #include "quantfix.h"
+#include "runtime/rt_impl.h" /* to run the Cortex-M DSP kernels on their C instructions */
 
 #include <zlib.h>
 
@@ -42,9 +43,12 @@ static int rt_isas_here(void)
     return (qd_rt_isa_best() >= QD_RT_ISA_AVX2) + (qd_rt_isa_best() == QD_RT_ISA_AVX512VNNI);
 }
 
-/* Runs n samples through the reference kernels, the portable fast kernels and each SIMD ISA
- * the CPU has; all logits must be equal bit for bit. Returns how many SIMD runtimes had at
- * least one accelerated layer. */
+static int dsp_layers_checked; /* layers the DSP kernels ran in compare_with_reference */
+
+/* Runs n samples through the reference kernels, the portable fast kernels, each SIMD ISA the
+ * CPU has and the Cortex-M DSP kernels (on C versions of SMLAD and SXTB16 here; the firmware
+ * runs the real instructions); all logits must be equal bit for bit. Returns how many SIMD
+ * runtimes had at least one accelerated layer. */
 static int compare_with_reference(const uint8_t *blob, size_t len, const uint8_t *x, size_t per,
                                   int n, const char *what)
 {
@@ -73,6 +77,16 @@ static int compare_with_reference(const uint8_t *blob, size_t len, const uint8_t
         }
         qd_rt_accel(fast, QD_RT_ISA_PORTABLE, NULL, 0);
         free(buf);
+    }
+    fast->dsp = 1;
+    for (int l = 0; l < fast->n; l++)
+        dsp_layers_checked += !strcmp(qd_rt_node_kernel(fast, l), "dsp");
+    for (int i = 0; i < n; i++) {
+        float l1[10], l2[10];
+        qd_rt_run(ref, x + i * per, l1);
+        qd_rt_run(fast, x + i * per, l2);
+        if (memcmp(l1, l2, sizeof l1))
+            fail_msg("%s sample %d: dsp and reference logits differ", what, i);
     }
     free(a1), free(a2);
     return accelerated;
@@ -182,6 +196,7 @@ static void simd_kernels_are_bit_exact_on_odd_shapes(void **st)
         unmake(&fx);
     }
     assert_true(checked >= 12 * rt_isas_here());
+    assert_true(dsp_layers_checked >= 100); /* 2-, 4-, 8-bit layers of every odd shape */
 }
 
 static void float_paths_match_the_inference_graph(void **st)
