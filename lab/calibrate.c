@@ -26,7 +26,7 @@
 #define NF QD_KF_COUNT /* features: the host kernel model's (policy/device.h) */
 #define ROUNDS 3      /* timed rounds per model and policy; each layer keeps its best */
 
-struct sample {
+struct sample { /* x first: qd_lab_nnls reads rows of the sample array */
     double x[NF], ns, wt; /* wt: 1 / the model's time, so every run counts alike (relative) */
 };
 
@@ -38,50 +38,55 @@ struct run {
     int heldout;
 };
 
-/* Solves the least-squares problem over the features in `use`, coefficients >= 0 (a negative
- * one is dropped and the rest refitted). */
-static void fit(const struct sample *s, int n, double *coef)
+/* Weighted least squares over nf features, coefficients >= 0 (a negative one is dropped and
+ * the rest refitted). x: n rows of stride doubles (the first nf used); y, wt: n each. */
+void qd_lab_nnls(const double *x, size_t stride, const double *y, const double *wt, int n, int nf,
+                 double *coef)
 {
-    int use[NF];
-    for (int a = 0; a < NF; a++)
+    enum { MAXF = 64 };
+    int use[MAXF];
+    static double A[MAXF][MAXF + 1];
+    for (int a = 0; a < nf; a++)
         use[a] = 1;
-    for (int round = 0; round < NF; round++) {
-        double A[NF][NF + 1] = {{0}};
-        for (int i = 0; i < n; i++)
-            for (int a = 0; a < NF; a++) {
-                double w2 = s[i].wt * s[i].wt;
-                for (int b = 0; b < NF; b++)
-                    A[a][b] += w2 * s[i].x[a] * s[i].x[b];
-                A[a][NF] += w2 * s[i].x[a] * s[i].ns;
+    for (int round = 0; round < nf; round++) {
+        memset(A, 0, sizeof A);
+        for (int i = 0; i < n; i++) {
+            const double *xi = x + (size_t)i * stride;
+            double w2 = wt[i] * wt[i];
+            for (int a = 0; a < nf; a++) {
+                for (int b = 0; b < nf; b++)
+                    A[a][b] += w2 * xi[a] * xi[b];
+                A[a][nf] += w2 * xi[a] * y[i];
             }
-        for (int a = 0; a < NF; a++)
+        }
+        for (int a = 0; a < nf; a++)
             if (!use[a] || A[a][a] == 0) {
-                for (int b = 0; b <= NF; b++) /* dropped: row and column become the identity */
+                for (int b = 0; b <= nf; b++) /* dropped: row and column become the identity */
                     A[a][b] = 0;
-                for (int b = 0; b < NF; b++)
+                for (int b = 0; b < nf; b++)
                     A[b][a] = 0;
                 A[a][a] = 1;
             }
-        for (int c = 0; c < NF; c++) { /* Gauss-Jordan with partial pivoting */
+        for (int c = 0; c < nf; c++) { /* Gauss-Jordan with partial pivoting */
             int piv = c;
-            for (int r = c + 1; r < NF; r++)
+            for (int r = c + 1; r < nf; r++)
                 if (fabs(A[r][c]) > fabs(A[piv][c]))
                     piv = r;
-            for (int b = 0; b <= NF; b++) {
+            for (int b = 0; b <= nf; b++) {
                 double t = A[c][b];
                 A[c][b] = A[piv][b], A[piv][b] = t;
             }
-            for (int r = 0; r < NF; r++) {
+            for (int r = 0; r < nf; r++) {
                 if (r == c || A[c][c] == 0)
                     continue;
                 double f = A[r][c] / A[c][c];
-                for (int b = 0; b <= NF; b++)
+                for (int b = 0; b <= nf; b++)
                     A[r][b] -= f * A[c][b];
             }
         }
         int neg = -1;
-        for (int a = 0; a < NF; a++) {
-            coef[a] = A[a][a] ? A[a][NF] / A[a][a] : 0;
+        for (int a = 0; a < nf; a++) {
+            coef[a] = A[a][a] ? A[a][nf] / A[a][a] : 0;
             if (use[a] && coef[a] < 0 && (neg < 0 || coef[a] < coef[neg]))
                 neg = a;
         }
@@ -91,7 +96,21 @@ static void fit(const struct sample *s, int n, double *coef)
     }
 }
 
-static void synth(struct qd_dataset *ds, int n, int c, int hw, uint64_t seed)
+static void fit(const struct sample *s, int n, double *coef)
+{
+    double *y = malloc(sizeof *y * (size_t)(n ? n : 1)), *w = malloc(sizeof *w * (size_t)(n ? n : 1));
+    if (!y || !w) {
+        memset(coef, 0, sizeof *coef * NF);
+        free(y), free(w);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        y[i] = s[i].ns, w[i] = s[i].wt;
+    qd_lab_nnls(s[0].x, sizeof *s / sizeof(double), y, w, n, NF, coef);
+    free(y), free(w);
+}
+
+void qd_lab_synth(struct qd_dataset *ds, int n, int c, int hw, uint64_t seed)
 {
     struct qd_rng r;
     qd_rng_seed(&r, seed);
@@ -231,10 +250,45 @@ static qd_err write_profile(const char *path, const double *c, const struct qd_d
     return fclose(f) ? qd_seterr(QD_EIO, "calibrate: writing %s failed", path) : QD_OK;
 }
 
+const char *const qd_lab_families[5] = {"custom", "resnet_v1", "resnet_v2", "mobilenet_v1",
+                                        "mobilenet_v2"};
+
+qd_err qd_lab_family(int f, struct qd_model *m, struct qd_igraph *g, struct qd_dataset *ds,
+                     struct qd_range **rg)
+{
+    int c = f ? 3 : 1, hw = f ? 32 : 28;
+    char *spec;
+    struct qd_zoo_opts zo = {0};
+    QD_TRY(qd_zoo_spec(qd_lab_families[f], c, hw, hw, 10, &zo, &spec));
+    qd_err e = qd_model_parse(spec, m);
+    free(spec);
+    if (e)
+        return e;
+    qd_model_init_params(m, 1 + f);
+    qd_lab_synth(ds, 64, c, hw, 5 + f);
+    struct qd_norm nm;
+    qd_norm_fit(ds, &nm);
+    if ((e = qd_igraph_build(m, &nm, g))) {
+        qd_model_fini(m);
+        qd_dataset_fini(ds);
+        return e;
+    }
+    *rg = calloc((size_t)g->n + 1, sizeof **rg);
+    e = *rg ? qd_calibrate(g, ds, 64, QD_CALIB_MINMAX, 0, *rg)
+            : qd_seterr(QD_ENOMEM, "calibrate: out of memory");
+    if (e) {
+        free(*rg);
+        *rg = NULL;
+        qd_igraph_fini(g);
+        qd_model_fini(m);
+        qd_dataset_fini(ds);
+    }
+    return e;
+}
+
 qd_err qd_calibrate_host(const struct qd_calibrate_opts *o)
 {
-    static const char *fams[] = {"custom", "resnet_v1", "resnet_v2", "mobilenet_v1",
-                                 "mobilenet_v2"};
+    const char *const *fams = qd_lab_families;
     static const char *pols[] = {"8", "4", "2", "16", "8/16"};
     const int NP = 5, NH = 4; /* fitted policies; held-out random ones per family: two over
                                * 2/4/8/16 bits, two over 2/4/8 (the SIMD kernels alone) */
@@ -251,30 +305,10 @@ qd_err qd_calibrate_host(const struct qd_calibrate_opts *o)
     struct qd_rng rng;
     qd_rng_seed(&rng, 77);
     for (int f = 0; f < 5 && !e; f++) {
-        int c = f ? 3 : 1, hw = f ? 32 : 28;
-        char *spec;
-        struct qd_zoo_opts zo = {0};
-        if ((e = qd_zoo_spec(fams[f], c, hw, hw, 10, &zo, &spec)))
+        struct qd_range *rg = NULL;
+        if ((e = qd_lab_family(f, &m[f], &g[f], &ds[f], &rg)))
             break;
-        e = qd_model_parse(spec, &m[f]);
-        free(spec);
-        if (e)
-            break;
-        qd_model_init_params(&m[f], 1 + f);
-        synth(&ds[f], 64, c, hw, 5 + f);
-        struct qd_norm nm;
-        qd_norm_fit(&ds[f], &nm);
-        if ((e = qd_igraph_build(&m[f], &nm, &g[f]))) {
-            qd_model_fini(&m[f]);
-            qd_dataset_fini(&ds[f]);
-            break;
-        }
         have[f] = 1;
-        struct qd_range *rg = calloc((size_t)g[f].n + 1, sizeof *rg);
-        if (!rg)
-            e = qd_seterr(QD_ENOMEM, "calibrate: out of memory");
-        if (!e)
-            e = qd_calibrate(&g[f], &ds[f], 64, QD_CALIB_MINMAX, 0, rg);
         for (int k = 0; k < NP + NH && !e; k++) {
             struct run *r = &runs[nr];
             snprintf(r->family, sizeof r->family, "%s", fams[f]);

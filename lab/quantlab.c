@@ -51,7 +51,8 @@ static const char usage[] =
     "  export-c M.qm [--data D --limit N] [--out F.c]   the model (and N test images with\n"
     "        labels) as C source for a firmware image, with its exact arena size\n"
     "  run --model M.qm [--data D] [--dir DIR] [--limit N] [--threads T]   accuracy and speed\n"
-    "        [--isa auto|portable|avx2|avx512vnni]   integer kernels (default: the best here)\n"
+    "        [--isa auto|portable|avx2|avx512vnni|neon|neon-dot]   integer kernels (default: the\n"
+    "        best here)\n"
     "  bench --model M --data D [--batches N] [--batch B] [--threads T]   training images/s\n"
     "  sensitivity --ckpt F [--data D] [--sens-n N] [--hessian]   per-layer sensitivity\n"
     "  search --ckpt F --device PROFILE [--data D] [--flash B] [--ram B] [--latency MS]\n"
@@ -62,6 +63,11 @@ static const char usage[] =
     "        [--out DIR]   flash vs predicted loss (and measured accuracy), with a plot\n"
     "  calibrate-host [--out F] [--images N]   measure the host device profile's latency\n"
     "        coefficients and report measured vs predicted latency\n"
+    "  calibrate-device --target cortex-m4|cortex-m7 [--out F]   fit the [mcu_kernels]\n"
+    "        section of a copy of the profile (default etc/devices/TARGET-measured.ini) from\n"
+    "        instruction counts under QEMU (scripts/mcu_run.sh) and report measured vs\n"
+    "        predicted instructions, RAM and flash (needs the Arm toolchain, QEMU and the\n"
+    "        fashion-mnist and cifar10 data)\n"
     "  study --data D [--models M,M,...] [--epochs N] [--limit N] [--threads T]\n"
     "        [--subset N] [--ckpt-dir DIR] [--out DIR]   fp32 and the four modes per family:\n"
     "        size, accuracy, speed; markdown, CSV and a size-vs-accuracy plot (gnuplot)\n"
@@ -89,7 +95,7 @@ static const char usage[] =
 
 struct args {
     const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
-        *ckpt_dir, *device, *supernet, *gate;
+        *ckpt_dir, *device, *supernet, *gate, *target;
     double flash, ram, latency, energy, battery;
     int steps, contexts, hidden, sandwich, lowest_every, probe, bn_sets;
     double kd;
@@ -230,6 +236,8 @@ static int parse(int argc, char **argv, int i, struct args *a)
             *(!strcmp(f, "--flash") ? &a->flash : &a->ram) = b;
         } else if (!strcmp(f, "--device"))
             a->device = v;
+        else if (!strcmp(f, "--target"))
+            a->target = v;
         else if (!strcmp(f, "--supernet"))
             a->supernet = v;
         else if (!strcmp(f, "--gate"))
@@ -244,7 +252,8 @@ static int parse(int argc, char **argv, int i, struct args *a)
                 if (!strcmp(v, qd_rt_isa_name(k)))
                     a->isa = k;
             if (a->isa < 0)
-                return bad("--isa must be auto, portable, avx2 or avx512vnni, not %s", v);
+                return bad("--isa must be auto, portable, avx2, avx512vnni, neon or neon-dot, "
+                           "not %s", v);
         }
         else if (!strcmp(f, "--mode")) {
             if (qd_qmode_parse(v) < 0)
@@ -907,6 +916,15 @@ static int cmd_calibrate_host(struct args *a)
     return e ? fail(e) : 0;
 }
 
+static int cmd_calibrate_device(struct args *a)
+{
+    if (!a->target)
+        return bad("%s needs --target", "calibrate-device");
+    struct qd_calibrate_device_opts o = {.target = a->target, .out = a->out};
+    qd_err e = qd_calibrate_device(&o);
+    return e ? fail(e) : 0;
+}
+
 static int cmd_study(struct args *a, int argc, char **argv)
 {
     if (!a->data)
@@ -1046,6 +1064,8 @@ int main(int argc, char **argv)
         return cmd_search(&a, 2, argc, argv);
     if (!strcmp(cmd, "calibrate-host"))
         return cmd_calibrate_host(&a);
+    if (!strcmp(cmd, "calibrate-device"))
+        return cmd_calibrate_device(&a);
     if (!strcmp(cmd, "study"))
         return cmd_study(&a, argc, argv);
     if (!strcmp(cmd, "export-c"))

@@ -119,6 +119,29 @@ static void node_cost(const struct qd_igraph *g, const struct qd_device *d, int 
     *pj = macs * d->pj_mac[w] * (a == 16 ? d->act16 : 1) + (wbytes + act_bytes) * d->pj_byte;
 }
 
+/* node_cost on a device with the microcontroller kernel model: its instructions times cpi;
+ * energy from the per-MAC model. */
+static void node_cost_mcu(const struct qd_igraph *g, const struct qd_device *d, int i, int w,
+                          int a, int o, double *cycles, double *pj)
+{
+    double x[QD_MF_COUNT], ins = 0;
+    node_cost(g, d, i, w, a, cycles, pj);
+    qd_cost_mcu_features(g, i, w, a, o, x);
+    for (int f = 0; f < QD_MF_COUNT; f++)
+        ins += d->mcoef[f] * x[f];
+    *cycles = ins * d->cpi;
+}
+
+/* Node i's cost at weight bits w, input bits a and output bits o (which choose the kernel). */
+static void layer_cost(const struct qd_igraph *g, const struct qd_device *d, int i, int w, int a,
+                       int o, double *cycles, double *pj)
+{
+    if (d->mcu)
+        node_cost_mcu(g, d, i, w, a, o, cycles, pj);
+    else
+        node_cost(g, d, i, w, a, cycles, pj);
+}
+
 /* A blob of policy p (mixed mode) with placeholder ranges: the same size and arena as any. */
 static qd_err build_blob(const struct qd_igraph *g, const struct qd_policy *p, uint8_t **blob,
                          size_t *len)
@@ -173,8 +196,9 @@ qd_err qd_cost_policy(const struct qd_igraph *g, const struct qd_policy *p,
         const struct qd_inode *n = &g->nodes[i];
         /* the input's bits choose the kernel (as in the runtime) */
         int w = n->qidx >= 0 ? p->wbits[n->qidx] : 8, a = tb[n->in[0]] ? tb[n->in[0]] : 8;
+        int o = tb[i + 1] ? tb[i + 1] : 8;
         double cy, e;
-        node_cost(g, d, i, w, a, &cy, &e);
+        layer_cost(g, d, i, w, a, o, &cy, &e);
         cycles += cy, pj += e;
         c->macs += qd_cost_node_macs(g, i);
     }
@@ -235,10 +259,10 @@ qd_err qd_cost_table_build(const struct qd_igraph *g, const struct qd_device *d,
     double clk = d->clock_mhz * 1e3;
     for (int i = 0; i < g->n; i++) {
         const struct qd_inode *n = &g->nodes[i];
-        int a = tb[n->in[0]] ? tb[n->in[0]] : abits;
+        int a = tb[n->in[0]] ? tb[n->in[0]] : abits, o = tb[i + 1] ? tb[i + 1] : abits;
         for (int k = 0; k < (n->qidx >= 0 ? K : 1); k++) {
             double cy, pj;
-            node_cost(g, d, i, n->qidx >= 0 ? t->wbits[k] : 8, a, &cy, &pj);
+            layer_cost(g, d, i, n->qidx >= 0 ? t->wbits[k] : 8, a, o, &cy, &pj);
             if (n->qidx < 0) {
                 t->base[QD_BUDGET_LATENCY] += cy / clk;
                 t->base[QD_BUDGET_ENERGY] += pj * 1e-9;

@@ -48,6 +48,12 @@ void qd_cost_table_fini(struct qd_cost_table *t);
 void qd_cost_kernel_features(const struct qd_igraph *g, int i, int w, int a,
                              const struct qd_device *d, double *x);
 
+/* Features of igraph node i under the microcontroller kernel model (d's [mcu_kernels]) at
+ * weight bits w, input activation bits a and output bits o (16-bit outputs take int64 bias,
+ * hence the reference kernel): x (QD_MF_COUNT), whose dot product with d->mcoef is its
+ * instructions. quantlab calibrate-device fits mcoef on the same features. */
+void qd_cost_mcu_features(const struct qd_igraph *g, int i, int w, int a, int o, double *x);
+
 /* MACs of igraph node i for one sample (0 for ops without weights). */
 double qd_cost_node_macs(const struct qd_igraph *g, int i);
 

@@ -156,6 +156,18 @@ static int handler(void *user, const char *sec, const char *key, const char *val
             ok = number(val, 0, 1e4, &d->k_watts);
         else
             BAD("unknown key");
+    } else if (!strcmp(sec, "mcu_kernels")) {
+        int found = 0;
+        d->mcu = 1;
+        for (int i = 0; i < QD_MF_COUNT && !found; i++)
+            if (!strcmp(key, qd_mf_keys[i]))
+                ok = number(val, 0, 1e9, &d->mcoef[i]), found = 1;
+        if (found)
+            ;
+        else if (!strcmp(key, "cpi"))
+            ok = number(val, 0.1, 100, &d->cpi);
+        else
+            BAD("unknown key");
     } else if (!strcmp(sec, "energy")) {
         static const char *ek[] = {"pj_per_mac_w2", "pj_per_mac_w4", "pj_per_mac_w8",
                                    "pj_per_mac_w16"};
@@ -183,6 +195,7 @@ static int handler(void *user, const char *sec, const char *key, const char *val
 
 #define QD_KF_KEY(name, key) key,
 const char *const qd_kf_keys[QD_KF_COUNT] = {QD_KF_MAP(QD_KF_KEY)};
+const char *const qd_mf_keys[QD_MF_COUNT] = {QD_MF_MAP(QD_KF_KEY)};
 #undef QD_KF_KEY
 
 static int readable(const char *p)
@@ -246,6 +259,11 @@ qd_err qd_device_load(const char *name, struct qd_device *d)
         d->per_output_16 = d->per_output;
     if (d->per_element_16 < 0)
         d->per_element_16 = d->per_element * d->act16;
+    if (d->mcu && d->cpi <= 0)
+        return qd_seterr(QD_EFORMAT, "device %s: [mcu_kernels] needs cpi", d->path);
+    if (d->kernels && d->mcu)
+        return qd_seterr(QD_EFORMAT, "device %s: [kernels] and [mcu_kernels] exclude each other",
+                         d->path);
     if (d->kernels && (d->k_lanes < 1 || d->k_group < 1 || d->k_tile[1] < 1))
         return qd_seterr(QD_EFORMAT, "device %s: [kernels] needs simd_lanes, simd_group and "
                                      "simd_tile", d->path);

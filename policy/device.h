@@ -46,6 +46,39 @@ enum { QD_KF_MAP(QD_KF_ENUM) QD_KF_COUNT };
 #undef QD_KF_ENUM
 extern const char *const qd_kf_keys[QD_KF_COUNT];
 
+/* Features of the microcontroller kernel model (the runtime's kernels on a Cortex-M with the
+ * DSP extension: runtime/rt_dsp.c, else the portable ones), and the [mcu_kernels] keys of
+ * their coefficients (instructions each; quantlab calibrate-device fits them under QEMU). */
+#define QD_MF_MAP(X)                                                                               \
+    X(DSP_W8, "dsp_word_w8")          /* weight words x channel pairs x pixel pairs, 8-bit */     \
+    X(DSP_W4, "dsp_word_w4")                                                                       \
+    X(DSP_W2, "dsp_word_w2")                                                                       \
+    X(DSP_PASS, "dsp_pass")           /* channel pairs x pixel pairs: sums stored */             \
+    X(DSP_COL, "dsp_column")          /* column values built, pixel pairs x padded row */        \
+    X(DSP_BORDER, "dsp_border")       /* of them, in pairs whose window crosses the border */    \
+    X(DSP_IN, "dsp_input")            /* input values centred, table entries, unpacked weights */ \
+    X(DSP_LAYER, "dsp_layer")                                                                      \
+    X(S8_MAC, "s8_mac")               /* portable fast kernel (rt_conv_s8_fast) */               \
+    X(S8_ROW, "s8_row")               /* its row passes: (channel, tap, output row) */           \
+    X(S8_UNPACK8, "s8_unpack_w8")     /* weights unpacked per run: 8-bit */                      \
+    X(S8_UNPACK, "s8_unpack")         /* sub-byte and 16-bit */                                  \
+    X(S8_OUT, "s8_output")                                                                         \
+    X(S8_LAYER, "s8_layer")                                                                        \
+    X(REF_MAC, "ref_mac")             /* reference kernel (16-bit activations or weights) */    \
+    X(REF_KX, "ref_kx_loop")          /* its kx loops: MACs / K */                              \
+    X(REF_CI, "ref_ci_loop")          /* its ci loops: MACs / K^2 */                            \
+    X(REF_UNPACK, "ref_unpack")       /* weights unpacked per run */                             \
+    X(REF_OUT, "ref_output")                                                                       \
+    X(MAXPOOL_IN, "maxpool_input")    /* 8-bit max pooling, per input value */                  \
+    X(POOL_TAP, "pool_tap")           /* other pools, per output x window */                    \
+    X(ADD8, "add_s8")                 /* 8-bit adds (rt_add_s8), per output */                   \
+    X(ELEM, "element")                /* other adds and clamps, per output */                   \
+    X(ELEM_LAYER, "element_layer")
+#define QD_MF_ENUM(name, key) QD_MF_##name,
+enum { QD_MF_MAP(QD_MF_ENUM) QD_MF_COUNT };
+#undef QD_MF_ENUM
+extern const char *const qd_mf_keys[QD_MF_COUNT];
+
 struct qd_device {
     char name[64], description[160], path[512];
     double flash, ram;                   /* bytes */
@@ -74,6 +107,13 @@ struct qd_device {
     int kernels;
     int k_lanes, k_group, k_tile[5];
     double kcoef[QD_KF_COUNT], k_watts;
+    /* Microcontroller kernel model (section [mcu_kernels], written by quantlab
+     * calibrate-device): where present, each layer's instructions are the dot product of mcoef
+     * with qd_cost_mcu_features, and its cycles those instructions times cpi (cycles per
+     * instruction: a datasheet estimate, QEMU counts instructions); energy stays the [energy]
+     * per-MAC model. */
+    int mcu;
+    double mcoef[QD_MF_COUNT], cpi;
 };
 
 qd_err qd_device_load(const char *name_or_path, struct qd_device *d);

@@ -1,6 +1,6 @@
-/* The SIMD back end of a target that has none (every target but x86 for now): no layer is
- * accelerated, every kernel is the portable one. */
-#if !defined(__x86_64__) && !defined(__i386__)
+/* The SIMD back end of a target that has none (every target but x86 and aarch64): no layer
+ * is accelerated, every kernel is the portable one. */
+#if !defined(__x86_64__) && !defined(__i386__) && !defined(__aarch64__)
 #include "rt_impl.h"
 
 int rt_cpu_has(int isa)
@@ -42,5 +42,5 @@ int rt_accel_add(const struct qd_rt *rt, int i)
     return 0;
 }
 #else
-typedef int rt_generic_unused; /* x86: rt_x86.c is the back end */
+typedef int rt_generic_unused; /* x86: rt_x86.c is the back end; aarch64: rt_arm64.c */
 #endif

@@ -1,6 +1,7 @@
 /* Runtime internals shared by the runtime's own files: loading and dispatch (runtime.c), the
  * integer kernels (rt_kernels_int.c), the float kernels (rt_kernels_float.c) and the SIMD back
- * ends (rt_x86.c; rt_generic.c where there is none). Only the runtime sees this header. */
+ * ends (rt_x86.c, rt_arm64.c; rt_generic.c where there is none). Only the runtime sees this
+ * header. */
 #ifndef QD_RUNTIME_RT_IMPL_H
 #define QD_RUNTIME_RT_IMPL_H
 
@@ -42,7 +43,7 @@ struct qd_rt {
     int integer;
     int reference; /* run the plain reference kernels (tests compare the two bit for bit) */
     int dsp;       /* use the Cortex-M DSP kernels (RT_HAVE_DSP; the host's tests set it) */
-    struct rt_accel *acc; /* per node, or NULL: host SIMD kernels (rt_x86.c) */
+    struct rt_accel *acc; /* per node, or NULL: host SIMD kernels (rt_x86.c, rt_arm64.c) */
     uint8_t *accel_scratch;
     int isa;              /* enum qd_rt_isa in use by the accelerated kernels */
     uint64_t *prof;       /* per-layer ticks of prof_now, or NULL */
@@ -51,18 +52,21 @@ struct qd_rt {
 
 #define ALIGN(x) (((x) + 15) & ~(size_t)15)
 
-/* One accelerated convolution or dense layer: weights repacked for the ISA (see rt_x86.c),
- * bias with the zero-point correction folded in, and the per-channel requantization terms. */
+/* One accelerated convolution or dense layer: weights repacked for the ISA (see rt_x86.c and
+ * rt_arm64.c), bias with the zero-point correction folded in, and the per-channel
+ * requantization terms. */
 struct rt_accel {
     int on;
     int cp, coutp;  /* input channels padded to the ISA's group; outputs to its lane count */
-    int8_t *w8;     /* VNNI: (K*K, cp/4, coutp/16, 16, 4) */
-    int16_t *w16;   /* AVX2: (K*K, cp/2, coutp/8, 8, 2) */
+    int8_t *w8;     /* VNNI: (K*K, cp/4, coutp/16, 16, 4); NEON_DOT: (K*K, cp/4, coutp/4, 4, 4) */
+    int16_t *w16;   /* AVX2: (K*K, cp/2, coutp/8, 8, 2); NEON: (K*K, cp, coutp) */
     int32_t *bias;  /* (coutp) */
-    int64_t *m64, *rnd64, *rs64; /* (coutp) requantization: multiplier, rounding term, shift */
+    int64_t *m64, *rnd64, *rs64; /* (coutp) requantization (x86): multiplier, rounding, shift */
+    int32_t *m32;   /* (coutp) requantization (aarch64): multiplier */
+    int64_t *nrs64; /* (coutp) -(31 - shift): SRSHL's rounding right shift (aarch64) */
 };
 
-/* The SIMD back end of this target (rt_x86.c, or rt_generic.c: none). */
+/* The SIMD back end of this target (rt_x86.c, rt_arm64.c, or rt_generic.c: none). */
 int rt_cpu_has(int isa);
 int rt_accel_eligible(const struct qd_rt *rt, int i);
 size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa);
@@ -93,6 +97,8 @@ void rt_conv_int_ref(const struct qd_rt *rt, int i);
 void rt_conv_s8_fast(const struct qd_rt *rt, int i);
 int rt_conv_s8_fast_ok(const struct qd_rt *rt, int i);
 void rt_add_int_ref(const struct qd_rt *rt, int i);
+void rt_add_s8(const struct qd_rt *rt, int i);
+int rt_add_s8_ok(const struct qd_rt *rt, int i);
 void rt_pool_int_ref(const struct qd_rt *rt, int i);
 void rt_maxpool_s8(const struct qd_rt *rt, int i);
 int rt_maxpool_s8_ok(const struct qd_rt *rt, int i);

@@ -40,7 +40,7 @@ static const struct rt_kernel int_kernels[][RT_CHAIN] = {
                      {"ref", rt_conv_int_ref, NULL}},
     [QD_IOP_DENSE] = {DSP_CONV{"s8", rt_conv_s8_fast, rt_conv_s8_fast_ok},
                       {"ref", rt_conv_int_ref, NULL}},
-    [QD_IOP_ADD] = {{"ref", rt_add_int_ref, NULL}},
+    [QD_IOP_ADD] = {{"s8", rt_add_s8, rt_add_s8_ok}, {"ref", rt_add_int_ref, NULL}},
     [QD_IOP_MAXPOOL] = {{"s8", rt_maxpool_s8, rt_maxpool_s8_ok}, {"ref", rt_pool_int_ref, NULL}},
     [QD_IOP_AVGPOOL] = {{"ref", rt_pool_int_ref, NULL}},
     [QD_IOP_CLAMP] = {{"ref", rt_clamp_int_ref, NULL}},
@@ -299,14 +299,18 @@ void qd_rt_set_profile(qd_rt_t *rt, uint64_t *ticks, uint64_t (*now)(void))
 
 int qd_rt_isa_best(void)
 {
-    return rt_cpu_has(QD_RT_ISA_AVX512VNNI) ? QD_RT_ISA_AVX512VNNI
-           : rt_cpu_has(QD_RT_ISA_AVX2)     ? QD_RT_ISA_AVX2
-                                            : QD_RT_ISA_PORTABLE;
+    static const int best_first[] = {QD_RT_ISA_AVX512VNNI, QD_RT_ISA_AVX2, QD_RT_ISA_NEON_DOT,
+                                     QD_RT_ISA_NEON};
+    for (size_t k = 0; k < sizeof best_first / sizeof best_first[0]; k++)
+        if (rt_cpu_has(best_first[k]))
+            return best_first[k];
+    return QD_RT_ISA_PORTABLE;
 }
 
 const char *qd_rt_isa_name(int isa)
 {
-    static const char *const names[] = {"portable", "avx2", "avx512vnni", "auto"};
+    static const char *const names[] = {"portable", "avx2", "avx512vnni", "neon", "neon-dot",
+                                        "auto"};
     return isa >= 0 && isa <= QD_RT_ISA_AUTO ? names[isa] : "?";
 }
 
@@ -329,7 +333,7 @@ static qd_rt_err accel_isa(int *isa)
 {
     if (*isa == QD_RT_ISA_AUTO)
         *isa = qd_rt_isa_best();
-    if (*isa < 0 || *isa > QD_RT_ISA_AVX512VNNI || !rt_cpu_has(*isa))
+    if (*isa < 0 || *isa >= QD_RT_ISA_AUTO || !rt_cpu_has(*isa))
         return QD_RT_EINVAL; /* unknown, or not on this CPU or in this build */
     return QD_RT_OK;
 }

@@ -57,10 +57,20 @@ void qd_rt_set_reference(qd_rt_t *rt, int on);
 
 /* Host acceleration, outside the device arena (whose size stays the device's RAM cost): SIMD
  * kernels for the integer convolutions and dense layers with 8-bit inputs, weights of at most
- * 8 bits and int32 bias, bit-exact against the reference kernels. The caller gives a buffer of
- * qd_rt_accel_size bytes (64-aligned) that must outlive the runtime; the weights are repacked
- * into it once. QD_RT_ISA_AUTO picks the best the CPU has; QD_RT_ISA_PORTABLE detaches. */
-enum qd_rt_isa { QD_RT_ISA_PORTABLE, QD_RT_ISA_AVX2, QD_RT_ISA_AVX512VNNI, QD_RT_ISA_AUTO };
+ * 8 bits and int32 bias, bit-exact against the reference kernels: AVX2 and AVX-512 VNNI on
+ * x86, NEON (ARMv8.0) and NEON with the dot product (SDOT, ARMv8.2+) on aarch64. The caller
+ * gives a buffer of qd_rt_accel_size bytes (64-aligned) that must outlive the runtime; the
+ * weights are repacked into it once. QD_RT_ISA_AUTO (always the last value: loops over the
+ * ISAs run to it) picks the best the CPU has; QD_RT_ISA_PORTABLE detaches. Names (and
+ * qd_rt_isa_name): portable, avx2, avx512vnni, neon, neon-dot, auto. */
+enum qd_rt_isa {
+    QD_RT_ISA_PORTABLE,
+    QD_RT_ISA_AVX2,
+    QD_RT_ISA_AVX512VNNI,
+    QD_RT_ISA_NEON,
+    QD_RT_ISA_NEON_DOT,
+    QD_RT_ISA_AUTO
+};
 int qd_rt_isa_best(void);
 const char *qd_rt_isa_name(int isa);
 /* QD_RT_EINVAL for an ISA this CPU (or this build) does not have. */

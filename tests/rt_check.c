@@ -4,9 +4,12 @@
  * labels file it also counts correct top-1 answers. Linux programs only: stdio and malloc
  * here, none in the runtime.
  *
- *     rt_check MODEL.qm IMAGES.raw N [LABELS.raw] [--reference]
+ *     rt_check MODEL.qm IMAGES.raw N [LABELS.raw] [--reference] [--isa NAME]
  *
- * IMAGES.raw: N images of C*H*W bytes (the model's input shape), LABELS.raw: N bytes. */
+ * IMAGES.raw: N images of C*H*W bytes (the model's input shape), LABELS.raw: N bytes. --isa:
+ * the SIMD kernels (qd_rt_isa_name: portable, avx2, avx512vnni, neon, neon-dot, auto; default
+ * auto, the best this CPU has); stderr says how many layers ran on them, so a back end that
+ * accelerates nothing shows. --reference: the plain reference kernels only. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,14 +36,63 @@ static uint8_t *slurp(const char *path, size_t *len)
     return p;
 }
 
+/* The flags, anywhere; the program's name and the rest, in order, into pos[0..*npos). */
+static int parse(int argc, char **argv, char **pos, int *npos, int *reference, int *isa)
+{
+    pos[0] = argv[0], *npos = 1, *reference = 0, *isa = QD_RT_ISA_AUTO;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reference")) {
+            *reference = 1;
+        } else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+            const char *v = argv[++i];
+            *isa = -1;
+            for (int k = 0; k <= QD_RT_ISA_AUTO; k++)
+                if (!strcmp(v, qd_rt_isa_name(k)))
+                    *isa = k;
+            if (*isa < 0) {
+                fprintf(stderr, "rt_check: no ISA named %s\n", v);
+                return 0;
+            }
+        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+            fprintf(stderr, "rt_check: unknown flag %s\n", argv[i]);
+            return 0;
+        } else if (*npos < 5) {
+            pos[(*npos)++] = argv[i];
+        } else {
+            return 0;
+        }
+    }
+    return *npos >= 4;
+}
+
+/* Attaches the SIMD kernels of isa (a buffer outside the arena, as a gateway would). */
+static void *attach(qd_rt_t *rt, int isa)
+{
+    size_t an = 0;
+    qd_rt_err e = qd_rt_accel_size(rt, isa, &an);
+    void *buf = an ? aligned_alloc(64, (an + 63) & ~(size_t)63) : NULL;
+    if (!e && an && !buf)
+        e = QD_RT_ENOMEM;
+    if (!e)
+        e = qd_rt_accel(rt, isa, buf, an);
+    if (e) {
+        fprintf(stderr, "rt_check: --isa %s: %s (best here: %s)\n", qd_rt_isa_name(isa),
+                qd_rt_err_name(e), qd_rt_isa_name(qd_rt_isa_best()));
+        exit(1);
+    }
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
-    int reference = argc > 1 && !strcmp(argv[argc - 1], "--reference");
-    argc -= reference;
-    if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: rt_check MODEL.qm IMAGES.raw N [LABELS.raw] [--reference]\n");
+    char *pos[5];
+    int npos, reference, isa;
+    if (!parse(argc, argv, pos, &npos, &reference, &isa)) {
+        fprintf(stderr, "usage: rt_check MODEL.qm IMAGES.raw N [LABELS.raw] [--reference] "
+                        "[--isa portable|avx2|avx512vnni|neon|neon-dot|auto]\n");
         return 2;
     }
+    argc = npos, argv = pos; /* the positional arguments alone */
     size_t len, ilen, llen = 0;
     uint8_t *blob = slurp(argv[1], &len), *img = slurp(argv[2], &ilen);
     uint8_t *lab = argc == 5 ? slurp(argv[4], &llen) : NULL;
@@ -75,6 +127,7 @@ int main(int argc, char **argv)
         return 1;
     }
     qd_rt_set_reference(rt, reference);
+    void *abuf = reference ? NULL : attach(rt, isa);
     float *logits = malloc(sizeof(float) * h.nclass);
     long correct = 0;
     for (long i = 0; i < n; i++) {
@@ -88,11 +141,15 @@ int main(int argc, char **argv)
         }
         correct += lab && best == lab[i];
     }
-    fprintf(stderr, "rt_check: %ld images, arena %zu bytes%s", n, qd_rt_arena_used(rt),
-            reference ? ", reference kernels" : "");
+    int on = 0, used = qd_rt_isa(rt);
+    for (int l = 0; l < qd_rt_layers(rt); l++) /* what ran on the SIMD kernels */
+        on += used != QD_RT_ISA_PORTABLE && !strcmp(qd_rt_node_kernel(rt, l), qd_rt_isa_name(used));
+    fprintf(stderr, "rt_check: %ld images, arena %zu bytes, %s: %d of %d layers accelerated", n,
+            qd_rt_arena_used(rt), reference ? "reference kernels" : qd_rt_isa_name(used), on,
+            qd_rt_layers(rt));
     if (lab)
         fprintf(stderr, ", top-1 %.2f%%", 100.0 * correct / n);
     fprintf(stderr, "\n");
-    free(logits), free(arena), free(blob), free(img), free(lab);
+    free(logits), free(abuf), free(arena), free(blob), free(img), free(lab);
     return 0;
 }

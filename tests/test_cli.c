@@ -25,11 +25,9 @@ static int run(const char *args, char *out, size_t outlen, char *err, size_t err
     size_t n = out ? fread(out, 1, outlen - 1, p) : 0;
     if (out)
         out[n] = 0;
-    else {
-        char sink[4096];
-        while (fread(sink, 1, sizeof sink, p) > 0)
-            ;
-    }
+    char sink[4096]; /* the rest, read to the end: a writer cut off would die of SIGPIPE */
+    while (fread(sink, 1, sizeof sink, p) > 0)
+        ;
     int st = pclose(p);
     if (err) {
         FILE *f = fopen(ef, "r");

@@ -9,6 +9,7 @@
 #include "quant/qm.h"
 #include "quant/rtsize.h"
 #include "quant/simulate.h"
+#include "policy/cost.h"
 #include "quantfix.h"
 #include "runtime/rt_impl.h" /* to run the Cortex-M DSP kernels on their C instructions */
 
@@ -37,10 +38,17 @@ static uint8_t *load(const uint8_t *blob, size_t len, qd_rt_t **rt, size_t *need
     return arena;
 }
 
-/* How many SIMD ISAs this CPU runs (the CI machines have AVX2 and AVX-512 VNNI). */
+/* How many SIMD ISAs this CPU runs (the CI machines have AVX2 and AVX-512 VNNI; an aarch64
+ * core NEON, and NEON_DOT from ARMv8.2): the best implies the rest of its family. */
 static int rt_isas_here(void)
 {
-    return (qd_rt_isa_best() >= QD_RT_ISA_AVX2) + (qd_rt_isa_best() == QD_RT_ISA_AVX512VNNI);
+    switch (qd_rt_isa_best()) {
+    case QD_RT_ISA_AVX512VNNI: return 2; /* and AVX2 */
+    case QD_RT_ISA_AVX2: return 1;
+    case QD_RT_ISA_NEON_DOT: return 2; /* and NEON */
+    case QD_RT_ISA_NEON: return 1;
+    default: return 0;
+    }
 }
 
 static int dsp_layers_checked; /* layers the DSP kernels ran in compare_with_reference */
@@ -57,7 +65,7 @@ static int compare_with_reference(const uint8_t *blob, size_t len, const uint8_t
     uint8_t *a1 = load(blob, len, &ref, &need), *a2 = load(blob, len, &fast, &need);
     qd_rt_set_reference(ref, 1);
     int accelerated = 0;
-    for (int isa = QD_RT_ISA_PORTABLE; isa <= QD_RT_ISA_AVX512VNNI; isa++) {
+    for (int isa = QD_RT_ISA_PORTABLE; isa < QD_RT_ISA_AUTO; isa++) {
         size_t an = 0;
         if (isa != QD_RT_ISA_PORTABLE && qd_rt_accel_size(fast, isa, &an))
             continue; /* the CPU lacks it; rt_isas_here() makes the callers count */
@@ -450,6 +458,54 @@ static void requantization_matches_exact_arithmetic(void **st)
     }
 }
 
+/* The microcontroller cost model (policy/cost_mcu.c) counts the kernel the runtime runs:
+ * for every layer of every family under random policies (2..16-bit weights, 8/16-bit
+ * activations), the features it fills are those of the kernel the runtime picks with the DSP
+ * back end on (the Cortex-M's dispatch, here on C versions of its instructions). */
+static void mcu_cost_model_picks_the_runtimes_kernels(void **st)
+{
+    (void)st;
+    struct qd_rng r;
+    qd_rng_seed(&r, 91);
+    int seen[3] = {0};
+    for (int f = 0; qd_zoo_families[f]; f++) {
+        struct fixture fx;
+        make(&fx, qd_zoo_families[f], f ? 3 : 1, 16, 90 + f);
+        for (int t = 0; t < 6; t++) {
+            struct qd_policy p;
+            random_policy(&r, fx.g.nq, &p);
+            struct qd_qm_build b = {&fx.g, &p, QD_QMODE_MIXED, fx.rg, 7, fx.m.family};
+            uint8_t *blob;
+            size_t len, need;
+            assert_int_equal(qd_qm_build(&b, &blob, &len), QD_OK);
+            qd_rt_t *rt;
+            uint8_t *arena = load(blob, len, &rt, &need);
+            rt->dsp = 1;
+            for (int i = 0; i < rt->n; i++) {
+                const struct qd_qm_rec *rec = &rt->nodes[i].r;
+                int w = rec->wfmt ? rec->wbits : 8, a = rt->t[rec->in0].s.bits;
+                double x[QD_MF_COUNT];
+                qd_cost_mcu_features(&fx.g, i, w, a, rt->t[i + 1].s.bits, x);
+                const char *k = qd_rt_node_kernel(rt, i);
+                if (!rec->wfmt)
+                    continue;
+                const char *model = x[QD_MF_DSP_LAYER]   ? "dsp"
+                                    : x[QD_MF_S8_LAYER] ? "s8"
+                                    : x[QD_MF_REF_MAC]  ? "ref"
+                                                        : "none";
+                if (strcmp(model, k))
+                    fail_msg("%s layer %d (w%d a%d o%d): runtime %s, cost model %s",
+                             fx.m.family, i, w, a, rt->t[i + 1].s.bits, k, model);
+                seen[!strcmp(k, "dsp") ? 0 : !strcmp(k, "s8") ? 1 : 2]++;
+            }
+            free(arena);
+            free(blob);
+        }
+        unmake(&fx);
+    }
+    assert_true(seen[0] > 50 && seen[1] > 10 && seen[2] > 10); /* every kernel was compared */
+}
+
 int main(void)
 {
     qd_kernels_init(2);
@@ -463,6 +519,7 @@ int main(void)
         cmocka_unit_test(fast_float_kernels_match_the_reference),
         cmocka_unit_test(runtime_follows_the_simulation),
         cmocka_unit_test(damaged_and_hostile_blobs_are_rejected),
+        cmocka_unit_test(mcu_cost_model_picks_the_runtimes_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * test runs cross-built under QEMU): its libm-free arithmetic against libm and exact 128-bit
  * arithmetic, the CRC against the standard check value, and hostile .qm files built field by
  * field here: each refused with its code, and any mutated blob the validator accepts runs
- * without a read out of bounds (the sanitizer pass and the cross runs check that). */
+ * without a read out of bounds (the sanitizer pass and the cross runs check that); and the SIMD
+ * back ends against the reference kernels on hand-built models of odd shapes. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -538,6 +539,182 @@ static void mutated_models_run_in_bounds(void **st)
     assert_true(accepted > 100);
 }
 
+/* ---------------------------------------------------------------- SIMD back ends */
+
+/* Hand-built integer models of odd shapes for the SIMD kernels (rt_x86.c, rt_arm64.c): the
+ * tensor each record reads, and its quantization, follow the previous record's. */
+struct oddm {
+    struct mspec m;
+    int c, h, w;  /* the last tensor's shape */
+    float scale;  /* and scale */
+};
+
+static void odd_start(struct oddm *o, int c, int h, int w)
+{
+    memset(o, 0, sizeof *o);
+    o->m = (struct mspec){.mode = QD_QMODE_MIXED, .in_c = (uint8_t)c, .in_bits = 8,
+                          .in_h = (uint16_t)h, .in_w = (uint16_t)w};
+    o->c = c, o->h = h, o->w = w, o->scale = 1.0f / 64; /* build()'s input scale */
+}
+
+/* Output scale that spreads a layer's accumulators over about +-40 (8-bit) or +-4000 (16-bit)
+ * steps: inputs of about 50 steps, random weights of b bits (standard deviation 2^b / 3.5),
+ * build()'s weight scales of about 0.013. */
+static float odd_scale(const struct oddm *o, size_t per, int wbits, int obits)
+{
+    double sd = o->scale * 50.0 * sqrt((double)per) * ((1 << wbits) / 3.5) * 0.013;
+    return (float)(sd / (obits == 16 ? 4000 : 40));
+}
+
+static void odd_conv(struct oddm *o, int cout, int k, int stride, int pad, int wbits, int obits,
+                     int act, int32_t ozero, int64_t bias)
+{
+    struct rspec *r = &o->m.r[o->m.n];
+    int oh = (o->h + 2 * pad - k) / stride + 1, ow = (o->w + 2 * pad - k) / stride + 1;
+    size_t per = (size_t)o->c * k * k;
+    *r = (struct rspec){QD_IOP_CONV, (uint8_t)act, (uint8_t)wbits, (uint8_t)obits,
+                        (int16_t)o->m.n, -1, (uint16_t)cout, (uint16_t)oh, (uint16_t)ow,
+                        (uint16_t)o->c, (uint16_t)k, (uint16_t)stride, (uint16_t)pad, 1, 0,
+                        odd_scale(o, per, wbits, obits), ozero, (uint32_t)cout,
+                        (uint32_t)(cout * per), QD_WFMT_INT, QD_BFMT_I32, bias};
+    o->m.n++;
+    o->c = cout, o->h = oh, o->w = ow, o->scale = r->oscale;
+}
+
+/* The classifier: a dense layer of the classes (8-bit logits). */
+static void odd_dense(struct oddm *o, int cout, int wbits, int act, int32_t ozero, int64_t bias)
+{
+    struct rspec *r = &o->m.r[o->m.n];
+    size_t per = (size_t)o->c * o->h * o->w;
+    *r = (struct rspec){QD_IOP_DENSE, (uint8_t)act, (uint8_t)wbits, 8, (int16_t)o->m.n, -1,
+                        (uint16_t)cout, 1, 1, 0, 0, 0, 0, 0, (uint32_t)per,
+                        odd_scale(o, per, wbits, 8), ozero, (uint32_t)cout,
+                        (uint32_t)(cout * per), QD_WFMT_INT, QD_BFMT_I32, bias};
+    o->m.n++;
+    o->m.nclass = (uint16_t)cout;
+    o->c = cout, o->h = o->w = 1, o->scale = r->oscale;
+}
+
+/* The last layer's output scale made tiny: its requantization saturates int32 (multiplier
+ * 2^31 - 1, shift 30), and then the output zero point is added (saturated lanes must clamp). */
+static void odd_saturate(struct oddm *o)
+{
+    o->m.r[o->m.n - 1].oscale = o->scale = 1e-15f; /* multiplier past 2^30 */
+}
+
+/* Channel counts 1, 3, 5, 17, 33 (no vector width), strides 1 and 2, pads 0, 1 and 2, 1x1,
+ * 3x3 and 5x5 kernels, rows of 4n + 1..3 pixels (tile remainders), weights of 2, 4 and 8 bits,
+ * zero points from -128 to 20 (the NEON_DOT and VNNI kernels fold them into the bias), a
+ * 16-bit output from an accelerated layer, a 16-bit input (not accelerated), a requantization
+ * that saturates, dense layers of odd width. */
+static int odd_models(struct oddm *o)
+{
+    int n = 0;
+    odd_start(&o[n], 1, 9, 9);
+    odd_conv(&o[n], 5, 3, 1, 1, 8, 8, QD_ACT_RELU, -128, 700);
+    odd_conv(&o[n], 17, 5, 2, 2, 4, 8, QD_ACT_NONE, 3, -900);
+    odd_conv(&o[n], 33, 1, 1, 0, 2, 8, QD_ACT_RELU6, -20, 5);
+    odd_conv(&o[n], 3, 3, 2, 0, 8, 8, QD_ACT_NONE, 7, -40000);
+    odd_dense(&o[n], 7, 4, QD_ACT_NONE, 0, 123);
+    n++;
+    odd_start(&o[n], 3, 11, 10);
+    odd_conv(&o[n], 17, 3, 2, 1, 2, 8, QD_ACT_RELU, -128, 3);
+    odd_conv(&o[n], 33, 3, 1, 2, 8, 8, QD_ACT_NONE, -5, 100000);
+    odd_conv(&o[n], 1, 1, 1, 0, 4, 8, QD_ACT_NONE, 20, -77);
+    odd_conv(&o[n], 5, 5, 1, 2, 8, 8, QD_ACT_RELU, -128, 0);
+    odd_dense(&o[n], 13, 8, QD_ACT_RELU, -128, -2000);
+    odd_dense(&o[n], 10, 2, QD_ACT_NONE, -3, 9);
+    n++;
+    odd_start(&o[n], 3, 13, 15);
+    odd_conv(&o[n], 33, 5, 1, 2, 4, 16, QD_ACT_NONE, -1000, 4000); /* 16-bit output */
+    odd_conv(&o[n], 17, 3, 2, 1, 8, 8, QD_ACT_RELU, -128, 0);      /* 16-bit input */
+    odd_conv(&o[n], 17, 3, 1, 0, 8, 8, QD_ACT_NONE, 9, 31);
+    odd_saturate(&o[n]);
+    odd_conv(&o[n], 5, 1, 2, 0, 2, 8, QD_ACT_NONE, -9, -3);
+    odd_dense(&o[n], 3, 8, QD_ACT_NONE, 1, 0);
+    n++;
+    odd_start(&o[n], 3, 12, 12); /* 17 channels x 12 pixels: the input copy's 8x8 transposes */
+    odd_conv(&o[n], 17, 3, 1, 1, 4, 8, QD_ACT_RELU, -128, 50);
+    odd_conv(&o[n], 17, 3, 2, 1, 8, 8, QD_ACT_NONE, -60, -500);
+    odd_dense(&o[n], 5, 2, QD_ACT_NONE, 2, 40);
+    n++;
+    return n;
+}
+
+static qd_rt_t *odd_load(const uint8_t *blob, size_t len, void **arena)
+{
+    size_t need;
+    *arena = arena_for(blob, len, &need);
+    qd_rt_t *rt;
+    struct qd_rt_diag d = {0};
+    qd_rt_err e = qd_rt_load(blob, len, *arena, need, &rt, NULL, &d);
+    if (e)
+        fail_msg("odd model: %s at record %d: %s", qd_rt_err_name(e), d.record, d.msg);
+    return rt;
+}
+
+/* Every ISA this CPU has (qd_rt_accel) against the reference kernels, logits bit for bit, and
+ * each must run some layers accelerated: a back end that silently accelerates nothing fails.
+ * Under qemu-aarch64 -cpu max this runs NEON and NEON_DOT; on x86 AVX2 (and VNNI). */
+static void simd_kernels_match_reference_on_odd_shapes(void **st)
+{
+    (void)st;
+    struct oddm o[4];
+    int nm = odd_models(o), tried[QD_RT_ISA_AUTO] = {0};
+    for (int mi = 0; mi < nm; mi++) {
+        size_t len;
+        uint8_t *blob = build(&o[mi].m, &len);
+        void *a1, *a2;
+        qd_rt_t *ref = odd_load(blob, len, &a1), *rt = odd_load(blob, len, &a2);
+        qd_rt_set_reference(ref, 1);
+        size_t per = (size_t)o[mi].m.in_c * o[mi].m.in_h * o[mi].m.in_w;
+        uint8_t *px = malloc(per);
+        for (int isa = QD_RT_ISA_PORTABLE; isa < QD_RT_ISA_AUTO; isa++) {
+            size_t an = 0;
+            if (qd_rt_accel_size(rt, isa, &an) != QD_RT_OK)
+                continue; /* not this CPU's (or this build's) */
+            void *buf = an ? aligned_alloc(64, (an + 63) & ~(size_t)63) : NULL;
+            assert_int_equal(qd_rt_accel(rt, isa, buf, an), QD_RT_OK);
+            assert_int_equal(qd_rt_isa(rt), isa);
+            int on = 0;
+            for (int l = 0; l < qd_rt_layers(rt); l++)
+                on += !strcmp(qd_rt_node_kernel(rt, l), qd_rt_isa_name(isa));
+            assert_int_equal(on, qd_rt_accel_layers(rt));
+            if (isa != QD_RT_ISA_PORTABLE && on == 0)
+                fail_msg("model %d: %s accelerated no layer", mi, qd_rt_isa_name(isa));
+            tried[isa]++;
+            for (int t = 0; t < 6; t++) {
+                for (size_t j = 0; j < per; j++)
+                    px[j] = (uint8_t)(t == 0 ? 0 : t == 1 ? 255 : rnd());
+                float l1[16], l2[16];
+                qd_rt_run(ref, px, l1);
+                qd_rt_run(rt, px, l2);
+                for (int k = 0; k < o[mi].m.nclass; k++)
+                    if (memcmp(&l1[k], &l2[k], sizeof l1[k]))
+                        fail_msg("model %d image %d logit %d: %s %.9g, reference %.9g", mi, t,
+                                 k, qd_rt_isa_name(isa), l2[k], l1[k]);
+            }
+            assert_int_equal(qd_rt_accel(rt, QD_RT_ISA_PORTABLE, NULL, 0), QD_RT_OK);
+            free(buf);
+        }
+        free(px), free(a1), free(a2), free(blob);
+    }
+    int simd = 0;
+    for (int isa = QD_RT_ISA_PORTABLE + 1; isa < QD_RT_ISA_AUTO; isa++)
+        if (tried[isa]) {
+            print_message("SIMD %s: %d odd models bit-exact\n", qd_rt_isa_name(isa), tried[isa]);
+            simd++;
+        }
+    assert_int_equal(tried[QD_RT_ISA_PORTABLE], nm);
+    assert_true(qd_rt_isa_best() == QD_RT_ISA_PORTABLE || tried[qd_rt_isa_best()] == nm);
+#if defined(__aarch64__) /* NEON is every aarch64 core's */
+    assert_int_equal(tried[QD_RT_ISA_NEON], nm);
+#endif
+#if defined(__x86_64__) || defined(__aarch64__)
+    assert_true(simd >= 1);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +728,7 @@ int main(void)
         cmocka_unit_test(valid_models_load_and_run),
         cmocka_unit_test(hostile_fields_are_refused),
         cmocka_unit_test(mutated_models_run_in_bounds),
+        cmocka_unit_test(simd_kernels_match_reference_on_odd_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
