@@ -22,7 +22,8 @@
 #     known length) and the same program on the host (firmware/host.c): every image's logits
 #     must be identical. One JSON object a model (firmware/report.py): images, identical,
 #     accuracy, flash and RAM with and without the model, the arena, the stack's high-water
-#     mark, instructions per inference. Without --model: the briefly trained custom CNN at
+#     mark, instructions per inference, and each layer's kernel and instructions. Without
+#     --model: a briefly trained custom CNN (Fashion-MNIST) and ResNet-20 (CIFAR-10), each at
 #     int8 and at a mixed 2/4/8-bit policy.
 #
 # Needs the host build (scripts/setup.sh) and the data (quantlab data fetch). Exits non-zero on
@@ -153,13 +154,16 @@ cortex() { # CPU
   fi
   build/quantlab train --model custom --data fashion-mnist --epochs 1 --max-batches 60 \
     --no-eval --out "$tmp/c.qdck" >/dev/null
-  local fail=0
-  for spec in int8 "mixed 8,4,2,4,8"; do
+  build/quantlab train --model resnet_v1 --depth 20 --data cifar10 --epochs 1 --max-batches 20 \
+    --no-eval --out "$tmp/r20.qdck" >/dev/null
+  local fail=0 r20mixed=8,4,2,4,8,2,4,8,4,2,4,8,2,4,8,4,2,4,8,2,4,8
+  for spec in "c fashion-mnist int8" "c fashion-mnist mixed 8,4,2,4,8" "r20 cifar10 int8" \
+              "r20 cifar10 mixed $r20mixed"; do
     set -- $spec
-    local name=${1}${2:+-${2//[\/,]/_}}
-    build/quantlab quantize --ckpt "$tmp/c.qdck" --data fashion-mnist --mode "$1" \
-      ${2:+--policy $2} --calib-n 256 --out "$tmp/$name.qm" >/dev/null
-    firmware_run "$cpu" "$tmp/$name.qm" fashion-mnist "$tmp" || fail=1
+    local name=$1-$3
+    build/quantlab quantize --ckpt "$tmp/$1.qdck" --data "$2" --mode "$3" \
+      ${4:+--policy $4} --calib-n 256 --out "$tmp/$name.qm" >/dev/null
+    firmware_run "$cpu" "$tmp/$name.qm" "$2" "$tmp" || fail=1
   done
   return $fail
 }
