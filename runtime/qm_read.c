@@ -188,6 +188,10 @@ static qd_rt_err check_header(const uint8_t *blob, size_t len, const struct qd_q
     if (integer && ((h->in_bits != 8 && h->in_bits != 16) || !(h->in_scale > 0) ||
                     !finite_f(h->in_scale)))
         return qd_rt_fail(d, QD_RT_EFORMAT, -1, "input quantization out of range");
+    /* the kernels' overflow bounds take |x - zero| <= 2^bits - 1, as for every record */
+    int32_t lim = h->in_bits == 16 ? 32768 : 128;
+    if (integer && (h->in_zero < -lim || h->in_zero >= lim))
+        return qd_rt_fail(d, QD_RT_EFORMAT, -1, "input zero point out of range");
     for (int i = 0; i < h->in_c; i++)
         if (!(h->std[i] > 0) || !finite_f(h->std[i]) || !finite_f(h->mean[i]))
             return qd_rt_fail(d, QD_RT_EFORMAT, -1, "input normalization out of range");

@@ -161,6 +161,7 @@ struct rspec {
 };
 
 struct mspec {
+    int32_t in_zero;
     uint8_t mode, in_c, in_bits;
     uint16_t in_h, in_w, nclass;
     uint32_t nq; /* 0: counted from the records */
@@ -224,7 +225,7 @@ static uint8_t *build(const struct mspec *m, size_t *len)
     for (int i = 0; i < 3; i++)
         PUTV(&b, 0.25f);
     PUTV(&b, 1.0f / 64);
-    PUTV(&b, (int32_t)0);
+    PUTV(&b, m->in_zero);
     PUTV(&b, m->in_bits);
     put(&b, NULL, 3);
     put(&b, "test", 4);
@@ -441,6 +442,11 @@ static void zero_scale(struct mspec *m)
     m->r[2].oscale = 0;
 }
 
+static void input_zero_out_of_range(struct mspec *m)
+{
+    m->in_zero = 1000; /* an int8 input: the SIMD and DSP kernels' bounds would not hold */
+}
+
 static void hostile_fields_are_refused(void **st)
 {
     (void)st;
@@ -455,6 +461,7 @@ static void hostile_fields_are_refused(void **st)
         {"weighted-layer count", QD_RT_EFORMAT, nq_mismatch},
         {"a last op that is no dense layer", QD_RT_EFORMAT, last_not_dense},
         {"a zero output scale", QD_RT_EFORMAT, zero_scale},
+        {"an input zero point past int8", QD_RT_EFORMAT, input_zero_out_of_range},
         /* the dense record's scale count (+36) and weight count (+40), and the node count */
         {"2^32 - 1 scales", QD_RT_EFORMAT, NULL, 3, 36, 0xffffffffu},
         {"2^30 scales (2^32 bytes: 0 in 32 bits)", QD_RT_EFORMAT, NULL, 3, 36, 1u << 30},
