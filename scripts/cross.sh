@@ -2,8 +2,9 @@
 # Device builds, proven under QEMU.
 #
 #   scripts/cross.sh aarch64 [--images N]
-#     Builds the device end (runtime/ and its tests; QD_DEVICE_ONLY) with Debian's
-#     gcc-aarch64-linux-gnu and the :arm64 cmocka, runs its tests under qemu-aarch64 (-cpu max:
+#     Builds the device and gateway end (runtime/, core/, proto/ and libquantd-client with
+#     their tests; QD_DEVICE_ONLY + QD_GATEWAY) with Debian's gcc-aarch64-linux-gnu and the
+#     :arm64 -dev packages (multiarch), runs the tests under qemu-aarch64 (-cpu max:
 #     NEON and the dot product, so test_runtime runs both aarch64 SIMD ISAs), then runs models
 #     built on the host (a briefly trained custom CNN on Fashion-MNIST, at int8, int16x8, fp32,
 #     fp16, dynamic range and two mixed 2/4/8-bit policies, one with 16-bit activations) on N
@@ -44,15 +45,37 @@ while (($#)); do
   esac
 done
 
+# The :arm64 -dev packages the cross build links (multiarch): cmocka for the tests; cJSON,
+# libsodium and SQLite for the gateway end (the wire format, libquantd-client). nanomsg's
+# packages cannot be installed for two architectures at once (installing :arm64 removes the
+# host's), so its :arm64 ones are downloaded and unpacked into build-aarch64-deps/ instead.
+ARM64_PKGS="libcmocka-dev libcjson-dev libsodium-dev libsqlite3-dev"
+ARM64_DEPS=build-aarch64-deps
+arm64_unpacked() {
+  [ -f $ARM64_DEPS/.done ] && return
+  rm -rf $ARM64_DEPS && mkdir -p $ARM64_DEPS/root
+  (cd $ARM64_DEPS && apt-get download -q libnanomsg5:arm64 libnanomsg-dev:arm64 >&2)
+  for d in $ARM64_DEPS/*.deb; do dpkg -x "$d" $ARM64_DEPS/root; done
+  local root; root=$(cd $ARM64_DEPS/root && pwd)
+  sed -i "s|^prefix=.*|prefix=$root/usr|" $ARM64_DEPS/root/usr/lib/aarch64-linux-gnu/pkgconfig/*.pc
+  touch $ARM64_DEPS/.done
+}
 arm64_packages() {
-  dpkg --print-foreign-architectures | grep -qx arm64 && \
-    dpkg-query -W -f='${Status}' libcmocka-dev:arm64 2>/dev/null | grep -q "install ok installed" && return
+  local missing=
+  if dpkg --print-foreign-architectures | grep -qx arm64; then
+    for p in $ARM64_PKGS; do
+      dpkg-query -W -f='${Status}' "$p:arm64" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p:arm64"
+    done
+    [ -z "$missing" ] && return
+  else
+    missing=$(for p in $ARM64_PKGS; do printf ' %s:arm64' "$p"; done)
+  fi
   SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  echo "cross.sh: adding arm64 (multiarch) and libcmocka-dev:arm64" >&2
+  echo "cross.sh: adding arm64 (multiarch) and$missing" >&2
   $SUDO dpkg --add-architecture arm64
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
-    libcmocka-dev:arm64 >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing >&2
 }
 
 # The first `images` test images of Fashion-MNIST, raw, and their labels.
@@ -69,15 +92,19 @@ EOF
 
 aarch64() {
   arm64_packages
-  local B=build-aarch64 HB=${HOST_BUILD:-build}
-  PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
-    cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DQD_DEVICE_ONLY=ON \
+  arm64_unpacked
+  local B=build-aarch64 HB=${HOST_BUILD:-build} deps; deps=$(cd $ARM64_DEPS/root && pwd)
+  PKG_CONFIG_LIBDIR=$deps/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+    cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DQD_DEVICE_ONLY=ON -DQD_GATEWAY=ON \
       -DQD_WERROR="$([ "${CI:-}" = true ] && echo ON || echo OFF)" \
       -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
       -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc \
+      -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath,$deps/usr/lib/aarch64-linux-gnu" \
       -DCMAKE_CROSSCOMPILING_EMULATOR="qemu-aarch64;-L;/usr/aarch64-linux-gnu" >/dev/null
   ninja -C $B >&2
-  file $B/test_runtime | grep -q 'ARM aarch64' || { echo "cross.sh: not an aarch64 build" >&2; exit 1; }
+  for t in test_runtime test_proto; do
+    file $B/$t | grep -q 'ARM aarch64' || { echo "cross.sh: $t is not an aarch64 build" >&2; exit 1; }
+  done
   QEMU_CPU=max ctest --test-dir $B --output-on-failure --timeout 900
 
   local tmp; tmp=$(mktemp -d)
