@@ -26,6 +26,7 @@
 #include "quant/simulate.h"
 #include "gate/supernet.h"
 #include "lab/calibrate.h"
+#include "lab/cli.h"
 #include "lab/gatecmd.h"
 #include "lab/export.h"
 #include "lab/labrun.h"
@@ -93,22 +94,8 @@ static const char usage[] =
     "M is custom, resnet_v1, resnet_v2, mobilenet_v1, mobilenet_v2, or a spec file.\n"
     "D is mnist, fashion-mnist or cifar10. Every command takes --json.\n";
 
-struct args {
-    const char *model, *data, *dir, *out, *ckpt, *optim, *mode, *policy, *calib, *models,
-        *ckpt_dir, *device, *supernet, *gate, *target;
-    double flash, ram, latency, energy, battery;
-    int steps, contexts, hidden, sandwich, lowest_every, probe, bn_sets;
-    double kd;
-    int sens_n, hessian, do_eval, points, randoms, bn_batches;
-    int calib_n, limit, qat_epochs, simulate, isa;
-    int epochs, batch, threads, depth, augment, noeval, json, subset, kd_self, project;
-    long max_batches, batches;
-    float lr, wd, momentum, width, warmup;
-    long seed;
-    int set_epochs, set_lr, set_wd, set_mom, set_warm;
-};
 
-static int bad(const char *fmt, const char *what)
+int qd_cli_bad(const char *fmt, const char *what)
 {
     fprintf(stderr, "quantlab: ");
     fprintf(stderr, fmt, what);
@@ -127,7 +114,7 @@ static int num(const char *s, double lo, double hi, double *out)
 }
 
 /* Parses argv[i..] into a; returns 0 or 2 (usage). */
-static int parse(int argc, char **argv, int i, struct args *a)
+static int parse(int argc, char **argv, int i, struct qd_cli_args *a)
 {
     for (; i < argc; i++) {
         const char *f = argv[i];
@@ -160,7 +147,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
             continue;
         }
         if (i + 1 >= argc)
-            return bad("option %s needs a value (or is unknown)", f);
+            return qd_cli_bad("option %s needs a value (or is unknown)", f);
         const char *v = argv[++i];
         double d;
         /* decide: a budget as a percentage of the uniform int8 model's figure, stored negative */
@@ -170,7 +157,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
             char num_s[64];
             snprintf(num_s, sizeof num_s, "%.*s", (int)strlen(v) - 1, v);
             if (strlen(v) > 32 || num(num_s, 1e-3, 1e4, &d))
-                return bad("bad percentage for %s (want e.g. 50%%)", f);
+                return qd_cli_bad("bad percentage for %s (want e.g. 50%%)", f);
             *(!strcmp(f, "--flash") ? &a->flash
               : !strcmp(f, "--ram") ? &a->ram
               : !strcmp(f, "--latency") ? &a->latency
@@ -180,7 +167,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
 #define NUM(flag, lo, hi, dst, set)                                                                \
     if (!strcmp(f, flag)) {                                                                        \
         if (num(v, lo, hi, &d))                                                                    \
-            return bad("bad value for " flag ": %s", v);                                           \
+            return qd_cli_bad("bad value for " flag ": %s", v);                                           \
         dst = d;                                                                                   \
         set;                                                                                       \
         continue;                                                                                  \
@@ -232,7 +219,7 @@ static int parse(int argc, char **argv, int i, struct args *a)
         else if (!strcmp(f, "--flash") || !strcmp(f, "--ram")) {
             double b;
             if (qd_parse_size(v, &b) || b <= 0)
-                return bad("bad size %s (want bytes, or a number with k, M or G)", v);
+                return qd_cli_bad("bad size %s (want bytes, or a number with k, M or G)", v);
             *(!strcmp(f, "--flash") ? &a->flash : &a->ram) = b;
         } else if (!strcmp(f, "--device"))
             a->device = v;
@@ -252,37 +239,37 @@ static int parse(int argc, char **argv, int i, struct args *a)
                 if (!strcmp(v, qd_rt_isa_name(k)))
                     a->isa = k;
             if (a->isa < 0)
-                return bad("--isa must be auto, portable, avx2, avx512vnni, neon or neon-dot, "
+                return qd_cli_bad("--isa must be auto, portable, avx2, avx512vnni, neon or neon-dot, "
                            "not %s", v);
         }
         else if (!strcmp(f, "--mode")) {
             if (qd_qmode_parse(v) < 0)
-                return bad("--mode must be fp32, int8, int16x8, fp16, dynamic or mixed, not %s", v);
+                return qd_cli_bad("--mode must be fp32, int8, int16x8, fp16, dynamic or mixed, not %s", v);
             a->mode = v;
         } else if (!strcmp(f, "--policy"))
             a->policy = v;
         else if (!strcmp(f, "--calib")) {
             if (strcmp(v, "minmax") && strcmp(v, "percentile") && strcmp(v, "mse"))
-                return bad("--calib must be minmax, percentile or mse, not %s", v);
+                return qd_cli_bad("--calib must be minmax, percentile or mse, not %s", v);
             a->calib = v;
         }
         else if (!strcmp(f, "--optim")) {
             if (strcmp(v, "sgd") && strcmp(v, "adam"))
-                return bad("--optim must be sgd or adam, not %s", v);
+                return qd_cli_bad("--optim must be sgd or adam, not %s", v);
             a->optim = v;
         } else
-            return bad("unknown option %s", f);
+            return qd_cli_bad("unknown option %s", f);
     }
     return 0;
 }
 
-static int fail(qd_err e)
+int qd_cli_fail(qd_err e)
 {
     fprintf(stderr, "quantlab: %s: %s\n", qd_err_name(e), qd_errmsg());
     return 1;
 }
 
-static void print_json(cJSON *o)
+void qd_cli_print_json(cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
     if (s) {
@@ -294,7 +281,7 @@ static void print_json(cJSON *o)
 }
 
 /* The spec of --model for the dataset's input shape: a zoo family or a spec file. */
-static qd_err model_spec(const struct args *a, const struct qd_dataset *ds, char **spec)
+static qd_err model_spec(const struct qd_cli_args *a, const struct qd_dataset *ds, char **spec)
 {
     struct stat st;
     if (strchr(a->model, '/') || (stat(a->model, &st) == 0 && S_ISREG(st.st_mode))) {
@@ -314,14 +301,9 @@ static qd_err model_spec(const struct args *a, const struct qd_dataset *ds, char
     return qd_zoo_spec(a->model, ds->c, ds->h, ds->w, ds->nclass, &o, spec);
 }
 
-struct train_ctx {
-    int json;
-    const char *model, *data;
-};
-
-static void on_epoch(const struct qd_epoch_stats *s, void *p)
+void qd_cli_on_epoch(const struct qd_epoch_stats *s, void *p)
 {
-    const struct train_ctx *c = p;
+    const struct qd_cli_train_ctx *c = p;
     if (c->json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "event", "epoch");
@@ -334,7 +316,7 @@ static void on_epoch(const struct qd_epoch_stats *s, void *p)
         }
         cJSON_AddNumberToObject(o, "seconds", s->seconds);
         cJSON_AddNumberToObject(o, "images_per_s", s->images_per_s);
-        print_json(o);
+        qd_cli_print_json(o);
     } else {
         printf("epoch %3d/%d  loss %.4f  train %.2f%%", s->epoch, s->epochs, s->loss,
                100 * s->train_acc);
@@ -352,10 +334,10 @@ static double now(void)
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-static int cmd_train(struct args *a, int bench)
+static int cmd_train(struct qd_cli_args *a, int bench)
 {
     if (!a->model || !a->data)
-        return bad("%s needs --model and --data", bench ? "bench" : "train");
+        return qd_cli_bad("%s needs --model and --data", bench ? "bench" : "train");
     struct qd_dataset tr = {0}, te = {0};
     struct qd_model m = {0};
     char *spec = NULL;
@@ -372,7 +354,7 @@ static int cmd_train(struct args *a, int bench)
     if (e) {
         qd_dataset_fini(&tr);
         qd_dataset_fini(&te);
-        return fail(e);
+        return qd_cli_fail(e);
     }
     qd_model_init_params(&m, (uint64_t)a->seed + 1);
     struct qd_train_opts o;
@@ -411,7 +393,7 @@ static int cmd_train(struct args *a, int bench)
         o.max_batches = 5 + nbat;
         struct qd_train_timing tm;
         if ((e = qd_train_timed(&m, &tr, NULL, &nm, &o, NULL, NULL, &tm)))
-            rc = fail(e);
+            rc = qd_cli_fail(e);
         double dt = tm.seconds, ips = tm.images / (dt > 0 ? dt : 1e-9);
         if (!rc) {
             if (a->json) {
@@ -423,28 +405,28 @@ static int cmd_train(struct args *a, int bench)
                 cJSON_AddNumberToObject(j, "batches", (double)nbat);
                 cJSON_AddNumberToObject(j, "seconds", dt);
                 cJSON_AddNumberToObject(j, "images_per_s", ips);
-                print_json(j);
+                qd_cli_print_json(j);
             } else {
                 printf("%s on %s: %ld batches of %d, %d threads: %.0f images/s\n", m.family,
                        tr.name, nbat, o.batch, qd_kernels_threads(), ips);
             }
         }
     } else {
-        struct train_ctx c = {a->json, a->model, tr.name};
+        struct qd_cli_train_ctx c = {a->json, a->model, tr.name};
         if (!a->json)
             printf("training %s on %s: %d layers, %zu parameters, %.1f MMAC/image, %d epochs\n",
                    m.family, tr.name, m.nnodes - 1, m.nparam, qd_model_macs(&m) / 1e6, o.epochs);
         double t0 = now();
-        e = qd_train(&m, &tr, a->noeval ? NULL : &te, &nm, &o, on_epoch, &c);
+        e = qd_train(&m, &tr, a->noeval ? NULL : &te, &nm, &o, qd_cli_on_epoch, &c);
         double dt = now() - t0;
         if (e)
-            rc = fail(e);
+            rc = qd_cli_fail(e);
         if (!rc && a->out && (e = qd_ckpt_save(a->out, &m, tr.name, &nm)))
-            rc = fail(e);
+            rc = qd_cli_fail(e);
         if (!rc) {
             struct qd_eval r = {.acc = -1};
             if (!a->noeval && (e = qd_evaluate(&m, &te, &nm, 256, &r)))
-                rc = fail(e);
+                rc = qd_cli_fail(e);
             if (!rc && a->json) {
                 cJSON *j = cJSON_CreateObject();
                 cJSON_AddStringToObject(j, "event", "done");
@@ -456,7 +438,7 @@ static int cmd_train(struct args *a, int bench)
                     cJSON_AddNumberToObject(j, "test_acc", r.acc);
                 if (a->out)
                     cJSON_AddStringToObject(j, "ckpt", a->out);
-                print_json(j);
+                qd_cli_print_json(j);
             } else if (!rc) {
                 printf("done in %.1fs", dt);
                 if (r.acc >= 0)
@@ -473,21 +455,21 @@ static int cmd_train(struct args *a, int bench)
     return rc;
 }
 
-static int cmd_eval(struct args *a)
+static int cmd_eval(struct qd_cli_args *a)
 {
     if (!a->ckpt)
-        return bad("%s needs --ckpt", "eval");
+        return qd_cli_bad("%s needs --ckpt", "eval");
     struct qd_model m;
     struct qd_norm nm;
     char ds[32];
     qd_err e = qd_ckpt_load(a->ckpt, &m, ds, &nm);
     if (e)
-        return fail(e);
+        return qd_cli_fail(e);
     qd_kernels_init(a->threads);
     struct qd_dataset te;
     if ((e = qd_data_load(a->dir, a->data ? a->data : ds, 0, &te))) {
         qd_model_fini(&m);
-        return fail(e);
+        return qd_cli_fail(e);
     }
     struct qd_eval r;
     e = qd_evaluate(&m, &te, &nm, a->batch ? a->batch : 256, &r);
@@ -500,7 +482,7 @@ static int cmd_eval(struct args *a)
             cJSON_AddNumberToObject(j, "test_acc", r.acc);
             cJSON_AddNumberToObject(j, "test_loss", r.loss);
             cJSON_AddNumberToObject(j, "images_per_s", r.n / r.seconds);
-            print_json(j);
+            qd_cli_print_json(j);
         } else {
             printf("%s on %s: accuracy %.2f%% (loss %.4f) over %d images, %.0f images/s\n",
                    m.family, te.name, 100 * r.acc, r.loss, r.n, r.n / r.seconds);
@@ -508,27 +490,27 @@ static int cmd_eval(struct args *a)
     }
     qd_model_fini(&m);
     qd_dataset_fini(&te);
-    return e ? fail(e) : 0;
+    return e ? qd_cli_fail(e) : 0;
 }
 
-static int cmd_spec(struct args *a)
+static int cmd_spec(struct qd_cli_args *a)
 {
     if (!a->model || !a->data)
-        return bad("%s needs --model and --data", "spec");
+        return qd_cli_bad("%s needs --model and --data", "spec");
     const char *cn = qd_data_canonical(a->data);
     if (!cn)
-        return bad("unknown dataset %s", a->data);
+        return qd_cli_bad("unknown dataset %s", a->data);
     struct qd_dataset shape = {.c = 1, .h = 28, .w = 28, .nclass = 10};
     if (!strcmp(cn, "cifar10"))
         shape.c = 3, shape.h = shape.w = 32;
     char *spec;
     qd_err e = model_spec(a, &shape, &spec);
     if (e)
-        return fail(e);
+        return qd_cli_fail(e);
     struct qd_model m;
     if ((e = qd_model_parse(spec, &m))) {
         free(spec);
-        return fail(e);
+        return qd_cli_fail(e);
     }
     if (a->json) {
         cJSON *j = cJSON_CreateObject();
@@ -536,7 +518,7 @@ static int cmd_spec(struct args *a)
         cJSON_AddNumberToObject(j, "params", (double)m.nparam);
         cJSON_AddNumberToObject(j, "macs", (double)qd_model_macs(&m));
         cJSON_AddStringToObject(j, "spec", spec);
-        print_json(j);
+        qd_cli_print_json(j);
     } else {
         fputs(spec, stdout);
     }
@@ -545,321 +527,13 @@ static int cmd_spec(struct args *a)
     return 0;
 }
 
-static uint64_t model_id(const struct qd_model *m)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a over the spec and the parameters */
-    const uint8_t *p = (const uint8_t *)m->spec;
-    for (size_t i = 0; p[i]; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    p = (const uint8_t *)m->param;
-    for (size_t i = 0; i < m->nparam * 4; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
-}
-
-/* Quantization-aware fine-tuning of m's weights at the bits mode/policy give each conv and
- * dense layer, then g is rebuilt from the fine-tuned weights. */
-static qd_err qat(const struct args *a, struct qd_model *m, const struct qd_norm *nm,
-                  struct qd_igraph *g, enum qd_qmode mode, const struct qd_policy *pol,
-                  const char *ds)
-{
-    if (mode == QD_QMODE_F32 || mode == QD_QMODE_FP16)
-        return qd_seterr(QD_EINVAL, "--qat-epochs needs an integer-weight mode");
-    uint8_t *bits = calloc((size_t)m->nnodes, 1), *abits = calloc((size_t)m->nnodes, 1);
-    struct qd_dataset tr = {0}, te = {0};
-    qd_err e = bits && abits ? QD_OK : qd_seterr(QD_ENOMEM, "out of memory");
-    /* activations: every tensor the runtime quantizes afresh (layer and add outputs), at the
-     * bits the mode or policy gives it; dynamic range keeps float activations */
-    for (int i = 0; !e && mode != QD_QMODE_DYNAMIC && i < g->n; i++) {
-        const struct qd_inode *n = &g->nodes[i];
-        if (n->qidx >= 0)
-            abits[n->out_src] = mode == QD_QMODE_MIXED     ? pol->abits[n->qidx]
-                                : mode == QD_QMODE_INT16X8 ? 16
-                                                           : 8;
-        else if (n->op == QD_IOP_ADD)
-            abits[n->out_src] = mode == QD_QMODE_INT16X8 ? 16 : 8;
-    }
-    for (int i = 0; !e && i < g->n; i++) {
-        const struct qd_inode *n = &g->nodes[i];
-        int src_op = m->nodes[n->src].op;
-        if (n->qidx < 0 || (src_op != QD_OP_CONV && src_op != QD_OP_DENSE))
-            continue; /* standalone BN affines: one weight a channel, exact at any bits */
-        if (mode == QD_QMODE_MIXED)
-            bits[n->src] = pol->wbits[n->qidx];
-        else if (src_op == QD_OP_CONV) /* per-tensor dense weights are not simulated */
-            bits[n->src] = 8;
-    }
-    if (!e)
-        e = qd_data_load(a->dir, a->data ? a->data : ds, 1, &tr);
-    if (!e)
-        e = qd_data_load(a->dir, a->data ? a->data : ds, 0, &te);
-    if (!e) {
-        struct qd_train_opts o;
-        qd_train_opts_default(&o, tr.name);
-        o.epochs = a->qat_epochs;
-        o.lr = a->set_lr ? a->lr : 0.01f;
-        o.warmup_epochs = 0;
-        o.threads = a->threads;
-        o.seed = (uint64_t)a->seed;
-        o.qat_bits = bits;
-        o.qat_act_bits = abits;
-        o.progress = !a->json;
-        struct train_ctx c = {a->json, a->ckpt, tr.name};
-        e = qd_train(m, &tr, &te, nm, &o, a->json ? NULL : on_epoch, &c);
-    }
-    if (!e) {
-        qd_igraph_fini(g);
-        e = qd_igraph_build(m, nm, g);
-    }
-    free(bits);
-    free(abits);
-    qd_dataset_fini(&tr);
-    qd_dataset_fini(&te);
-    return e;
-}
-
-/* Test accuracy of the float simulation of build b (a second inference graph of m). */
-static qd_err simulate(const struct args *a, const struct qd_model *m, const struct qd_norm *nm,
-                       const struct qd_qm_build *b, const char *ds, double *acc)
-{
-    struct qd_igraph sim;
-    struct qd_dataset te;
-    QD_TRY(qd_igraph_build(m, nm, &sim));
-    struct qd_qparam *tq = calloc((size_t)sim.n + 1, sizeof *tq);
-    qd_err e = tq ? qd_data_load(a->dir, a->data ? a->data : ds, 0, &te)
-                  : qd_seterr(QD_ENOMEM, "out of memory");
-    if (!e) {
-        qd_simulate_prepare(b, &sim, tq);
-        e = qd_simulate_accuracy(&sim, tq, &te, a->limit, acc);
-        qd_dataset_fini(&te);
-    }
-    free(tq);
-    qd_igraph_fini(&sim);
-    return e;
-}
-
-/* The widths a build gives each layer, as a supernet policy (mixed: the policy's; int8,
- * int16x8, dynamic: 8 bits; fp32, fp16: the widest). */
-static void build_widths(enum qd_qmode mode, const struct qd_policy *pol, int nq,
-                         struct qd_policy *sel)
-{
-    if (mode == QD_QMODE_MIXED)
-        *sel = *pol;
-    else
-        qd_policy_uniform(sel, nq, mode == QD_QMODE_F32 || mode == QD_QMODE_FP16 ? 16 : 8, 8);
-}
-
-/* A supernet checkpoint: its switchable BatchNorm's sets for the build's widths, and, from
- * `batches` training batches, BatchNorm statistics re-estimated at those widths (a supernet's
- * running statistics mix every policy it trained: 79% against 85% at 4,2,8,2,16 on CIFAR-10);
- * then g again from them. */
-static qd_err supernet_prepare(const struct args *a, struct qd_model *m, const struct qd_norm *nm,
-                               struct qd_igraph *g, const struct qd_policy *sel, int batches,
-                               const char *ds, struct qd_dataset *tr)
-{
-    QD_TRY(qd_supernet_select_bn(m, nm, g, sel));
-    if (batches <= 0)
-        return QD_OK;
-    QD_TRY(qd_data_load(a->dir, a->data ? a->data : ds, 1, tr));
-    float *st = malloc(sizeof *st * (m->nstat ? m->nstat : 1));
-    qd_err e = st ? qd_supernet_bn_stats(m, nm, g, tr, sel, batches, st)
-                  : qd_seterr(QD_ENOMEM, "out of memory");
-    if (!e) {
-        memcpy(m->stat, st, sizeof *st * m->nstat);
-        qd_igraph_fini(g);
-        e = qd_igraph_build(m, nm, g);
-    }
-    free(st);
-    return e;
-}
-
-static int cmd_quantize(struct args *a)
-{
-    if (!a->ckpt || !a->mode || !a->out)
-        return bad("%s needs --ckpt, --mode and --out", "quantize");
-    enum qd_qmode mode = (enum qd_qmode)qd_qmode_parse(a->mode);
-    if (mode == QD_QMODE_MIXED && !a->policy)
-        return bad("%s: --mode mixed needs --policy", "quantize");
-    struct qd_model m;
-    struct qd_norm nm;
-    char ds[32];
-    qd_err e = qd_ckpt_load(a->ckpt, &m, ds, &nm);
-    if (e)
-        return fail(e);
-    qd_kernels_init(a->threads);
-    struct qd_igraph g = {0};
-    struct qd_dataset tr = {0};
-    struct qd_range *rg = NULL;
-    struct qd_policy pol;
-    uint8_t *blob = NULL;
-    size_t len = 0, predicted = 0, arena = 0;
-    int rc = 0;
-    if ((e = qd_igraph_build(&m, &nm, &g)))
-        goto done;
-    if (mode == QD_QMODE_MIXED && (e = qd_policy_parse(a->policy, g.nq, &pol)))
-        goto done;
-    struct qd_policy sel;
-    build_widths(mode, &pol, g.nq, &sel);
-    /* switchable BatchNorm marks a supernet: recalibrate unless told not to */
-    int recal = a->bn_batches >= 0 ? a->bn_batches : qd_model_has_bn_sets(&m) ? 50 : 0;
-    if ((e = supernet_prepare(a, &m, &nm, &g, &sel, recal, ds, &tr)))
-        goto done;
-    if (a->qat_epochs > 0 && (e = qat(a, &m, &nm, &g, mode, &pol, ds)))
-        goto done;
-    if (qd_qmode_integer(mode)) {
-        if (!tr.n && (e = qd_data_load(a->dir, a->data ? a->data : ds, 1, &tr)))
-            goto done;
-        rg = calloc((size_t)g.n + 1, sizeof *rg);
-        enum qd_calib how = !a->calib || !strcmp(a->calib, "minmax") ? QD_CALIB_MINMAX
-                            : !strcmp(a->calib, "percentile")           ? QD_CALIB_PERCENTILE
-                                                                        : QD_CALIB_MSE;
-        if (!rg) {
-            e = qd_seterr(QD_ENOMEM, "out of memory");
-            goto done;
-        }
-        if ((e = qd_calibrate(&g, &tr, a->calib_n ? a->calib_n : 1024, how, 0.01, rg)))
-            goto done;
-    }
-    struct qd_qm_build b = {&g, mode == QD_QMODE_MIXED ? &pol : NULL, mode, rg, model_id(&m),
-                            m.family};
-    if ((e = qd_qm_size(&b, &predicted)) || (e = qd_qm_build(&b, &blob, &len)) ||
-        (e = qd_rt_arena_size(blob, len, &arena)) || (e = qd_file_write_atomic(a->out, blob, len)))
-        goto done;
-    double sim_acc = -1;
-    if (a->simulate && (e = simulate(a, &m, &nm, &b, ds, &sim_acc)))
-        goto done;
-    if (a->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", m.family);
-        cJSON_AddStringToObject(j, "mode", qd_qmode_name(mode));
-        cJSON_AddNumberToObject(j, "bytes", (double)len);
-        cJSON_AddNumberToObject(j, "predicted_bytes", (double)predicted);
-        cJSON_AddNumberToObject(j, "arena_bytes", (double)arena);
-        cJSON_AddNumberToObject(j, "layers", g.nq);
-        if (sim_acc >= 0)
-            cJSON_AddNumberToObject(j, "simulated_acc", sim_acc);
-        cJSON_AddStringToObject(j, "out", a->out);
-        print_json(j);
-    } else {
-        printf("%s %s: %zu bytes (predicted %zu), runtime arena %zu bytes, %d quantizable "
-               "layers -> %s\n",
-               m.family, qd_qmode_name(mode), len, predicted, arena, g.nq, a->out);
-        if (sim_acc >= 0)
-            printf("simulated (fake-quant float) test accuracy: %.2f%%\n", 100 * sim_acc);
-    }
-done:
-    if (e)
-        rc = fail(e);
-    free(blob);
-    free(rg);
-    qd_dataset_fini(&tr);
-    qd_igraph_fini(&g);
-    qd_model_fini(&m);
-    return rc;
-}
-
-static int cmd_run(struct args *a)
-{
-    if (!a->model)
-        return bad("%s needs --model M.qm", "run");
-    size_t len, need;
-    uint8_t *blob;
-    qd_err e = qd_file_read(a->model, &blob, &len);
-    if (e)
-        return fail(e);
-    e = qd_rt_arena_size(blob, len, &need);
-    if (e) {
-        free(blob);
-        char pre[4200];
-        snprintf(pre, sizeof pre, "%s: ", a->model);
-        return fail(qd_wraperr(e, pre, NULL));
-    }
-    struct qd_qm_header h;
-    qd_qm_header_read(blob, &h);
-    const char *dname = a->data ? a->data : h.in_c == 3 ? "cifar10" : NULL;
-    if (!dname)
-        return bad("%s: --data is needed for a 1-channel model", "run");
-    struct qd_dataset te;
-    if ((e = qd_data_load(a->dir, dname, 0, &te))) {
-        free(blob);
-        return fail(e);
-    }
-    if (te.c != h.in_c || te.h != h.in_h || te.w != h.in_w) {
-        free(blob);
-        qd_dataset_fini(&te);
-        return fail(qd_seterr(QD_ESHAPE, "model input %dx%dx%d, %s images %dx%dx%d", h.in_c,
-                              h.in_h, h.in_w, te.name, te.c, te.h, te.w));
-    }
-    struct qd_lab_eval r;
-    if ((e = qd_lab_eval_blob(blob, len, &te, a->limit, a->threads, a->isa, &r))) {
-        free(blob);
-        qd_dataset_fini(&te);
-        return fail(e);
-    }
-    int n = r.n, T = a->threads ? a->threads : 1;
-    if (a->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "mode", qd_qmode_name((enum qd_qmode)h.mode));
-        cJSON_AddNumberToObject(j, "bytes", (double)len);
-        cJSON_AddNumberToObject(j, "arena_bytes", (double)need);
-        cJSON_AddNumberToObject(j, "n", n);
-        cJSON_AddNumberToObject(j, "test_acc", r.acc);
-        cJSON_AddNumberToObject(j, "images_per_s", r.ips);
-        cJSON_AddNumberToObject(j, "threads", T);
-        cJSON_AddStringToObject(j, "isa", qd_rt_isa_name(r.isa));
-        cJSON_AddNumberToObject(j, "accelerated_layers", r.accel_layers);
-        print_json(j);
-    } else {
-        printf("%s (%s, %zu bytes, arena %zu bytes) on %s: accuracy %.2f%% over %d images, %.0f "
-               "images/s on %d thread%s (%s kernels on %d layers)\n",
-               a->model, qd_qmode_name((enum qd_qmode)h.mode), len, need, te.name,
-               100.0 * r.acc, n, r.ips, T, T > 1 ? "s" : "", qd_rt_isa_name(r.isa),
-               r.accel_layers);
-    }
-    free(blob);
-    qd_dataset_fini(&te);
-    return 0;
-}
-
-/* export-c: the model (and --limit test images of --data, when given) as C source. */
-static int cmd_export_c(struct args *a, const char *model)
-{
-    if (!model)
-        return bad("%s needs a model: export-c M.qm [--data D --limit N] [--out F.c]", "export-c");
-    size_t len;
-    uint8_t *blob;
-    qd_err e = qd_file_read(model, &blob, &len);
-    if (e)
-        return fail(e);
-    struct qd_dataset te = {0};
-    if (a->data && (e = qd_data_load(a->dir, a->data, 0, &te))) {
-        free(blob);
-        return fail(e);
-    }
-    FILE *f = a->out ? fopen(a->out, "w") : stdout;
-    if (!f)
-        e = qd_seterr(QD_EIO, "export-c: cannot write %s", a->out);
-    else
-        e = qd_lab_export_c(blob, len, a->data ? &te : NULL, a->limit, f);
-    if (f && f != stdout && fclose(f) && !e)
-        e = qd_seterr(QD_EIO, "export-c: cannot write %s", a->out);
-    free(blob);
-    qd_dataset_fini(&te);
-    if (e) {
-        char pre[4200];
-        snprintf(pre, sizeof pre, "%s: ", model);
-        return fail(qd_wraperr(e, pre, NULL));
-    }
-    return 0;
-}
-
-static int cmd_search(struct args *a, int search, int argc, char **argv)
+static int cmd_search(struct qd_cli_args *a, int search, int argc, char **argv)
 {
     static const char *names[] = {"sensitivity", "search", "pareto"};
     if (!a->ckpt || (search && !a->device))
-        return bad("%s needs --ckpt F and --device PROFILE", names[search]);
+        return qd_cli_bad("%s needs --ckpt F and --device PROFILE", names[search]);
     if (a->flash < 0 || a->ram < 0 || a->latency < 0 || a->energy < 0)
-        return bad("%s takes budgets in bytes, ms and mJ (percentages are for decide)",
+        return qd_cli_bad("%s takes budgets in bytes, ms and mJ (percentages are for decide)",
                    names[search]);
     struct qd_search_opts o = {.ckpt = a->ckpt,
                                .data = a->data,
@@ -889,13 +563,13 @@ static int cmd_search(struct args *a, int search, int argc, char **argv)
         qd_err e = qd_file_mkdirs(dir);
         if (!e)
             e = qd_lab_pareto(&o, a->points ? a->points : 8, a->randoms, dir, cmdline);
-        return e ? fail(e) : 0;
+        return e ? qd_cli_fail(e) : 0;
     }
     qd_err e = search ? qd_lab_search(&o) : qd_lab_sensitivity(&o);
-    return e ? fail(e) : 0;
+    return e ? qd_cli_fail(e) : 0;
 }
 
-static int cmd_calibrate_host(struct args *a)
+static int cmd_calibrate_host(struct qd_cli_args *a)
 {
     char cpu[256] = "host";
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -913,22 +587,22 @@ static int cmd_calibrate_host(struct args *a)
                                   .images = a->limit ? a->limit : 40};
     qd_kernels_init(1);
     qd_err e = qd_calibrate_host(&o);
-    return e ? fail(e) : 0;
+    return e ? qd_cli_fail(e) : 0;
 }
 
-static int cmd_calibrate_device(struct args *a)
+static int cmd_calibrate_device(struct qd_cli_args *a)
 {
     if (!a->target)
-        return bad("%s needs --target", "calibrate-device");
+        return qd_cli_bad("%s needs --target", "calibrate-device");
     struct qd_calibrate_device_opts o = {.target = a->target, .out = a->out};
     qd_err e = qd_calibrate_device(&o);
-    return e ? fail(e) : 0;
+    return e ? qd_cli_fail(e) : 0;
 }
 
-static int cmd_study(struct args *a, int argc, char **argv)
+static int cmd_study(struct qd_cli_args *a, int argc, char **argv)
 {
     if (!a->data)
-        return bad("%s needs --data", "study");
+        return qd_cli_bad("%s needs --data", "study");
     struct qd_study_opts o = {.data = a->data,
                               .models = a->models ? a->models
                                                   : "custom,resnet_v1,resnet_v2,mobilenet_v1,"
@@ -945,14 +619,14 @@ static int cmd_study(struct args *a, int argc, char **argv)
         snprintf(cmdline + strlen(cmdline), sizeof cmdline - strlen(cmdline), " %s", argv[i]);
     qd_err e = qd_study_run(&o, cmdline);
     if (e)
-        return fail(e);
+        return qd_cli_fail(e);
     if (!a->json)
         printf("study of %s written to %s/study-%s.{md,csv,gp,png,svg}\n", a->data, o.out_dir,
                qd_data_canonical(a->data));
     return 0;
 }
 
-static int cmd_gate(struct args *a, const char *cmd, const char *sub)
+static int cmd_gate(struct qd_cli_args *a, const char *cmd, const char *sub)
 {
     struct qd_gate_lab_opts o = {
         .ckpt = a->ckpt, .supernet = a->supernet, .gate = a->gate, .data = a->data,
@@ -969,13 +643,13 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
     qd_err e;
     if (!strcmp(cmd, "supernet")) {
         if (!a->ckpt)
-            return bad("%s needs --ckpt F", cmd);
+            return qd_cli_bad("%s needs --ckpt F", cmd);
         e = qd_lab_supernet(&o);
     } else if (!strcmp(cmd, "decide")) {
         if (!a->gate)
-            return bad("%s needs --gate G", cmd);
+            return qd_cli_bad("%s needs --gate G", cmd);
         if (a->qat_epochs > 0 && !a->out)
-            return bad("%s --qat-epochs needs --out M.qm", cmd);
+            return qd_cli_bad("%s --qat-epochs needs --out M.qm", cmd);
         /* the paper's adaptation step: QAT of the supernet at the decided policy, then built */
         static char pol[QD_LAB_POLICY_OUT], sn[QD_LAB_PATH_OUT], ds[QD_LAB_DATA_OUT];
         o.policy_out = pol, o.supernet_out = sn, o.data_out = ds;
@@ -984,22 +658,22 @@ static int cmd_gate(struct args *a, const char *cmd, const char *sub)
             a->ckpt = sn, a->mode = "mixed", a->policy = pol;
             if (!a->data)
                 a->data = ds;
-            int rc = cmd_quantize(a);
+            int rc = qd_cmd_quantize(a);
             if (rc || !a->do_eval)
                 return rc;
             a->model = a->out;
-            return cmd_run(a);
+            return qd_cmd_run(a);
         }
     } else if (!strcmp(sub, "train")) {
         if (!a->supernet || !a->out)
-            return bad("%s needs --supernet S and --out G", "gate train");
+            return qd_cli_bad("%s needs --supernet S and --out G", "gate train");
         e = qd_lab_gate_train(&o);
     } else {
         if (!a->gate)
-            return bad("%s needs --gate G", "gate eval");
+            return qd_cli_bad("%s needs --gate G", "gate eval");
         e = qd_lab_gate_eval(&o);
     }
-    return e ? fail(e) : 0;
+    return e ? qd_cli_fail(e) : 0;
 }
 
 int main(int argc, char **argv)
@@ -1008,7 +682,7 @@ int main(int argc, char **argv)
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    struct args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO,
+    struct qd_cli_args a = {.dir = "data", .augment = -1, .seed = 1, .isa = QD_RT_ISA_AUTO,
                      .bn_batches = -1, .flash = NAN, .ram = NAN, .latency = NAN, .energy = NAN,
                      .battery = NAN, .sandwich = 2, .kd = 1};
     const char *cmd = argv[1];
@@ -1018,14 +692,14 @@ int main(int argc, char **argv)
         export_model = argv[2], first = 3;
     if (!strcmp(cmd, "gate")) {
         if (argc < 3 || (strcmp(argv[2], "train") && strcmp(argv[2], "eval")))
-            return bad("unknown gate command %s (want: gate train | gate eval)",
+            return qd_cli_bad("unknown gate command %s (want: gate train | gate eval)",
                        argc < 3 ? "" : argv[2]);
         gate_sub = argv[2];
         first = 3;
     }
     if (!strcmp(cmd, "data")) {
         if (argc < 3 || strcmp(argv[2], "fetch"))
-            return bad("unknown data command %s (want: data fetch)", argc < 3 ? "" : argv[2]);
+            return qd_cli_bad("unknown data command %s (want: data fetch)", argc < 3 ? "" : argv[2]);
         first = 3;
     }
     int rc = parse(argc, argv, first, &a);
@@ -1035,12 +709,12 @@ int main(int argc, char **argv)
         const char *name = a.data ? a.data : "all";
         qd_err e = qd_data_fetch(name, a.dir);
         if (e)
-            return fail(e);
+            return qd_cli_fail(e);
         if (a.json) {
             cJSON *j = cJSON_CreateObject();
             cJSON_AddStringToObject(j, "fetched", name);
             cJSON_AddStringToObject(j, "dir", a.dir);
-            print_json(j);
+            qd_cli_print_json(j);
         } else {
             printf("%s ready under %s/\n", name, a.dir);
         }
@@ -1055,7 +729,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "spec"))
         return cmd_spec(&a);
     if (!strcmp(cmd, "quantize"))
-        return cmd_quantize(&a);
+        return qd_cmd_quantize(&a);
     if (!strcmp(cmd, "search"))
         return cmd_search(&a, 1, argc, argv);
     if (!strcmp(cmd, "sensitivity"))
@@ -1069,10 +743,10 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "study"))
         return cmd_study(&a, argc, argv);
     if (!strcmp(cmd, "export-c"))
-        return cmd_export_c(&a, export_model ? export_model : a.model);
+        return qd_cmd_export_c(&a, export_model ? export_model : a.model);
     if (!strcmp(cmd, "run"))
-        return cmd_run(&a);
+        return qd_cmd_run(&a);
     if (!strcmp(cmd, "supernet") || !strcmp(cmd, "gate") || !strcmp(cmd, "decide"))
         return cmd_gate(&a, cmd, gate_sub);
-    return bad("unknown command %s", cmd);
+    return qd_cli_bad("unknown command %s", cmd);
 }
