@@ -12,8 +12,10 @@
 #     host's reference kernels: the host's best SIMD ISA, then on aarch64 the reference
 #     kernels, the portable ones, neon, neon-dot (qemu -cpu max) and the best a Cortex-A72 has
 #     (qemu -cpu cortex-a72, no dot product: neon). Each line says how many layers ran on the
-#     SIMD kernels; an int8 model that runs none on neon or neon-dot fails. The host's
-#     rt_check comes from $HOST_BUILD (default build), quantlab from build.
+#     SIMD kernels; an int8 model that runs none on neon or neon-dot fails. Last, the whole
+#     project for aarch64 (quantd, quantctl, quantlab) and a smoke run under qemu (quantd's
+#     usage; quantlab run gives the host's accuracy). The host's rt_check comes from
+#     $HOST_BUILD (default build), quantlab from build.
 #
 #   scripts/cross.sh cortex-m4|cortex-m7 [--model M.qm --data D] [--limit N] [--json]
 #     Builds firmware/ for QEMU's mps2-an386 (Cortex-M4F) or mps2-an500 (Cortex-M7) with the
@@ -46,10 +48,12 @@ while (($#)); do
 done
 
 # The :arm64 -dev packages the cross build links (multiarch): cmocka for the tests; cJSON,
-# libsodium and SQLite for the gateway end (the wire format, libquantd-client). nanomsg's
+# libsodium and SQLite for the gateway end (the wire format, libquantd-client); OpenBLAS,
+# libuv, inih, zlib and libpng for the daemon and the tools (aarch64_daemon). nanomsg's
 # packages cannot be installed for two architectures at once (installing :arm64 removes the
 # host's), so its :arm64 ones are downloaded and unpacked into build-aarch64-deps/ instead.
-ARM64_PKGS="libcmocka-dev libcjson-dev libsodium-dev libsqlite3-dev"
+ARM64_PKGS="libcmocka-dev libcjson-dev libsodium-dev libsqlite3-dev libopenblas-dev libuv1-dev
+  libinih-dev zlib1g-dev libpng-dev"
 ARM64_DEPS=build-aarch64-deps
 arm64_unpacked() {
   [ -f $ARM64_DEPS/.done ] && return
@@ -88,6 +92,38 @@ y = gzip.open('data/fashion-mnist/t10k-labels-idx1-ubyte.gz').read()[8:8 + n]
 open(out + '/images.raw', 'wb').write(x)
 open(out + '/labels.raw', 'wb').write(y)
 EOF
+}
+
+# The whole project for aarch64 (quantd, quantctl, quantlab; the :arm64 OpenBLAS, libuv, inih,
+# zlib and libpng by multiarch), then a smoke run under qemu-aarch64: quantd's usage, and
+# quantlab run on the int8 model: the same accuracy line as the host's. (The host-only tests
+# stay on the host: some are x86-specific, and test_daemon executes quantd directly.)
+aarch64_daemon() { # TMP (holds int8.qm)
+  local F=build-aarch64-full deps; deps=$(cd $ARM64_DEPS/root && pwd)
+  PKG_CONFIG_LIBDIR=$deps/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig \
+    cmake -S . -B $F -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DQD_WERROR="$([ "${CI:-}" = true ] && echo ON || echo OFF)" \
+      -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_SYSTEM_PROCESSOR=aarch64 \
+      -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc \
+      -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath,$deps/usr/lib/aarch64-linux-gnu" >/dev/null
+  ninja -C $F quantd quantctl quantlab >&2
+  local q="qemu-aarch64 -L /usr/aarch64-linux-gnu" ok=0
+  # OpenBLAS under qemu-user: one thread, and not the host's pinned x86 core type
+  export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+  unset OPENBLAS_CORETYPE
+  timeout 60 $q $F/quantd --help | grep -q "^usage: quantd" || { echo "aarch64 quantd: no usage"; ok=1; }
+  local host dev
+  host=$(build/quantlab run --model "$1/int8.qm" --data fashion-mnist --limit "$images" --isa portable --json |
+         python3 -c 'import json,sys; print(json.loads(sys.stdin.read().splitlines()[-1])["test_acc"])')
+  dev=$(QEMU_CPU=max timeout 300 $q $F/quantlab run --model "$1/int8.qm" --data fashion-mnist \
+          --limit "$images" --json |
+        python3 -c 'import json,sys; r=json.loads(sys.stdin.read().splitlines()[-1]); print(r["test_acc"], r["isa"], r["accelerated_layers"])')
+  if [ "${dev%% *}" = "$host" ]; then
+    echo "aarch64 quantd, quantctl, quantlab built; quantlab run under qemu: accuracy $host as on the host ($dev)"
+  else
+    echo "aarch64 quantlab run: accuracy ${dev%% *}, host $host"; ok=1
+  fi
+  return $ok
 }
 
 aarch64() {
@@ -147,6 +183,7 @@ aarch64() {
       fi
     done
   done
+  aarch64_daemon "$tmp" || fail=1
   return $fail
 }
 
