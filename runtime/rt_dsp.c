@@ -357,15 +357,18 @@ struct dout {
     size_t ohw;
 };
 
-/* Requantizes, clamps and stores channel c's sums at pixels p, q. The usual multiplier
- * (shift < 0: a right shift of 32 or more) is one SMLAL with the rounding term and one shift
- * of the high word: qd_requant's arithmetic, which cannot saturate there (|acc * M| < 2^62);
- * other shifts take rt_requant. bias + sum fits int32 (rt_conv_dsp_ok). */
-static inline __attribute__((always_inline)) void store2(const struct dout *o, int c, size_t p,
-                                                        size_t q, int32_t s0, int32_t s1)
+/* Requantizes, clamps and stores channel c's sums at pixels p, q (y: the channel's plane,
+ * OB its element bits, a constant in each caller). The usual multiplier (shift < 0: a right
+ * shift of 32 or more) is one SMLAL with the rounding term and one shift of the high word:
+ * qd_requant's arithmetic, which cannot saturate there (|acc * M| < 2^62); other shifts take
+ * rt_requant. bias + sum fits int32 (rt_conv_dsp_ok). Everything comes in as values: stores
+ * through a byte pointer may alias any memory, which would make the compiler reload fields. */
+static inline __attribute__((always_inline)) void store2(void *y, int ob, int32_t b, int32_t M,
+                                                        int32_t sh, int32_t zo, int32_t lo,
+                                                        int32_t hi, size_t p, size_t q,
+                                                        int32_t s0, int32_t s1)
 {
-    int32_t b = (int32_t)ld32(o->bias + 4 * (size_t)c), M = o->mult[c], sh = o->shift[c];
-    int32_t a0 = b + s0, a1 = b + s1, v0, v1, zo = o->zo, lo = o->lo, hi = o->hi;
+    int32_t a0 = b + s0, a1 = b + s1, v0, v1;
     int rs = 31 - sh;
     if (rs >= 32) { /* |v| < 2^30: v + zo cannot wrap */
         int64_t rnd = rs == 32 ? (int64_t)1 << 31 : (int64_t)(1u << (rs - 33)) << 32;
@@ -378,11 +381,10 @@ static inline __attribute__((always_inline)) void store2(const struct dout *o, i
         v0 = rt_clampi((int64_t)rt_requant(a0, M, sh) + zo, lo, hi);
         v1 = rt_clampi((int64_t)rt_requant(a1, M, sh) + zo, lo, hi);
     }
-    size_t at = (size_t)c * o->ohw;
-    if (o->bits == 8) {
-        ((int8_t *)o->y)[at + p] = (int8_t)v0, ((int8_t *)o->y)[at + q] = (int8_t)v1;
+    if (ob == 8) {
+        ((int8_t *)y)[p] = (int8_t)v0, ((int8_t *)y)[q] = (int8_t)v1;
     } else {
-        ((int16_t *)o->y)[at + p] = (int16_t)v0, ((int16_t *)o->y)[at + q] = (int16_t)v1;
+        ((int16_t *)y)[p] = (int16_t)v0, ((int16_t *)y)[q] = (int16_t)v1;
     }
 }
 
@@ -400,14 +402,19 @@ static void dense_col(const struct dgeom *g, const int8_t *x, int32_t zx, uint32
         }
 }
 
-/* Every channel pair of group gi against the columns of pixels p, q; BITS is a constant in
- * each caller, so the dot product inlines. */
+/* Every channel pair of group gi against the columns of pixels p, q; BITS (weights) and OB
+ * (outputs) are constants in each caller, so the dot product and the stores inline. */
 static inline __attribute__((always_inline)) void channels(const struct dout *o,
                                                            const uint8_t *w, const struct dgeom *g,
-                                                           int bits, int gi, const uint32_t *col,
-                                                           size_t p, size_t q)
+                                                           int bits, int ob, int gi,
+                                                           const uint32_t *col, size_t p, size_t q)
 {
-    size_t ng = g->padded / (size_t)g->E, rowbytes = g->per * (size_t)bits / 8;
+    size_t ng = g->padded / (size_t)g->E, rowbytes = g->per * (size_t)bits / 8, ohw = o->ohw;
+    const uint8_t *bias = o->bias;
+    const int32_t *mult = o->mult, *shift = o->shift;
+    int32_t zo = o->zo, lo = o->lo, hi = o->hi;
+    uint8_t *y = o->y;
+    size_t plane = ohw * (size_t)(ob / 8);
     for (int c0 = gi * g->cog, end = c0 + g->cog; c0 < end; c0 += 2) {
         int c1 = c0 + 1 < end ? c0 + 1 : c0;
         int32_t s[4];
@@ -418,28 +425,27 @@ static inline __attribute__((always_inline)) void channels(const struct dout *o,
             dot_s4(wa, wb, col, ng, s);
         else
             dot_s2(wa, wb, col, ng, s);
-        store2(o, c0, p, q, s[0], s[1]);
-        store2(o, c1, p, q, s[2], s[3]);
+        store2(y + (size_t)c0 * plane, ob, (int32_t)ld32(bias + 4 * (size_t)c0), mult[c0],
+               shift[c0], zo, lo, hi, p, q, s[0], s[1]);
+        store2(y + (size_t)c1 * plane, ob, (int32_t)ld32(bias + 4 * (size_t)c1), mult[c1],
+               shift[c1], zo, lo, hi, p, q, s[2], s[3]);
     }
 }
 
-static void channels_s8(const struct dout *o, const uint8_t *w, const struct dgeom *g, int gi,
-                        const uint32_t *col, size_t p, size_t q)
-{
-    channels(o, w, g, 8, gi, col, p, q);
-}
-
-static void channels_s4(const struct dout *o, const uint8_t *w, const struct dgeom *g, int gi,
-                        const uint32_t *col, size_t p, size_t q)
-{
-    channels(o, w, g, 4, gi, col, p, q);
-}
-
-static void channels_s2(const struct dout *o, const uint8_t *w, const struct dgeom *g, int gi,
-                        const uint32_t *col, size_t p, size_t q)
-{
-    channels(o, w, g, 2, gi, col, p, q);
-}
+#define CHANNELS(BITS, OB)                                                                     \
+    static void channels_s##BITS##_o##OB(const struct dout *o, const uint8_t *w,               \
+                                         const struct dgeom *g, int gi, const uint32_t *col,  \
+                                         size_t p, size_t q)                                   \
+    {                                                                                          \
+        channels(o, w, g, BITS, OB, gi, col, p, q);                                            \
+    }
+CHANNELS(8, 8)
+CHANNELS(4, 8)
+CHANNELS(2, 8)
+CHANNELS(8, 16)
+CHANNELS(4, 16)
+CHANNELS(2, 16)
+#undef CHANNELS
 
 /* Scratch: the table (per + 15 entries), the centred input (int16), the two columns (per + 15
  * words): within what the planner gives an integer convolution (runtime.c, read_nodes). */
@@ -471,10 +477,11 @@ void rt_conv_dsp(const struct qd_rt *rt, int i)
             xs[j] = (int16_t)(x[j] - zx);
         build_offsets(&g, tab);
     }
-    void (*run)(const struct dout *, const uint8_t *, const struct dgeom *, int, const uint32_t *,
-                size_t, size_t) = g.bits == 8   ? channels_s8
-                                  : g.bits == 4 ? channels_s4
-                                                : channels_s2;
+    typedef void (*run_fn)(const struct dout *, const uint8_t *, const struct dgeom *, int,
+                           const uint32_t *, size_t, size_t);
+    static const run_fn runs[2][3] = {{channels_s8_o8, channels_s4_o8, channels_s2_o8},
+                                      {channels_s8_o16, channels_s4_o16, channels_s2_o16}};
+    run_fn run = runs[rt->t[i + 1].s.bits == 16][g.bits == 8 ? 0 : g.bits == 4 ? 1 : 2];
     const struct rt_node *nd = &rt->nodes[i];
     const struct rt_tensor *to = &rt->t[i + 1];
     struct dout o = {rt->act + to->off, r->bias, nd->mult, nd->shift, to->zero, nd->amin,
