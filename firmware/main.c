@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "fw.h"
+#include "fmt.h"
 #include "runtime/runtime.h"
 
 /* quantlab export-c's output: qd_model, qd_images, qd_labels and QD_MODEL_ARENA,
@@ -23,25 +24,6 @@ static char *hex32(char *p, uint32_t v)
     return p;
 }
 
-static char *dec(char *p, uint64_t v)
-{
-    char t[24];
-    int n = 0;
-    do
-        t[n++] = (char)('0' + v % 10);
-    while (v /= 10);
-    while (n)
-        *p++ = t[--n];
-    return p;
-}
-
-static char *str(char *p, const char *s)
-{
-    while (*s)
-        *p++ = *s++;
-    return p;
-}
-
 int qd_fw_main(void)
 {
     qd_rt_t *rt;
@@ -50,10 +32,10 @@ int qd_fw_main(void)
     char line[64 + 9 * QD_MODEL_CLASSES + 64];
     qd_rt_err e = qd_rt_load(qd_model, qd_model_len, arena, sizeof arena, &rt, &need, &d);
     if (e) {
-        char *p = str(line, "{\"error\":\"");
-        p = str(p, qd_rt_err_name(e));
-        p = str(p, ": ");
-        p = str(str(p, d.msg ? d.msg : ""), "\"}\n");
+        char *p = fw_str(line, "{\"error\":\"");
+        p = fw_str(p, qd_rt_err_name(e));
+        p = fw_str(p, ": ");
+        p = fw_str(fw_str(p, d.msg ? d.msg : ""), "\"}\n");
         *p = 0;
         qd_fw_puts(line);
         return 1;
@@ -85,24 +67,24 @@ int qd_fw_main(void)
     qd_rt_run(rt, qd_images, logits);
     qd_rt_set_profile(rt, NULL, NULL);
     for (int i = 0; i < qd_rt_layers(rt); i++) {
-        p = dec(str(line, "layer "), (uint64_t)i);
-        p = str(str(str(p, " "), qd_rt_node_kernel(rt, i)), " ");
-        p = str(dec(p, layer_ticks[i]), "\n");
+        p = fw_dec(fw_str(line, "layer "), (uint64_t)i);
+        p = fw_str(fw_str(fw_str(p, " "), qd_rt_node_kernel(rt, i)), " ");
+        p = fw_str(fw_dec(p, layer_ticks[i]), "\n");
         *p = 0;
         qd_fw_puts(line);
     }
-    p = str(line, "{\"images\":");
-    p = dec(p, QD_TEST_IMAGES);
-    p = dec(str(p, ",\"correct\":"), (uint64_t)correct);
-    p = dec(str(p, ",\"arena_bytes\":"), qd_rt_arena_used(rt));
-    p = dec(str(p, ",\"arena_stated\":"), QD_MODEL_ARENA);
-    p = dec(str(p, ",\"stack_bytes\":"), qd_fw_stack_used());
-    p = dec(str(p, ",\"ticks_total\":"), total);
-    p = dec(str(p, ",\"ticks_first\":"), first);
+    p = fw_str(line, "{\"images\":");
+    p = fw_dec(p, QD_TEST_IMAGES);
+    p = fw_dec(fw_str(p, ",\"correct\":"), (uint64_t)correct);
+    p = fw_dec(fw_str(p, ",\"arena_bytes\":"), qd_rt_arena_used(rt));
+    p = fw_dec(fw_str(p, ",\"arena_stated\":"), QD_MODEL_ARENA);
+    p = fw_dec(fw_str(p, ",\"stack_bytes\":"), qd_fw_stack_used());
+    p = fw_dec(fw_str(p, ",\"ticks_total\":"), total);
+    p = fw_dec(fw_str(p, ",\"ticks_first\":"), first);
     /* SysTick against a loop of known length: 2 instructions an iteration */
-    p = dec(str(p, ",\"calib_instructions\":"), 2u * 1000000u);
-    p = dec(str(p, ",\"calib_ticks\":"), qd_fw_calibrate(1000000u));
-    p = str(p, "}\n");
+    p = fw_dec(fw_str(p, ",\"calib_instructions\":"), 2u * 1000000u);
+    p = fw_dec(fw_str(p, ",\"calib_ticks\":"), qd_fw_calibrate(1000000u));
+    p = fw_str(p, "}\n");
     *p = 0;
     qd_fw_puts(line);
     return 0;

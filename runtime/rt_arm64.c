@@ -46,25 +46,6 @@
 #define HWCAP_ASIMDDP (1UL << 20)
 #endif
 
-struct geom {
-    int dense, H, W, C, K, S, P, OH, OW, Hp, Wp, cout;
-};
-
-static void geom_of(const struct qd_rt *rt, int i, struct geom *g)
-{
-    const struct qd_qm_rec *r = &rt->nodes[i].r;
-    const struct rt_tensor *ti = &rt->t[r->in0];
-    g->dense = r->op == QD_IOP_DENSE;
-    g->H = g->dense ? 1 : ti->s.h;
-    g->W = g->dense ? 1 : ti->s.w;
-    g->C = g->dense ? (int)r->in_len : ti->s.c;
-    g->K = g->dense ? 1 : r->k;
-    g->S = g->dense ? 1 : r->stride;
-    g->P = g->dense ? 0 : r->pad;
-    g->OH = r->h, g->OW = r->w, g->cout = r->c;
-    g->Hp = g->H + 2 * g->P, g->Wp = g->W + 2 * g->P;
-}
-
 /* Advanced SIMD is part of every aarch64 target the project builds (the compiler's baseline
  * uses it); the dot product is optional (ARMv8.2+) and asked of the kernel. */
 int rt_cpu_has(int isa)
@@ -93,8 +74,8 @@ int rt_accel_eligible(const struct qd_rt *rt, int i)
     if ((r->op == QD_IOP_CONV && r->groups != 1) || r->wfmt != QD_WFMT_INT || r->wbits > 8 ||
         r->bfmt != QD_BFMT_I32 || ti->s.bits != 8 || ti->zero < -128 || ti->zero > 127)
         return 0;
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int64_t bound = 255LL * 128 * g.C * g.K * g.K, bmax = 0;
     for (int c = 0; c < r->c; c++) {
         int64_t b = rt_bias_at(r, c);
@@ -121,8 +102,8 @@ static int lanes_of(int isa)
 
 size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa)
 {
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     size_t cp = round_up(g.C, 4), coutp = round_up(g.cout, lanes_of(isa));
     size_t w = (size_t)g.K * g.K * cp * coutp * (isa == QD_RT_ISA_NEON_DOT ? 1 : 2);
     return A64(w) + 2 * A64(4 * coutp) + A64(8 * coutp);
@@ -130,8 +111,8 @@ size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa)
 
 size_t rt_accel_scratch_bytes(const struct qd_rt *rt, int i, int isa)
 {
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     return A64((size_t)g.Hp * g.Wp * round_up(g.C, 4) * (isa == QD_RT_ISA_NEON_DOT ? 1 : 2));
 }
 
@@ -139,8 +120,8 @@ void rt_accel_pack(const struct qd_rt *rt, int i, int isa, struct rt_accel *a, u
 {
     const struct rt_node *nd = &rt->nodes[i];
     const struct qd_qm_rec *r = &nd->r;
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int dot = isa == QD_RT_ISA_NEON_DOT, lanes = lanes_of(isa);
     a->on = 1;
     a->cp = round_up(g.C, 4);
@@ -401,7 +382,7 @@ static inline void transpose8(int8x8_t r[8])
 /* The input (C, H, W) int8 into the padded (Hp, Wp, cp) buffer: x - zero as int16 (NEON;
  * padding 0), or x as int8 (NEON_DOT; padding the zero point, so that it adds -zero * w, which
  * the folded bias cancels). 8 channels x 8 pixels at a time by a transpose in registers. */
-static void copy_input(const struct qd_rt *rt, int i, const struct geom *g, int dot)
+static void copy_input(const struct qd_rt *rt, int i, const struct rt_geom *g, int dot)
 {
     const struct rt_tensor *ti = &rt->t[rt->nodes[i].r.in0];
     const int8_t *x = (const int8_t *)(rt->act + ti->off);
@@ -450,8 +431,8 @@ void rt_accel_conv(const struct qd_rt *rt, int i)
     const struct rt_node *nd = &rt->nodes[i];
     const struct rt_accel *a = &rt->acc[i];
     const struct rt_tensor *to = &rt->t[i + 1];
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int dot = rt->isa == QD_RT_ISA_NEON_DOT, bmax = dot ? 4 : 2, elem = dot ? 1 : 2;
     copy_input(rt, i, &g, dot);
     struct kargs k = {.xstep = (size_t)g.S * a->cp, .row = (size_t)g.Wp * a->cp, .K = g.K,

@@ -188,6 +188,27 @@ static inline int32_t rt_requant(int64_t acc, int32_t M, int32_t shift)
     return qd_requant(acc, M, shift);
 }
 
+/* A convolution's or dense layer's geometry (dense: a 1x1 convolution over a 1x1 image of
+ * in_len channels), with the input plane padded on every side: the SIMD back ends' view. */
+struct rt_geom {
+    int dense, H, W, C, K, S, P, OH, OW, Hp, Wp, cout;
+};
+
+static inline void rt_geom_of(const struct qd_rt *rt, int i, struct rt_geom *g)
+{
+    const struct qd_qm_rec *r = &rt->nodes[i].r;
+    const struct rt_tensor *ti = &rt->t[r->in0];
+    g->dense = r->op == QD_IOP_DENSE;
+    g->H = g->dense ? 1 : ti->s.h;
+    g->W = g->dense ? 1 : ti->s.w;
+    g->C = g->dense ? (int)r->in_len : ti->s.c;
+    g->K = g->dense ? 1 : r->k;
+    g->S = g->dense ? 1 : r->stride;
+    g->P = g->dense ? 0 : r->pad;
+    g->OH = r->h, g->OW = r->w, g->cout = r->c;
+    g->Hp = g->H + 2 * g->P, g->Wp = g->W + 2 * g->P;
+}
+
 /* Elements per output channel of a conv or dense node. */
 static inline size_t rt_per(const struct qd_qm_rec *r)
 {

@@ -26,25 +26,6 @@
 #define AVX2_TARGET __attribute__((target("avx2")))
 #define ALWAYS_INLINE __attribute__((always_inline)) inline
 
-struct geom {
-    int dense, H, W, C, K, S, P, OH, OW, Hp, Wp, cout;
-};
-
-static void geom_of(const struct qd_rt *rt, int i, struct geom *g)
-{
-    const struct qd_qm_rec *r = &rt->nodes[i].r;
-    const struct rt_tensor *ti = &rt->t[r->in0];
-    g->dense = r->op == QD_IOP_DENSE;
-    g->H = g->dense ? 1 : ti->s.h;
-    g->W = g->dense ? 1 : ti->s.w;
-    g->C = g->dense ? (int)r->in_len : ti->s.c;
-    g->K = g->dense ? 1 : r->k;
-    g->S = g->dense ? 1 : r->stride;
-    g->P = g->dense ? 0 : r->pad;
-    g->OH = r->h, g->OW = r->w, g->cout = r->c;
-    g->Hp = g->H + 2 * g->P, g->Wp = g->W + 2 * g->P;
-}
-
 int rt_cpu_has(int isa)
 {
     __builtin_cpu_init();
@@ -65,8 +46,8 @@ int rt_accel_eligible(const struct qd_rt *rt, int i)
     if ((r->op == QD_IOP_CONV && r->groups != 1) || r->wfmt != QD_WFMT_INT || r->wbits > 8 ||
         r->bfmt != QD_BFMT_I32 || rt->t[r->in0].s.bits != 8)
         return 0;
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int64_t bound = 255LL * 128 * g.C * g.K * g.K, bmax = 0;
     for (int c = 0; c < r->c; c++) {
         int64_t b = rt_bias_at(r, c);
@@ -85,8 +66,8 @@ static int round_up(int v, int m)
 
 size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa)
 {
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int vnni = isa == QD_RT_ISA_AVX512VNNI;
     size_t cp = round_up(g.C, vnni ? 4 : 2), coutp = round_up(g.cout, vnni ? 16 : 8);
     size_t w = (size_t)g.K * g.K * cp * coutp * (vnni ? 1 : 2);
@@ -95,8 +76,8 @@ size_t rt_accel_node_bytes(const struct qd_rt *rt, int i, int isa)
 
 size_t rt_accel_scratch_bytes(const struct qd_rt *rt, int i, int isa)
 {
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int vnni = isa == QD_RT_ISA_AVX512VNNI;
     return A16((size_t)g.Hp * g.Wp * round_up(g.C, vnni ? 4 : 2) * (vnni ? 1 : 2));
 }
@@ -105,8 +86,8 @@ void rt_accel_pack(const struct qd_rt *rt, int i, int isa, struct rt_accel *a, u
 {
     const struct rt_node *nd = &rt->nodes[i];
     const struct qd_qm_rec *r = &nd->r;
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     int vnni = isa == QD_RT_ISA_AVX512VNNI, lanes = vnni ? 16 : 8, grp = vnni ? 4 : 2;
     a->on = 1;
     a->cp = round_up(g.C, grp);
@@ -328,7 +309,7 @@ static VNNI_TARGET inline void transpose16(__m128i r[16])
 #undef NP
 #undef NB
 
-static VNNI_TARGET void conv_vnni(const struct qd_rt *rt, int i, const struct geom *g)
+static VNNI_TARGET void conv_vnni(const struct qd_rt *rt, int i, const struct rt_geom *g)
 {
     const struct rt_node *nd = &rt->nodes[i];
     const struct rt_accel *a = &rt->acc[i];
@@ -391,7 +372,7 @@ static VNNI_TARGET void conv_vnni(const struct qd_rt *rt, int i, const struct ge
 
 /* ---------------------------------------------------------------- AVX2 */
 
-static AVX2_TARGET void conv_avx2(const struct qd_rt *rt, int i, const struct geom *g)
+static AVX2_TARGET void conv_avx2(const struct qd_rt *rt, int i, const struct rt_geom *g)
 {
     const struct rt_node *nd = &rt->nodes[i];
     const struct rt_accel *a = &rt->acc[i];
@@ -442,8 +423,8 @@ static AVX2_TARGET void conv_avx2(const struct qd_rt *rt, int i, const struct ge
 
 void rt_accel_conv(const struct qd_rt *rt, int i)
 {
-    struct geom g;
-    geom_of(rt, i, &g);
+    struct rt_geom g;
+    rt_geom_of(rt, i, &g);
     if (rt->isa == QD_RT_ISA_AVX512VNNI)
         conv_vnni(rt, i, &g);
     else

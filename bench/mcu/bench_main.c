@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "arm_nnfunctions.h"
+#include "firmware/fmt.h"
 #include "firmware/fw.h"
 #include "runtime/rt_impl.h"
 #include "runtime/runtime.h"
@@ -26,39 +27,20 @@ static uint64_t ticks[QD_MODEL_LAYERS];
 #define POOL (1u << 20)
 static int8_t pool[POOL] __attribute__((aligned(16)));
 
-static char *dec(char *p, uint64_t v)
-{
-    char t[24];
-    int n = 0;
-    do
-        t[n++] = (char)('0' + v % 10);
-    while (v /= 10);
-    while (n)
-        *p++ = t[--n];
-    return p;
-}
-
-static char *str(char *p, const char *s)
-{
-    while (*s)
-        *p++ = *s++;
-    return p;
-}
-
 /* "TAG I [OP] KERNEL [WBITS MACS] TICKS" (op, wbits and macs for our lines: op != NULL) */
 static void line_out(const char *tag, int i, const char *op, const char *k, int wbits,
                      uint64_t macs, uint64_t t)
 {
-    char line[128], *p = str(str(line, tag), " ");
-    p = str(dec(p, (uint64_t)i), " ");
+    char line[128], *p = fw_str(fw_str(line, tag), " ");
+    p = fw_str(fw_dec(p, (uint64_t)i), " ");
     if (op)
-        p = str(str(p, op), " ");
-    p = str(p, k);
+        p = fw_str(fw_str(p, op), " ");
+    p = fw_str(p, k);
     if (op) {
-        p = dec(str(p, " "), (uint64_t)wbits);
-        p = dec(str(p, " "), macs);
+        p = fw_dec(fw_str(p, " "), (uint64_t)wbits);
+        p = fw_dec(fw_str(p, " "), macs);
     }
-    p = str(dec(str(p, " "), t), "\n");
+    p = fw_str(fw_dec(fw_str(p, " "), t), "\n");
     *p = 0;
     qd_fw_puts(line);
 }
@@ -174,10 +156,10 @@ int qd_fw_main(void)
         const char *k = cmsis_layer(rt, i, &dt);
         line_out("cmsis", i, NULL, k, 0, 0, dt);
     }
-    char line[96], *p = str(line, "{\"calib_instructions\":");
-    p = dec(p, 2u * 1000000u);
-    p = dec(str(p, ",\"calib_ticks\":"), qd_fw_calibrate(1000000u));
-    p = str(p, "}\n");
+    char line[96], *p = fw_str(line, "{\"calib_instructions\":");
+    p = fw_dec(p, 2u * 1000000u);
+    p = fw_dec(fw_str(p, ",\"calib_ticks\":"), qd_fw_calibrate(1000000u));
+    p = fw_str(p, "}\n");
     *p = 0;
     qd_fw_puts(line);
     return 0;
