@@ -4,18 +4,24 @@
  *   2. the gate's logits, and a policy drawn from them with Gumbel noise (hard, per layer);
  *   3. the supernet on a training batch at that policy (weights fake-quantized per layer,
  *      activations at the drawn widths): the task loss, and by straight-through estimation its
- *      derivative with respect to each layer's one-hot choice, s[l][b] = <dL/dW_l, Q_b(W_l)>,
+ *      derivative with respect to each layer's one-hot choice, s[l][b] = <dL/dW_l, Q_b(W_l)> / L,
  *      which the Gumbel-softmax relaxation carries to the weight logits;
  *   4. a penalty lambda * sum_d max(0, E[cost_d] / budget_d - 1) on the expected cost under the
  *      gate's probabilities (the cost tables of the exact search), differentiated exactly;
+ *      the task term is the log of the loss, so both are relative (a layer that doubles the
+ *      loss weighs as much as one that doubles a budget, whether the loss is 2 or 0.01): with
+ *      the plain loss, a backbone fitted well (loss differences of 1e-3) let the penalty of
+ *      the contexts whose budgets bind drown the task signal of those where none does, through
+ *      the weights they share and Adam's common scale, and the gate chose 2-bit layers with no
+ *      budget at all;
  *   5. an Adam step on the gate.
  * The activation logits learn from the penalty alone (their task-loss derivative would need
  * the activations' own relaxation; not done).
  *
  * With probe > 0, step 3 measures instead of linearizing: for `probe` layers drawn at random,
  * the task loss on the same batch with that layer's weights at each other supported width
- * (and its activations at the other width), s[l][b] = L(policy with l at b) - L(policy), the
- * secant of the relaxation along each one-hot direction, scaled by L / probe so that every
+ * (and its activations at the other width), s[l][b] = log L(policy with l at b) - log L(policy),
+ * the secant of the relaxation along each one-hot direction, scaled by L / probe so that every
  * layer's expected signal is the same as if all were probed. The first-order estimate sees
  * little of what a layer loses at low bits near a well-trained point (the loss is flat to first
  * order there); the measured difference sees all of it, at one forward pass per alternative,
@@ -32,6 +38,9 @@
 #include "nn/kernels.h"
 
 static const int WB[4] = {2, 4, 8, 16};
+
+/* The task term is log(task loss + CE_EPS): a relative change, as the penalty's overrun is. */
+#define CE_EPS 1e-4
 
 /* Index of a weight bitwidth in WB. */
 static int widx(int bits)
@@ -238,6 +247,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
         qd_exec_forward(&e, B, x, 1);
         int correct;
         float ce = qd_softmax_xent_f32(B, m->nclass, qd_exec_logits(&e), y, dl, &correct);
+        double ce_e = ce + CE_EPS;
         memset(dlog, 0, sizeof *dlog * L * QD_GATE_OUT);
         if (probe > 0) {
             /* task loss -> logits, measured (secant straight-through) */
@@ -267,7 +277,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                             m->bn_set[bnode[l]] =
                                 (uint8_t)qd_supernet_bn_set(m->nodes[bnode[l]].sets, WB[k]);
                         valid = valid < node[l] ? valid : node[l];
-                        s[k] = scale * (loss_from(&e, B, valid, y, dl) - ce);
+                        s[k] = scale * log((loss_from(&e, B, valid, y, dl) + CE_EPS) / ce_e);
                     }
                     memcpy(shadow + n->woff, qall + (size_t)cur * P + n->woff,
                            sizeof *shadow * n->wlen);
@@ -285,7 +295,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                     while (f < m->nnodes && ab[f] == ab0[f])
                         f++;
                     valid = valid < f ? valid : f;
-                    sa[!cur] = scale * (loss_from(&e, B, valid, y, dl) - ce);
+                    sa[!cur] = scale * log((loss_from(&e, B, valid, y, dl) + CE_EPS) / ce_e);
                     pol.abits[l] = cur ? 16 : 8;
                     qd_supernet_node_bits(m, g, &pol, wb, ab);
                     softmax_back(yas + l * 2, sa, 2, tau, dlog + l * QD_GATE_OUT + 4);
@@ -306,7 +316,7 @@ qd_err qd_gate_train(struct qd_gate *gt, struct qd_decider *d, const struct qd_g
                 double acc = 0;
                 for (size_t i = 0; i < n->wlen; i++)
                     acc += (double)gr[i] * q[i];
-                s[k] = okw[k] ? acc : 0;
+                s[k] = okw[k] ? acc / ce_e : 0;
             }
             softmax_back(ysoft + l * 4, s, 4, tau, dlog + l * QD_GATE_OUT);
         }

@@ -5,9 +5,7 @@
  * activations), each model runs once in the firmware (scripts/mcu_run.sh: per-layer
  * instructions, QEMU -icount); the coefficients of the microcontroller kernel model
  * (qd_cost_mcu_features) are fitted by non-negative least squares on those layers and written
- * as the profile's [mcu_kernels] section into a copy of it, TARGET-measured.ini by default
- * (the datasheet profile stays what fleets and gates train on until the gate's budget sampling
- * handles a latency that barely depends on the weight bits). Then every model,
+ * as the profile's [mcu_kernels] section, in place (--out: into a copy). Then every model,
  * and random mixed policies held out of the fit, is predicted and compared: instructions,
  * and RAM and flash against the firmware's arena and the model bytes it holds. */
 #include <math.h>
@@ -223,10 +221,9 @@ qd_err qd_calibrate_device(const struct qd_calibrate_device_opts *o)
         return qd_seterr(QD_EINVAL, "calibrate-device: --target cortex-m4 or cortex-m7");
     struct qd_device dev;
     QD_TRY(qd_device_load(o->target, &dev));
-    char in[512], def[600];
+    char in[512];
     snprintf(in, sizeof in, "%s", dev.path);
-    snprintf(def, sizeof def, "%.*s-measured.ini", (int)(strlen(in) - 4), in);
-    const char *out = o->out ? o->out : def;
+    const char *out = o->out ? o->out : in;
     struct qd_model m[5];
     struct qd_igraph g[5];
     struct qd_dataset ds[5];

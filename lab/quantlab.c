@@ -65,7 +65,7 @@ static const char usage[] =
     "  calibrate-host [--out F] [--images N]   measure the host device profile's latency\n"
     "        coefficients and report measured vs predicted latency\n"
     "  calibrate-device --target cortex-m4|cortex-m7 [--out F]   fit the [mcu_kernels]\n"
-    "        section of a copy of the profile (default etc/devices/TARGET-measured.ini) from\n"
+    "        section of the profile (etc/devices/TARGET.ini; --out: a copy) from\n"
     "        instruction counts under QEMU (scripts/mcu_run.sh) and report measured vs\n"
     "        predicted instructions, RAM and flash (needs the Arm toolchain, QEMU and the\n"
     "        fashion-mnist and cifar10 data)\n"
