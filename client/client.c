@@ -160,11 +160,10 @@ qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *pr
 
 void qd_client_ctx_json(cJSON *j, const struct qd_client_ctx *x)
 {
-    const double v[QD_PROTO_CTX_FIELDS] = {x->free_flash, x->free_ram, x->latency_ms,
-                                           x->energy_mj, x->battery};
-    for (int i = 0; i < QD_PROTO_CTX_FIELDS; i++)
-        if (!isnan(v[i]))
-            cJSON_AddNumberToObject(j, qd_proto_ctx_field[i], v[i]);
+    struct qd_proto_ctx c = {.free_flash = x->free_flash, .free_ram = x->free_ram,
+                             .latency_ms = x->latency_ms, .energy_mj = x->energy_mj,
+                             .battery = x->battery};
+    qd_proto_ctx_write(j, &c);
 }
 
 qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,

@@ -12,9 +12,18 @@
 
 static const char MAC_HEAD[] = ",\"mac\":\"";
 
-const char *const qd_proto_ctx_field[QD_PROTO_CTX_FIELDS] = {"free_flash", "free_ram",
-                                                             "latency_ms", "energy_mj", "battery"};
-const double qd_proto_ctx_max[QD_PROTO_CTX_FIELDS] = {1e12, 1e12, 1e9, 1e9, 1};
+/* The context's fields: one table for both directions. */
+static const struct {
+    const char *name;
+    size_t off;
+    double max;
+} CTX[] = {
+    {"free_flash", offsetof(struct qd_proto_ctx, free_flash), 1e12},
+    {"free_ram", offsetof(struct qd_proto_ctx, free_ram), 1e12},
+    {"latency_ms", offsetof(struct qd_proto_ctx, latency_ms), 1e9},
+    {"energy_mj", offsetof(struct qd_proto_ctx, energy_mj), 1e9},
+    {"battery", offsetof(struct qd_proto_ctx, battery), 1},
+};
 
 static void hmac(const uint8_t *key, const char *msg, size_t len, char hex[65])
 {
@@ -279,4 +288,23 @@ int64_t qd_proto_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+qd_err qd_proto_ctx_read(const cJSON *j, struct qd_proto_ctx *c)
+{
+    for (size_t i = 0; i < sizeof CTX / sizeof *CTX; i++) {
+        double v = NAN;
+        QD_TRY(qd_proto_num(j, CTX[i].name, 0, CTX[i].max, 0, &v));
+        *(double *)((char *)c + CTX[i].off) = v;
+    }
+    return QD_OK;
+}
+
+void qd_proto_ctx_write(cJSON *j, const struct qd_proto_ctx *c)
+{
+    for (size_t i = 0; i < sizeof CTX / sizeof *CTX; i++) {
+        double v = *(const double *)((const char *)c + CTX[i].off);
+        if (!isnan(v))
+            cJSON_AddNumberToObject(j, CTX[i].name, v);
+    }
 }

@@ -27,6 +27,7 @@
 #define QD_PROTO_PROTO_H
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -90,11 +91,19 @@ struct qd_push_view {
 };
 qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v);
 
-/* A device context's fields (report, decide), in this order: free_flash (bytes), free_ram
- * (bytes), latency_ms, energy_mj, battery (0..1); and each one's largest accepted value. */
-#define QD_PROTO_CTX_FIELDS 5
-extern const char *const qd_proto_ctx_field[QD_PROTO_CTX_FIELDS];
-extern const double qd_proto_ctx_max[QD_PROTO_CTX_FIELDS];
+/* A device's context (report, decide): what it can spare now. NAN: not given. On the wire
+ * each is an optional number field of the same name, at most 1e12 bytes, 1e9 ms or mJ, and a
+ * battery level in 0..1. */
+struct qd_proto_ctx {
+    double free_flash, free_ram; /* bytes */
+    double latency_ms, energy_mj;
+    double battery;              /* 0..1 */
+};
+#define QD_PROTO_CTX_NONE ((struct qd_proto_ctx){NAN, NAN, NAN, NAN, NAN})
+/* Reads the context fields of j (absent: NAN); QD_EINVAL naming a field out of range. */
+qd_err qd_proto_ctx_read(const cJSON *j, struct qd_proto_ctx *c);
+/* Adds the given fields of c to j. */
+void qd_proto_ctx_write(cJSON *j, const struct qd_proto_ctx *c);
 
 /* Microseconds since the epoch (the nonce clock). */
 int64_t qd_proto_now_us(void);

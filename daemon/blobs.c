@@ -1,0 +1,101 @@
+/* Built models ("blobs"): one per distinct (backbone, policy), content-addressed by sha256 in
+ * the state directory's models/, signed once with the daemon's Ed25519 key, shared by every
+ * device that decides the same policy. The array never moves (MAX_BLOBS slots allocated at
+ * start), so the loop may read d->blobs[i] without the lock; adding and loading bytes take
+ * blob_mu, since pool jobs add what they build. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/daemon_impl.h"
+
+/* Under blob_mu. */
+int qdd_blob_find_locked(struct qd_daemon *d, const char *policy) {
+    return qdd_smap_get(&d->blob_by_policy, policy);
+}
+
+/* index: the blob is of the current backbone, so decisions may reuse it by policy. */
+qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
+                           const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx) {
+    /* the array never moves: the loop reads d->blobs[i] without the lock */
+    if (d->nblob == MAX_BLOBS)
+        return qd_seterr(QD_ENOMEM, "more than %d distinct models", MAX_BLOBS);
+    struct qdd_blob *b = calloc(1, sizeof *b);
+    char *p = strdup(policy);
+    if (!b || !p) {
+        free(b), free(p);
+        return qd_seterr(QD_ENOMEM, "blobs: out of memory");
+    }
+    snprintf(b->sha, sizeof b->sha, "%s", sha);
+    b->policy = p;
+    memcpy(b->sig, sig, QD_PROTO_SIG_BYTES);
+    b->qm = qm, b->len = len;
+    qd_err e = index ? qdd_smap_put(&d->blob_by_policy, b->policy, d->nblob) : QD_OK;
+    if (e) {
+        free(b), free(p);
+        return e;
+    }
+    d->blobs[d->nblob] = b;
+    *idx = d->nblob++;
+    return QD_OK;
+}
+
+/* The blob's bytes (loaded from models/ on first need; loop thread). */
+qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len) {
+    uv_mutex_lock(&d->blob_mu);
+    struct qdd_blob *b = d->blobs[i];
+    qd_err e = QD_OK;
+    if (!b->qm) {
+        e = qd_state_blob_read(d->cfg.state_dir, b->sha, &b->qm, &b->len);
+        if (!e) {
+            char sha[65];
+            qd_proto_sha256_hex(b->qm, b->len, sha);
+            if (strcmp(sha, b->sha)) {
+                free(b->qm);
+                b->qm = NULL;
+                e = qd_seterr(QD_ECHECKSUM, "models/%s.qm: content hash differs", b->sha);
+            }
+        }
+    }
+    *qm = b->qm, *len = b->len;
+    uv_mutex_unlock(&d->blob_mu);
+    return e;
+}
+
+int qdd_blob_by_sha(struct qd_daemon *d, const char *sha) {
+    int r = -1;
+    uv_mutex_lock(&d->blob_mu);
+    for (int i = 0; i < d->nblob && r < 0; i++)
+        if (!strcmp(d->blobs[i]->sha, sha))
+            r = i;
+    uv_mutex_unlock(&d->blob_mu);
+    return r;
+}
+
+/* The blob with content hash sha, from the state's metadata when not yet known (its bytes stay
+ * on disk until needed; not indexed by policy: it may be another backbone's). */
+qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx) {
+    *idx = qdd_blob_by_sha(d, sha);
+    if (*idx >= 0)
+        return QD_OK;
+    uint8_t sig[QD_PROTO_SIG_BYTES];
+    char policy[QD_POLICY_MAX * 6];
+    QD_TRY(qd_state_blob_meta(d->st, sha, sig, policy, sizeof policy));
+    uv_mutex_lock(&d->blob_mu);
+    qd_err e = qdd_blob_add_locked(d, sha, policy, sig, NULL, 0, 0, idx);
+    uv_mutex_unlock(&d->blob_mu);
+    return e;
+}
+
+/* qd_state_blobs_load's callback at boot: this backbone's blobs, indexed by policy so that a
+ * policy decided again after a restart reuses its blob (and its version stays unchanged). */
+qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig) {
+    struct qd_daemon *d = ctx;
+    int i = qdd_blob_by_sha(d, sha);
+    qd_err e = QD_OK;
+    uv_mutex_lock(&d->blob_mu);
+    if (qdd_blob_find_locked(d, policy) < 0)
+        e = i >= 0 ? qdd_smap_put(&d->blob_by_policy, d->blobs[i]->policy, i)
+                   : qdd_blob_add_locked(d, sha, policy, sig, NULL, 0, 1, &i);
+    uv_mutex_unlock(&d->blob_mu);
+    return e;
+}

@@ -1,0 +1,236 @@
+/* What only the daemon's files share (libuv's src/unix/internal.h, nng's nng_impl.h): the
+ * daemon object, its registry, blob, job and call types, and the functions that cross its files,
+ * prefixed qdd_. Nothing here is API: quantd is one program.
+ *
+ * The objects, one per file:
+ *   smap.c        string -> index map (devices by id, blobs by policy)
+ *   registry.c    devices and device profiles
+ *   blobs.c       built models: content-addressed, shared by every device with the policy
+ *   reply.c       replies on the REP socket
+ *   push.c        pushes on PUB, their pacing and re-push after a missing ack
+ *   jobs.c        decisions and builds on the thread pool, and their completion on the loop
+ *   ops.c         the request path: parse, look up the op, authenticate, dispatch; the op table
+ *   ops_admin.c   the operator's ops (health, stats, devices, device, keys)
+ *   ops_device.c  the devices' ops (hello, report, decide, fetch, ack)
+ *   boot.c        the backbone: loaded, or trained on the first start (supernet and gate too)
+ *   notify.c      systemd notification
+ *   quantd.c      start, reload, stop, main
+ *
+ * Threads: only the loop thread touches the registry, the state and the sockets; jobs read the
+ * decider (immutable once loaded) and the blob cache under blob_mu. */
+#ifndef QD_DAEMON_IMPL_H
+#define QD_DAEMON_IMPL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "daemon/config.h"
+#include "daemon/state.h"
+#include "gate/gate.h"
+#include "gate/supernet.h"
+#include "policy/decide.h"
+#include "proto/proto.h"
+#include "proto/transport.h"
+
+#define MAX_PROFILES 64
+#define MAX_BLOBS 65536
+#define TICK_MS 20
+#define INLINE_SEARCH_US 200.0
+
+struct qdd_dev {
+    char id[QD_PROTO_MAX_ID + 1];
+    uint8_t key[QD_PROTO_KEY_BYTES];
+    int prof;                /* index into profiles; -1 until hello */
+    double flash, ram;       /* hello's own figures (0: the profile's) */
+    struct qd_proto_ctx ctx; /* the last report's context */
+    int64_t nonce, version, acked;
+    int blob;                 /* the current version's blob; -1 none */
+    int64_t push_due;         /* ms; 0: nothing to push */
+    int tries, busy, pending; /* pushes of this version; a decision in flight; in pend[] */
+};
+
+struct qdd_blob {
+    char sha[65];
+    char *policy;
+    uint8_t sig[QD_PROTO_SIG_BYTES];
+    uint8_t *qm; /* NULL until needed (read from models/) */
+    size_t len;
+};
+
+struct qdd_profile {
+    struct qd_device dev;
+    struct qd_decide_tables t;
+    int have_t;
+    double search_us; /* running mean of this profile's search time; 0: none yet */
+};
+
+/* Open-addressing map from a string to an index (devices by id, blobs by policy). */
+struct qdd_smap {
+    uint32_t cap, n;
+    const char **key;
+    int *val;
+};
+
+/* the backbone's life: what health reports */
+enum {
+    QDD_PH_LOADING,
+    QDD_PH_TRAINING,
+    QDD_PH_SENSITIVITY,
+    QDD_PH_READY,
+    QDD_PH_FAILED,
+    QDD_PH_SUPERNET,
+    QDD_PH_GATE
+};
+
+struct qd_daemon {
+    struct qd_config cfg;
+    const char *cfg_path;
+    int argc;
+    char **argv;
+    uv_loop_t *loop;
+    uv_poll_t poll;
+    uv_timer_t tick, watchdog;
+    uv_signal_t sigterm, sigint, sighup;
+    int rep, pub;
+    qd_state_t *st;
+    uint8_t admin_key[QD_PROTO_KEY_BYTES], sign_sk[QD_PROTO_SECRET_BYTES],
+        sign_pk[QD_PROTO_PUB_BYTES];
+    int64_t admin_nonce;
+    /* registry */
+    struct qdd_dev **devs;
+    int ndev, capdev;
+    struct qdd_smap dev_by_id;
+    int *pend, npend, cappend; /* devices with an unacked push */
+    double push_tokens;        /* bytes that may still be pushed in this tick */
+    /* blobs: loop and jobs, under blob_mu */
+    uv_mutex_t blob_mu;
+    struct qdd_blob **blobs;
+    int nblob, capblob;
+    struct qdd_smap blob_by_policy;
+    /* backbone */
+    struct qd_decider dec;
+    struct qd_gate gate;   /* with a supernet: decisions are the gate's, made feasible */
+    struct qd_bn_cache bn; /* the supernet's per-policy BatchNorm statistics */
+    int have_gate;
+    uv_mutex_t build_mu; /* supernet builds touch the model's statistics: one at a time */
+    struct qdd_profile prof[MAX_PROFILES];
+    int nprof;
+    atomic_int phase, epoch, epochs;
+    char phase_msg[512], backbone_id[80];
+    /* life */
+    int stopping, inflight, boot_running, closed;
+    double started;
+    /* counters */
+    long n_req, n_err, n_push, n_repush, n_ack, n_dec, n_build, n_cache_hit;
+    long n_errcode[QD_ERR_COUNT];
+};
+
+enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE };
+
+struct qdd_job {
+    uv_work_t w;
+    struct qd_daemon *d;
+    enum qdd_job_kind kind;
+    struct qd_tp_req req;
+    int dev; /* registry index (QDD_JOB_REPORT) */
+    int prof;
+    double budget[QD_BUDGET_COUNT], battery;
+    char *context; /* JSON text of the report */
+    int64_t nonce;
+    /* results */
+    qd_err err;
+    char msg[600];
+    struct qd_decision r;
+    char policy[QD_POLICY_MAX * 6];
+    int blob; /* index of the blob (found or built) */
+    int built;
+};
+
+struct qdd_call {
+    struct qd_daemon *d;
+    struct qd_tp_req *req;
+    cJSON *j;
+    struct qdd_dev *dev; /* the sender when a device */
+    int admin;
+    int64_t nonce;
+    int deferred; /* the handler took the request over */
+};
+
+typedef qd_err (*qdd_op_fn)(struct qdd_call *c, cJSON *reply);
+
+static inline double qdd_now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static inline int64_t qdd_now_ms(void) {
+    return (int64_t)(qdd_now_s() * 1000);
+}
+
+/* smap.c */
+int qdd_smap_get(const struct qdd_smap *m, const char *k);     /* -1: none */
+qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v); /* k is kept, not copied */
+void qdd_smap_fini(struct qdd_smap *m);
+
+/* registry.c */
+qd_err qdd_dev_insert(struct qd_daemon *d, const struct qd_state_device *s, struct qdd_dev **out);
+struct qdd_dev *qdd_dev_find(struct qd_daemon *d, const char *id);
+int qdd_dev_index(struct qd_daemon *d, const struct qdd_dev *x);
+qd_err qdd_dev_restore(void *ctx, const struct qd_state_device *s); /* qd_state_devices_load */
+int qdd_profile_get(struct qd_daemon *d, const char *name);         /* -1: error set */
+qd_err qdd_profile_tables(struct qd_daemon *d, int i);
+
+/* blobs.c */
+int qdd_blob_find_locked(struct qd_daemon *d, const char *policy);
+qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
+                           const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx);
+qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len);
+int qdd_blob_by_sha(struct qd_daemon *d, const char *sha);
+qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx);
+qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig);
+
+/* reply.c */
+void qdd_reply_raw(struct qd_daemon *d, struct qd_tp_req *r, const void *b, size_t n);
+void qdd_reply_json(struct qd_daemon *d, struct qd_tp_req *r, cJSON *j); /* deletes j */
+void qdd_reply_err(struct qd_daemon *d, struct qd_tp_req *r, qd_err e, const char *msg);
+
+/* push.c */
+void qdd_push_pending(struct qd_daemon *d, struct qdd_dev *x);
+void qdd_push(struct qd_daemon *d, struct qdd_dev *x);
+void qdd_push_tick(uv_timer_t *t);
+
+/* jobs.c */
+void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_profile *p,
+                 const struct qd_proto_ctx *c, double *b);
+qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j); /* takes j */
+void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j);
+
+/* ops.c, ops_admin.c, ops_device.c */
+void qdd_on_readable(uv_poll_t *p, int status, int events);
+qd_err qdd_op_health(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_stats(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_devices(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_device(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_keys(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_hello(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_report(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_decide(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_ack(struct qdd_call *c, cJSON *r);
+
+/* boot.c */
+void qdd_boot_work(uv_work_t *w);
+void qdd_boot_done(uv_work_t *w, int status);
+
+/* notify.c */
+void qdd_sd_notify(const char *msg);
+
+/* quantd.c */
+void qdd_maybe_finish_stop(struct qd_daemon *d);
+
+#endif

@@ -1,0 +1,226 @@
+/* Jobs: a report's or a dry run's decision (gate or sensitivity search, then the exact search
+ * within the budgets) and, for a report, the model's build (BatchNorm recalibrated for the
+ * policy when a supernet serves), signing and storing, on the libuv thread pool. The work
+ * touches only the job, the immutable decider and the blob cache under its mutex; the
+ * completion, on the loop, records the decision and a new version in one transaction, replies
+ * and pushes. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "daemon/daemon_impl.h"
+
+/* The budgets of a context on a profile (x: the device, whose own flash and RAM override the
+ * profile's; NULL for a dry run by profile). */
+void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_profile *p,
+                 const struct qd_proto_ctx *c, double *b) {
+    const struct qd_device *v = &p->dev;
+    double fl = (x && x->flash > 0 ? x->flash : v->flash) - v->reserved_flash;
+    double ram = (x && x->ram > 0 ? x->ram : v->ram) - v->reserved_ram;
+    b[QD_BUDGET_FLASH] = isnan(c->free_flash) ? fl : fmin(fl, c->free_flash);
+    b[QD_BUDGET_RAM] = isnan(c->free_ram) ? ram : fmin(ram, c->free_ram);
+    b[QD_BUDGET_LATENCY] = isnan(c->latency_ms) ? INFINITY : c->latency_ms;
+    b[QD_BUDGET_ENERGY] = isnan(c->energy_mj) ? INFINITY : c->energy_mj;
+    if (!isnan(c->battery))
+        b[QD_BUDGET_ENERGY] = fmin(
+            b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&p->t, c->battery, d->cfg.battery_floor));
+}
+
+static void job_work(uv_work_t *w) {
+    struct qdd_job *j = w->data;
+    struct qd_daemon *d = j->d;
+    j->blob = -1;
+    j->err = d->have_gate ? qd_gate_decide(&d->gate, &d->dec, &d->prof[j->prof].t, j->budget,
+                                           j->battery, &j->r)
+                          : qd_decide(&d->dec, &d->prof[j->prof].t, j->budget, &j->r);
+    if (j->err) {
+        snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+        return;
+    }
+    qd_policy_format(&j->r.policy, j->policy, sizeof j->policy);
+    if (j->kind != QDD_JOB_REPORT)
+        return;
+    uv_mutex_lock(&d->blob_mu);
+    j->blob = qdd_blob_find_locked(d, j->policy);
+    uv_mutex_unlock(&d->blob_mu);
+    if (j->blob >= 0)
+        return;
+    uint8_t *qm;
+    size_t len;
+    if (d->have_gate) { /* a supernet: BatchNorm recalibrated for the policy (cached) */
+        uv_mutex_lock(&d->build_mu);
+        const float *st;
+        j->err = qd_bn_cache_get(&d->bn, &d->dec.m, &d->dec.nm, &d->dec.g, &d->dec.tr, &j->r.policy,
+                                 d->cfg.bn_batches, &st);
+        if (!j->err)
+            j->err = qd_supernet_build(&d->dec.m, &d->dec.nm, st, &d->dec.tr, d->cfg.calib_n,
+                                       &j->r.policy, &qm, &len);
+        uv_mutex_unlock(&d->build_mu);
+    } else
+        j->err = qd_decider_build(&d->dec, &j->r.policy, &qm, &len);
+    char sha[65];
+    uint8_t sig[QD_PROTO_SIG_BYTES];
+    if (!j->err) {
+        qd_proto_sha256_hex(qm, len, sha);
+        qd_proto_sign(qm, len, d->sign_sk, sig);
+        j->err = qd_state_blob_write(d->cfg.state_dir, sha, qm, len);
+    }
+    if (j->err) {
+        snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+        return;
+    }
+    uv_mutex_lock(&d->blob_mu);
+    j->blob = qdd_blob_find_locked(d, j->policy);
+    if (j->blob < 0) {
+        j->err = qdd_blob_add_locked(d, sha, j->policy, sig, qm, len, 1, &j->blob);
+        j->built = !j->err;
+        if (j->err) {
+            snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+            free(qm);
+        }
+    } else
+        free(qm); /* another job built the same policy meanwhile */
+    uv_mutex_unlock(&d->blob_mu);
+}
+
+static cJSON *costs_json(const struct qd_decision *r) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "flash", r->costs.flash);
+    cJSON_AddNumberToObject(c, "ram", r->costs.ram);
+    cJSON_AddNumberToObject(c, "latency_ms", r->costs.latency_ms);
+    cJSON_AddNumberToObject(c, "energy_mj", r->costs.energy_mj);
+    return c;
+}
+
+static cJSON *budget_json(const double *b) {
+    cJSON *c = cJSON_CreateObject();
+    static const char *const names[] = {"flash", "latency_ms", "energy_mj", "ram"};
+    for (int i = 0; i < QD_BUDGET_COUNT; i++)
+        if (isfinite(b[i]))
+            cJSON_AddNumberToObject(c, names[i], b[i]);
+    return c;
+}
+
+static void job_done(uv_work_t *w, int status) {
+    struct qdd_job *j = w->data;
+    struct qd_daemon *d = j->d;
+    d->inflight--;
+    struct qdd_dev *x = j->kind == QDD_JOB_REPORT ? d->devs[j->dev] : NULL;
+    if (x)
+        x->busy = 0;
+    if (status == UV_ECANCELED) {
+        qdd_reply_err(d, &j->req, QD_ENOTREADY, "the daemon is stopping");
+        goto out;
+    }
+    d->n_dec++;
+    struct qdd_profile *pf = &d->prof[j->prof];
+    if (j->r.r.seconds > 0)
+        pf->search_us =
+            pf->search_us ? 0.9 * pf->search_us + 0.1 * 1e6 * j->r.r.seconds : 1e6 * j->r.r.seconds;
+    if (j->err) {
+        if (x) {
+            char *ej = qd_proto_error(j->err, j->msg);
+            struct qd_state_decision sd = {
+                .device = x->id, .context = j->context, .error = ej, .nonce = j->nonce};
+            if (qd_state_decision(d->st, &sd))
+                qd_log(QD_LOG_ERROR, "state: %s", qd_errmsg());
+            free(ej);
+        }
+        /* EBUDGET: say the smallest achievable figures too */
+        if (j->err == QD_EBUDGET) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddNumberToObject(r, "v", 1);
+            cJSON_AddFalseToObject(r, "ok");
+            cJSON *er = cJSON_AddObjectToObject(r, "error");
+            cJSON_AddStringToObject(er, "code", "EBUDGET");
+            cJSON_AddStringToObject(er, "message", j->msg);
+            cJSON_AddItemToObject(r, "budget", budget_json(j->budget));
+            cJSON_AddItemToObject(r, "smallest", budget_json(j->r.r.cost));
+            d->n_err++;
+            d->n_errcode[QD_EBUDGET]++;
+            qdd_reply_json(d, &j->req, r);
+        } else
+            qdd_reply_err(d, &j->req, j->err, j->msg);
+        goto out;
+    }
+    cJSON *r = qd_proto_ok();
+    cJSON_AddStringToObject(r, "policy", j->policy);
+    cJSON_AddItemToObject(r, "costs", costs_json(&j->r));
+    cJSON_AddItemToObject(r, "budget", budget_json(j->budget));
+    cJSON_AddNumberToObject(r, "predicted_loss", j->r.predicted_loss);
+    cJSON_AddNumberToObject(r, "search_us", 1e6 * j->r.r.seconds);
+    cJSON_AddBoolToObject(r, "proven", j->r.r.proven); /* false: stopped at the node limit */
+    if (!x) {
+        qdd_reply_json(d, &j->req, r);
+        goto out;
+    }
+    if (j->built)
+        d->n_build++;
+    else
+        d->n_cache_hit++;
+    int changed = x->blob != j->blob || x->version == 0;
+    struct qdd_blob *b = d->blobs[j->blob];
+    char *costs = cJSON_PrintUnformatted(cJSON_GetObjectItem(r, "costs"));
+    struct qd_state_decision sd = {.device = x->id,
+                                   .context = j->context,
+                                   .policy = j->policy,
+                                   .costs = costs,
+                                   .nonce = j->nonce,
+                                   .version = changed ? x->version + 1 : 0,
+                                   .sha = b->sha,
+                                   .backbone = d->backbone_id,
+                                   .size = b->len,
+                                   .sig = b->sig};
+    qd_err e = qd_state_decision(d->st, &sd);
+    free(costs);
+    if (e) {
+        cJSON_Delete(r);
+        qdd_reply_err(d, &j->req, e, qd_errmsg());
+        goto out;
+    }
+    if (changed) {
+        x->version++;
+        x->blob = j->blob;
+        x->tries = 0;
+    }
+    cJSON_AddBoolToObject(r, "changed", changed);
+    cJSON_AddNumberToObject(r, "version", (double)x->version);
+    cJSON_AddStringToObject(r, "sha256", b->sha);
+    cJSON_AddNumberToObject(r, "size", (double)b->len);
+    qdd_reply_json(d, &j->req, r);
+    if (changed)
+        qdd_push(d, x);
+out:
+    free(j->context);
+    free(j);
+    qdd_maybe_finish_stop(d);
+}
+
+qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j) {
+    j->w.data = j;
+    j->d = c->d;
+    j->req = *c->req;
+    int rc = uv_queue_work(c->d->loop, &j->w, job_work, job_done);
+    if (rc) {
+        free(j->context);
+        free(j);
+        return qd_seterr(QD_EIO, "queue: %s", uv_strerror(rc));
+    }
+    c->d->inflight++;
+    c->deferred = 1;
+    return QD_OK;
+}
+
+/* Runs a job on the loop itself (a dry run whose searches have been quick): its completion
+ * replies at once. */
+void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j) {
+    j->w.data = j;
+    j->d = c->d;
+    j->req = *c->req;
+    c->d->inflight++;
+    c->deferred = 1;
+    job_work(&j->w);
+    job_done(&j->w, 0);
+}

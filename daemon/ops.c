@@ -1,0 +1,135 @@
+/* The request path: drain the raw REP socket -> parse (size, JSON, version, op) -> look the op
+ * up in OPS (flags: needs the admin key, a device's key, a ready backbone) -> check the MAC and
+ * the nonce -> the handler (ops_admin.c, ops_device.c), which replies at once or queues a job
+ * whose completion replies. Every failure is an error reply with a stable code; nothing a
+ * client sends can stop the loop. Loop thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "daemon/daemon_impl.h"
+
+enum { F_ADMIN = 1, F_DEVICE = 2, F_AUTH = 4, F_READY = 8, F_NOAUTH = 16 };
+
+static const struct op {
+    const char *name;
+    qdd_op_fn fn;
+    int flags;
+} OPS[] = {
+    {"health", qdd_op_health, F_NOAUTH},
+    {"stats", qdd_op_stats, F_ADMIN},
+    {"devices", qdd_op_devices, F_ADMIN},
+    {"device", qdd_op_device, F_ADMIN},
+    {"keys", qdd_op_keys, F_ADMIN},
+    {"hello", qdd_op_hello, F_DEVICE | F_READY},
+    {"report", qdd_op_report, F_DEVICE | F_READY},
+    {"decide", qdd_op_decide, F_AUTH | F_READY},
+    {"fetch", qdd_op_fetch, F_DEVICE | F_READY},
+    {"ack", qdd_op_ack, F_DEVICE | F_READY},
+};
+
+/* MAC and nonce; sets c->dev / c->admin. */
+static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *msg, size_t len) {
+    struct qd_daemon *d = c->d;
+    const char *from = NULL;
+    QD_TRY(qd_proto_str(c->j, "from", QD_PROTO_MAX_ID, 1, &from));
+    int64_t nonce = 0;
+    QD_TRY(qd_proto_int(c->j, "nonce", 1, INT64_C(1) << 53, 1, &nonce));
+    int admin = !strcmp(from, "admin");
+    struct qdd_dev *x = admin ? NULL : qdd_dev_find(d, from);
+    if (!admin && !x)
+        return qd_seterr(QD_EAUTH, "unknown sender '%s'", from);
+    if ((op->flags & F_ADMIN) && !admin)
+        return qd_seterr(QD_EAUTH, "op '%s' needs the admin key", op->name);
+    if ((op->flags & F_DEVICE) && admin)
+        return qd_seterr(QD_EINVAL, "op '%s' is sent by a device, not by admin", op->name);
+    QD_TRY(qd_proto_verify(msg, len, admin ? d->admin_key : x->key));
+    int64_t last = admin ? d->admin_nonce : x->nonce, now = qd_proto_now_us();
+    if (nonce <= last)
+        return qd_seterr(QD_EREPLAY, "nonce %lld is not above the last accepted (%lld)",
+                         (long long)nonce, (long long)last);
+    if (llabs(nonce - now) > QD_PROTO_NONCE_WINDOW_US)
+        return qd_seterr(QD_EREPLAY, "nonce %lld is more than %d s from the daemon's clock",
+                         (long long)nonce, (int)(QD_PROTO_NONCE_WINDOW_US / 1000000));
+    if (admin)
+        d->admin_nonce = nonce;
+    else
+        x->nonce = nonce;
+    c->admin = admin;
+    c->dev = x;
+    c->nonce = nonce;
+    return QD_OK;
+}
+
+static void handle(struct qd_daemon *d, struct qd_tp_req *req) {
+    d->n_req++;
+    const char *msg = req->body;
+    size_t len = req->len;
+    struct qdd_call c = {.d = d, .req = req};
+    qd_err e = qd_proto_parse(msg, len, (size_t)d->cfg.max_message, &c.j);
+    if (e) {
+        qdd_reply_err(d, req, e, qd_errmsg());
+        return;
+    }
+    const char *name = cJSON_GetObjectItemCaseSensitive(c.j, "op")->valuestring;
+    const struct op *op = NULL;
+    for (size_t i = 0; i < sizeof OPS / sizeof OPS[0]; i++)
+        if (!strcmp(OPS[i].name, name))
+            op = &OPS[i];
+    if (!op) {
+        char m[128];
+        snprintf(m, sizeof m, "unknown op '%.40s'", name);
+        qdd_reply_err(d, req, QD_EOP, m);
+        cJSON_Delete(c.j);
+        return;
+    }
+    if (!(op->flags & F_NOAUTH) && (e = authenticate(&c, op, msg, len))) {
+        qdd_reply_err(d, req, e, qd_errmsg());
+        cJSON_Delete(c.j);
+        return;
+    }
+    if ((op->flags & F_READY) && atomic_load(&d->phase) != QDD_PH_READY) {
+        char m[700];
+        snprintf(m, sizeof m, "the backbone is not ready (%s); try again later",
+                 atomic_load(&d->phase) == QDD_PH_FAILED ? d->phase_msg : "training or loading");
+        qdd_reply_err(d, req, QD_ENOTREADY, m);
+        cJSON_Delete(c.j);
+        return;
+    }
+    if (d->stopping) {
+        qdd_reply_err(d, req, QD_ENOTREADY, "the daemon is stopping");
+        cJSON_Delete(c.j);
+        return;
+    }
+    cJSON *r = qd_proto_ok();
+    e = op->fn(&c, r);
+    if (e) {
+        cJSON_Delete(r);
+        if (!c.deferred)
+            qdd_reply_err(d, req, e, qd_errmsg());
+    } else if (!c.deferred)
+        qdd_reply_json(d, req, r);
+    else
+        cJSON_Delete(r);
+    cJSON_Delete(c.j);
+}
+
+void qdd_on_readable(uv_poll_t *p, int status, int events) {
+    struct qd_daemon *d = p->data;
+    if (status < 0) {
+        qd_log(QD_LOG_ERROR, "poll: %s", uv_strerror(status));
+        return;
+    }
+    for (int n = 0; n < 4096 && !d->stopping; n++) {
+        struct qd_tp_req r;
+        qd_err e = qd_tp_recv_req(d->rep, &r);
+        if (e == QD_ENOENT)
+            break;
+        if (e) {
+            qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
+            break;
+        }
+        handle(d, &r); /* replies, or hands r over to a job that will */
+    }
+}

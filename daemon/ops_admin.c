@@ -1,0 +1,141 @@
+/* The operator's ops, all but health behind the admin key: health (phase, backbone, uptime),
+ * stats (counters), devices (the registry, paged), device (one, with its history), keys (add,
+ * rotate a device's key; the signing public key). Loop thread. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "core/log.h"
+#include "daemon/daemon_impl.h"
+
+qd_err qdd_op_health(struct qdd_call *c, cJSON *r) {
+    struct qd_daemon *d = c->d;
+    static const char *const ph[] = {"loading", "training", "sensitivity", "ready",
+                                     "failed",  "supernet", "gate"};
+    int p = atomic_load(&d->phase);
+    cJSON_AddBoolToObject(r, "ready", p == QDD_PH_READY);
+    cJSON_AddStringToObject(r, "phase", ph[p]);
+    if (p == QDD_PH_TRAINING || p == QDD_PH_SUPERNET) {
+        cJSON_AddNumberToObject(r, "epoch", atomic_load(&d->epoch));
+        cJSON_AddNumberToObject(r, "epochs", atomic_load(&d->epochs));
+    }
+    if (p == QDD_PH_FAILED)
+        cJSON_AddStringToObject(r, "message", d->phase_msg);
+    if (p == QDD_PH_READY) {
+        cJSON_AddStringToObject(r, "backbone", d->backbone_id);
+        cJSON_AddStringToObject(r, "model", d->dec.m.family);
+        cJSON_AddStringToObject(r, "data", d->dec.ds);
+        cJSON_AddNumberToObject(r, "layers", d->dec.g.nq);
+        cJSON_AddStringToObject(r, "decider", d->have_gate ? "gate" : "sensitivity");
+    }
+    cJSON_AddNumberToObject(r, "uptime_s", qdd_now_s() - d->started);
+    cJSON_AddNumberToObject(r, "devices", d->ndev);
+    return QD_OK;
+}
+
+qd_err qdd_op_stats(struct qdd_call *c, cJSON *r) {
+    struct qd_daemon *d = c->d;
+    qdd_op_health(c, r);
+    cJSON_AddNumberToObject(r, "requests", (double)d->n_req);
+    cJSON_AddNumberToObject(r, "errors", (double)d->n_err);
+    cJSON *ec = cJSON_AddObjectToObject(r, "errors_by_code");
+    for (int i = 1; i < QD_ERR_COUNT; i++)
+        if (d->n_errcode[i])
+            cJSON_AddNumberToObject(ec, qd_err_name(i), (double)d->n_errcode[i]);
+    cJSON_AddNumberToObject(r, "decisions", (double)d->n_dec);
+    cJSON_AddNumberToObject(r, "builds", (double)d->n_build);
+    cJSON_AddNumberToObject(r, "blob_cache_hits", (double)d->n_cache_hit);
+    cJSON_AddNumberToObject(r, "blobs", d->nblob);
+    cJSON_AddNumberToObject(r, "pushes", (double)d->n_push);
+    cJSON_AddNumberToObject(r, "repushes", (double)d->n_repush);
+    cJSON_AddNumberToObject(r, "acks", (double)d->n_ack);
+    int unacked = 0;
+    for (int i = 0; i < d->ndev; i++)
+        unacked += d->devs[i]->version > d->devs[i]->acked;
+    cJSON_AddNumberToObject(r, "unacked", unacked);
+    cJSON_AddNumberToObject(r, "inflight", d->inflight);
+    return QD_OK;
+}
+
+static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o) {
+    cJSON_AddStringToObject(o, "id", x->id);
+    cJSON_AddStringToObject(o, "profile", x->prof >= 0 ? d->prof[x->prof].dev.name : "");
+    cJSON_AddNumberToObject(o, "version", (double)x->version);
+    cJSON_AddNumberToObject(o, "acked", (double)x->acked);
+    if (x->blob >= 0) {
+        cJSON_AddStringToObject(o, "sha256", d->blobs[x->blob]->sha);
+        cJSON_AddStringToObject(o, "policy", d->blobs[x->blob]->policy);
+    }
+    if (!isnan(x->ctx.battery))
+        cJSON_AddNumberToObject(o, "battery", x->ctx.battery);
+}
+
+qd_err qdd_op_devices(struct qdd_call *c, cJSON *r) {
+    struct qd_daemon *d = c->d;
+    int64_t off = 0, lim = 1000;
+    QD_TRY(qd_proto_int(c->j, "offset", 0, INT32_MAX, 0, &off));
+    QD_TRY(qd_proto_int(c->j, "limit", 1, 10000, 0, &lim));
+    cJSON_AddNumberToObject(r, "total", d->ndev);
+    cJSON *a = cJSON_AddArrayToObject(r, "devices");
+    for (int64_t i = off; i < d->ndev && i < off + lim; i++) {
+        cJSON *o = cJSON_CreateObject();
+        dev_json(d, d->devs[i], o);
+        cJSON_AddItemToArray(a, o);
+    }
+    return QD_OK;
+}
+
+qd_err qdd_op_device(struct qdd_call *c, cJSON *r) {
+    const char *id = NULL;
+    QD_TRY(qd_proto_str(c->j, "id", QD_PROTO_MAX_ID, 1, &id));
+    struct qdd_dev *x = qdd_dev_find(c->d, id);
+    if (!x)
+        return qd_seterr(QD_ENODEV, "no device '%s'", id);
+    cJSON *o = cJSON_AddObjectToObject(r, "device");
+    dev_json(c->d, x, o);
+    return qd_state_device_history(c->d->st, x->id, 20, o);
+}
+
+qd_err qdd_op_keys(struct qdd_call *c, cJSON *r) {
+    struct qd_daemon *d = c->d;
+    const char *act = NULL, *id = NULL;
+    QD_TRY(qd_proto_str(c->j, "action", 16, 1, &act));
+    char pk[2 * QD_PROTO_PUB_BYTES + 1];
+    qd_proto_hex(d->sign_pk, QD_PROTO_PUB_BYTES, pk);
+    cJSON_AddStringToObject(r, "sign_pub", pk);
+    if (!strcmp(act, "pub"))
+        return QD_OK;
+    if (strcmp(act, "add") && strcmp(act, "rotate"))
+        return qd_seterr(QD_EINVAL, "field \"action\" must be add, rotate or pub");
+    QD_TRY(qd_proto_str(c->j, "id", QD_PROTO_MAX_ID, 1, &id));
+    if (!qd_proto_id_ok(id) || !strcmp(id, "admin"))
+        return qd_seterr(QD_EINVAL, "device id '%s' is not [A-Za-z0-9._-]{1,63}", id);
+    uint8_t key[QD_PROTO_KEY_BYTES];
+    randombytes_buf(key, sizeof key);
+    struct qdd_dev *x = qdd_dev_find(d, id);
+    if (!strcmp(act, "add")) {
+        if (x)
+            return qd_seterr(QD_EEXIST, "device '%s' already has a key (use rotate)", id);
+        QD_TRY(qd_state_device_add(d->st, id, key));
+        struct qd_state_device s = {0};
+        snprintf(s.id, sizeof s.id, "%s", id);
+        memcpy(s.key, key, sizeof key);
+        QD_TRY(qdd_dev_insert(d, &s, &x));
+    } else {
+        if (!x)
+            return qd_seterr(QD_ENODEV, "no device '%s'", id);
+        QD_TRY(qd_state_device_set_key(d->st, id, key));
+        memcpy(x->key, key, sizeof key);
+        x->nonce = 0;
+    }
+    if (qd_state_event(d->st, id, !strcmp(act, "add") ? "key-added" : "key-rotated", NULL))
+        qd_log(QD_LOG_WARN, "%s", qd_errmsg());
+    char hex[2 * QD_PROTO_KEY_BYTES + 1];
+    qd_proto_hex(key, sizeof key, hex);
+    cJSON_AddStringToObject(r, "id", id);
+    cJSON_AddStringToObject(r, "key", hex);
+    sodium_memzero(hex, sizeof hex);
+    return QD_OK;
+}

@@ -1,0 +1,89 @@
+/* Pushes on PUB: the signed model of a device's current version, with topic = device id. A
+ * device stays in pend[] until it acks that version; every tick re-pushes those whose time has
+ * come (ack_timeout_ms, backing off to 8x with jitter) and refills the byte budget that paces
+ * pushes to push_rate (PUB drops what a subscriber cannot take at once). Loop thread. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <sodium.h>
+
+#include "core/log.h"
+#include "daemon/daemon_impl.h"
+
+void qdd_push_pending(struct qd_daemon *d, struct qdd_dev *x) {
+    if (x->pending)
+        return;
+    if (d->npend == d->cappend) {
+        int cap = d->cappend ? 2 * d->cappend : 256;
+        int *v = realloc(d->pend, cap * sizeof *v);
+        if (!v)
+            return; /* the device can still fetch; logged by the caller's next push */
+        d->pend = v, d->cappend = cap;
+    }
+    d->pend[d->npend++] = qdd_dev_index(d, x);
+    x->pending = 1;
+}
+
+void qdd_push(struct qd_daemon *d, struct qdd_dev *x) {
+    if (x->blob < 0)
+        return;
+    const uint8_t *qm;
+    size_t len;
+    if (qdd_blob_bytes(d, x->blob, &qm, &len)) {
+        qd_log(QD_LOG_ERROR, "push %s: %s", x->id, qd_errmsg());
+        return;
+    }
+    /* pacing: PUB drops what a subscriber cannot take at once, so pushes beyond this tick's
+     * share of push_rate wait for the next tick (the device stays pending) */
+    if (d->push_tokens < (double)len && d->push_tokens < d->cfg.push_rate * 1e6 * TICK_MS / 1e3) {
+        x->push_due = qdd_now_ms();
+        qdd_push_pending(d, x);
+        return;
+    }
+    d->push_tokens -= (double)len;
+    struct qdd_blob *b = d->blobs[x->blob];
+    char hdr[4096];
+    snprintf(hdr, sizeof hdr,
+             "{\"v\":1,\"op\":\"push\",\"device\":\"%s\",\"version\":%lld,\"sha256\":\"%s\","
+             "\"size\":%zu,\"policy\":\"%s\",\"backbone\":\"%s\"}",
+             x->id, (long long)x->version, b->sha, len, b->policy, d->backbone_id);
+    uint8_t *frame;
+    size_t n;
+    if (qd_proto_push_encode(x->id, hdr, qm, len, b->sig, &frame, &n)) {
+        qd_log(QD_LOG_ERROR, "push %s: %s", x->id, qd_errmsg());
+        return;
+    }
+    if (qd_tp_pub(d->pub, frame, n))
+        qd_log(QD_LOG_WARN, "push %s: %s", x->id, qd_errmsg());
+    free(frame);
+    if (x->tries++)
+        d->n_repush++;
+    else
+        d->n_push++;
+    /* back off to 8x, with jitter so that re-pushes of one burst do not burst again */
+    int back = x->tries < 4 ? 1 << (x->tries - 1) : 8;
+    double jitter = 0.75 + 0.5 * randombytes_uniform(1000) / 1000.0;
+    x->push_due = qdd_now_ms() + (int64_t)(d->cfg.ack_timeout_ms * back * jitter);
+    qdd_push_pending(d, x);
+}
+
+void qdd_push_tick(uv_timer_t *t) {
+    struct qd_daemon *d = t->data;
+    int64_t now = qdd_now_ms();
+    int w = 0;
+    double share = d->cfg.push_rate * 1e6 * TICK_MS / 1e3;
+    d->push_tokens = fmin(d->push_tokens + share, 2 * share);
+    for (int i = 0; i < d->npend; i++) {
+        struct qdd_dev *x = d->devs[d->pend[i]];
+        if (x->acked >= x->version || x->blob < 0) {
+            x->pending = 0;
+            x->push_due = 0;
+            continue;
+        }
+        d->pend[w++] = d->pend[i];
+        if (x->push_due && x->push_due <= now)
+            qdd_push(d, x); /* still pending: qdd_push() does not add it twice */
+    }
+    d->npend = w;
+}
