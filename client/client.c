@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "proto/pack.h"
 #include "proto/transport.h"
 
 qd_err qd_client_open(struct qd_client *c, const char *control, const char *push, int timeout_ms)
@@ -160,41 +161,144 @@ qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *pr
 
 void qd_client_ctx_json(cJSON *j, const struct qd_client_ctx *x)
 {
-    struct qd_proto_ctx c = {.free_flash = x->free_flash, .free_ram = x->free_ram,
-                             .latency_ms = x->latency_ms, .energy_mj = x->energy_mj,
+    struct qd_proto_ctx c = {.free_flash = x->free_flash,
+                             .free_ram = x->free_ram,
+                             .latency_ms = x->latency_ms,
+                             .energy_mj = x->energy_mj,
                              .battery = x->battery};
     qd_proto_ctx_write(j, &c);
 }
 
-qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,
-                        const struct qd_client_ctx *x, cJSON **reply)
+qd_err qd_client_report(struct qd_client *c, struct qd_ident *who, const struct qd_client_ctx *x,
+                        cJSON **reply)
 {
     cJSON *j = op("report");
     qd_client_ctx_json(j, x);
     return qd_client_call(c, who, j, reply, NULL, NULL);
 }
 
-qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, int64_t version,
-                       const uint8_t pk[QD_PROTO_PUB_BYTES], uint8_t **qm, size_t *len)
+/* One chunk of a fetch, asked again from its offset when the reply does not come. */
+static qd_err fetch_chunk(struct qd_client *c, struct qd_ident *who, const char *device,
+                          int64_t version, int64_t have, int64_t offset, uint8_t **b, size_t *n,
+                          struct qd_proto_chunk *ch)
 {
-    cJSON *j = op("fetch");
-    if (version > 0)
-        cJSON_AddNumberToObject(j, "version", (double)version);
-    uint8_t *b = NULL;
-    size_t n = 0;
-    QD_TRY(qd_client_call(c, who, j, NULL, &b, &n));
-    if (n <= QD_PROTO_SIG_BYTES) {
-        free(b);
-        return qd_seterr(QD_EFORMAT, "fetch: reply of %zu bytes", n);
+    qd_err e = QD_OK;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        cJSON *j = op("fetch");
+        if (device)
+            cJSON_AddStringToObject(j, "device", device);
+        if (version > 0)
+            cJSON_AddNumberToObject(j, "version", (double)version);
+        if (have > 0)
+            cJSON_AddNumberToObject(j, "have", (double)have);
+        if (offset > 0)
+            cJSON_AddNumberToObject(j, "offset", (double)offset);
+        e = qd_client_call(c, who, j, NULL, b, n);
+        if (e != QD_ETIMEDOUT)
+            break;
     }
-    qd_err e = qd_proto_verify_model(b, n - QD_PROTO_SIG_BYTES, b + n - QD_PROTO_SIG_BYTES, pk);
+    if (e)
+        return e;
+    e = qd_proto_chunk_decode(*b, *n, ch);
     if (e) {
+        free(*b);
+        *b = NULL;
+    }
+    return e;
+}
+
+/* The packed stream, chunk by chunk from the first (already in ch): every chunk of the same
+ * version, packing and length, each where the previous ended. */
+static qd_err fetch_rest(struct qd_client *c, struct qd_ident *who, const char *device,
+                         int64_t have, uint8_t *b, struct qd_proto_chunk *ch, uint8_t *buf)
+{
+    int64_t total = ch->total, v = ch->version, base = ch->base;
+    char enc[8];
+    snprintf(enc, sizeof enc, "%s", ch->encoding);
+    size_t got = 0, n;
+    qd_err e = QD_OK;
+    while (!e) {
+        if (ch->offset != (int64_t)got || ch->total != total || ch->version != v ||
+            ch->base != base || strcmp(ch->encoding, enc) ||
+            (ch->len == 0 && got < (size_t)total)) {
+            e = qd_seterr(QD_EFORMAT,
+                          "fetch: a %s chunk at %lld of %lld, expected %s at %zu of %lld",
+                          ch->encoding, (long long)ch->offset, (long long)ch->total, enc, got,
+                          (long long)total);
+            break;
+        }
+        memcpy(buf + got, ch->data, ch->len);
+        got += ch->len;
+        cJSON_Delete(ch->header);
+        ch->header = NULL;
         free(b);
+        b = NULL;
+        if (got == (size_t)total)
+            break;
+        e = fetch_chunk(c, who, device, v, have, (int64_t)got, &b, &n, ch);
+    }
+    cJSON_Delete(ch->header);
+    ch->header = NULL;
+    free(b);
+    return e;
+}
+
+qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, const char *device,
+                       int64_t version, int64_t installed, const uint8_t *base, size_t base_len,
+                       const uint8_t pk[QD_PROTO_PUB_BYTES], struct qd_client_model *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *dev = device ? device : who->id;
+    int64_t have = base ? installed : 0;
+    uint8_t *b = NULL, *buf = NULL;
+    size_t n;
+    struct qd_proto_chunk ch;
+    QD_TRY(fetch_chunk(c, who, device, version, have, 0, &b, &n, &ch));
+    /* the manifest first: nothing else of a reply is trusted before it verifies */
+    qd_err e = qd_manifest_check(ch.manifest, ch.manifest_len, ch.sig, pk, dev, installed,
+                                 qd_proto_now_us() / 1000000, &out->m);
+    int kind = qd_pack_parse(ch.encoding);
+    int64_t total = ch.total, base_v = ch.base;
+    if (!e && (ch.version != out->m.version || kind < 0 || total > (INT64_C(1) << 30)))
+        e = qd_seterr(QD_EFORMAT,
+                      "fetch: a %s chunk of %lld bytes for version %lld, the "
+                      "manifest names version %lld",
+                      ch.encoding, (long long)total, (long long)ch.version,
+                      (long long)out->m.version);
+    if (!e && kind == QD_PACK_PATCH && (!base || base_v != installed))
+        e = qd_seterr(QD_EBASE, "fetch: a patch against version %lld; this device holds %lld",
+                      (long long)base_v, (long long)(base ? installed : 0));
+    if (!e && !(buf = malloc((size_t)total)))
+        e = qd_seterr(QD_ENOMEM, "fetch: out of memory");
+    if (!e) {
+        e = fetch_rest(c, who, device, have, b, &ch, buf);
+        b = NULL;
+    }
+    cJSON_Delete(ch.header);
+    free(b);
+    uint8_t *qm = NULL;
+    if (!e)
+        e = qd_pack_unpack((enum qd_pack)kind, buf, (size_t)total, base, base_len,
+                           (size_t)out->m.size, &qm);
+    free(buf);
+    if (!e)
+        e = qd_manifest_check_bytes(&out->m, qm, (size_t)out->m.size);
+    if (e) {
+        free(qm);
+        memset(out, 0, sizeof *out);
         return e;
     }
-    *qm = b;
-    *len = n - QD_PROTO_SIG_BYTES;
+    out->qm = qm;
+    out->len = (size_t)out->m.size;
+    out->wire = (size_t)total;
+    snprintf(out->encoding, sizeof out->encoding, "%s", qd_pack_name((enum qd_pack)kind));
     return QD_OK;
+}
+
+void qd_client_model_fini(struct qd_client_model *m)
+{
+    free(m->qm);
+    memset(m, 0, sizeof *m);
 }
 
 qd_err qd_client_ack(struct qd_client *c, struct qd_ident *who, int64_t version, const char *sha)
@@ -226,50 +330,31 @@ qd_err qd_client_subscribe(struct qd_client *c, const char *id)
     return qd_tp_subscribe(c->sub, id, strlen(id) + 1); /* with its \0: exact match */
 }
 
-qd_err qd_client_push_recv(struct qd_client *c, int timeout_ms,
-                           const uint8_t pk[QD_PROTO_PUB_BYTES], struct qd_client_push *p)
+qd_err qd_client_notify_recv(struct qd_client *c, int timeout_ms, struct qd_proto_note *n)
 {
-    memset(p, 0, sizeof *p);
+    memset(n, 0, sizeof *n);
     if (c->sub < 0)
-        return qd_seterr(QD_EINVAL, "push: no push endpoint");
+        return qd_seterr(QD_EINVAL, "notify: no push endpoint");
     void *b;
-    size_t n;
-    QD_TRY(qd_tp_recv(c->sub, timeout_ms, &b, &n));
-    struct qd_push_view v;
-    qd_err e = qd_proto_push_decode(b, n, &v);
-    const char *sha = NULL, *policy = NULL;
-    int64_t ver = 0;
-    if (!e)
-        e = qd_proto_int(v.header, "version", 1, INT64_C(1) << 53, 1, &ver);
-    if (!e)
-        e = qd_proto_str(v.header, "sha256", 64, 1, &sha);
-    if (!e)
-        e = qd_proto_str(v.header, "policy", sizeof p->policy - 1, 0, &policy);
-    if (!e)
-        e = qd_proto_verify_model(v.qm, v.qm_len, v.sig, pk);
-    if (!e) {
-        char got[65];
-        qd_proto_sha256_hex(v.qm, v.qm_len, got);
-        if (strcmp(got, sha))
-            e = qd_seterr(QD_ECHECKSUM, "push: sha256 %s, header says %s", got, sha);
-    }
-    if (!e && !(p->qm = malloc(v.qm_len)))
-        e = qd_seterr(QD_ENOMEM, "out of memory");
-    if (!e) {
-        memcpy(p->qm, v.qm, v.qm_len);
-        p->len = v.qm_len;
-        p->version = ver;
-        snprintf(p->id, sizeof p->id, "%s", v.id);
-        snprintf(p->sha, sizeof p->sha, "%s", sha);
-        snprintf(p->policy, sizeof p->policy, "%s", policy ? policy : "");
-    }
-    cJSON_Delete(v.header);
+    size_t len;
+    QD_TRY(qd_tp_recv(c->sub, timeout_ms, &b, &len));
+    qd_err e = qd_proto_note_decode(b, len, n);
     qd_tp_free(b);
     return e;
 }
 
-void qd_client_push_fini(struct qd_client_push *p)
+qd_err qd_client_event(struct qd_client *c, struct qd_ident *who, const char *kind, int64_t version,
+                       qd_err code, const char *message)
 {
-    free(p->qm);
-    memset(p, 0, sizeof *p);
+    cJSON *j = op("event");
+    cJSON_AddStringToObject(j, "kind", kind);
+    cJSON_AddNumberToObject(j, "version", (double)version);
+    if (code)
+        cJSON_AddStringToObject(j, "code", qd_err_name(code));
+    if (message) {
+        char m[513];
+        snprintf(m, sizeof m, "%s", message);
+        cJSON_AddStringToObject(j, "message", m);
+    }
+    return qd_client_call(c, who, j, NULL, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* libquantd-client: what a gateway needs to talk to quantd. Connect, say hello, report a
- * context, receive pushed models (verified: Ed25519 signature by the daemon's pinned key and
- * the header's sha256), fetch a version, ack it. Also the admin calls quantctl makes.
+ * context, receive notifications of new versions, fetch a version in chunks and verify it
+ * (the signed manifest under the daemon's pinned key, then the bytes' sha256), ack it, report
+ * what became of it. Also the admin calls quantctl makes.
  *
  * Usage:
  *     struct qd_client c;
@@ -12,9 +13,13 @@
  *     qd_client_subscribe(&c, "gw-17");
  *     struct qd_client_ctx ctx = QD_CLIENT_CTX_NONE; ctx.battery = 0.3;
  *     qd_client_report(&c, &me, &ctx, &r); cJSON_Delete(r);     // {"version":..,"changed":..}
- *     struct qd_client_push p;
- *     if (!qd_client_push_recv(&c, 10000, sign_pub, &p)) {        // verified model bytes
- *         run(p.qm, p.len); qd_client_ack(&c, &me, p.version, p.sha); qd_client_push_fini(&p);
+ *     struct qd_proto_note n;
+ *     struct qd_client_model m;
+ *     if (!qd_client_notify_recv(&c, 10000, &n) &&                 // "version 7 is out"
+ *         !qd_client_fetch(&c, &me, NULL, n.version, installed, held, held_len, sign_pub,
+ *                          &m)) {                              // verified
+ *         run(m.qm, m.len); qd_client_ack(&c, &me, m.m.version, m.m.sha);
+ *         qd_client_model_fini(&m);
  *     }
  *     qd_client_close(&c);
  *
@@ -29,6 +34,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "proto/manifest.h"
 #include "proto/proto.h"
 
 struct qd_client {
@@ -48,13 +54,14 @@ struct qd_client_ctx {
 };
 #define QD_CLIENT_CTX_NONE ((struct qd_client_ctx){NAN, NAN, NAN, NAN, NAN})
 
-struct qd_client_push {
-    char id[QD_PROTO_MAX_ID + 1];
-    int64_t version;
-    char sha[65];
-    char policy[2048];
-    uint8_t *qm; /* malloc'd, verified */
+/* A model fetched and verified: its signed manifest (the device, version, sha256, policy, ...)
+ * and its bytes. */
+struct qd_client_model {
+    struct qd_manifest m;
+    uint8_t *qm; /* malloc'd, m.size bytes */
     size_t len;
+    size_t wire;     /* bytes of model that crossed the wire (packed) */
+    char encoding[8]; /* how: raw, zstd, patch */
 };
 
 qd_err qd_client_open(struct qd_client *c, const char *control, const char *push, int timeout_ms);
@@ -77,9 +84,16 @@ qd_err qd_client_hello(struct qd_client *c, struct qd_ident *who, const char *pr
                        cJSON **reply);
 qd_err qd_client_report(struct qd_client *c, struct qd_ident *who,
                         const struct qd_client_ctx *ctx, cJSON **reply);
-/* version 0: the current one. The model is verified against pk before it is returned. */
-qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, int64_t version,
-                       const uint8_t pk[QD_PROTO_PUB_BYTES], uint8_t **qm, size_t *len);
+/* Fetches a model in chunks (version 0: the current one; device NULL: who's own, else admin
+ * fetching a device's) and accepts it only when its manifest verifies under pk, names that
+ * device, has a version above `installed` and has not expired, and the bytes match it (see
+ * proto/manifest.h for each refusal's code). With base (the installed version's bytes) the
+ * daemon may send a patch against it; a patch against anything else is QD_EBASE. A chunk
+ * that times out is asked for again from its offset (three times). */
+qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, const char *device,
+                       int64_t version, int64_t installed, const uint8_t *base, size_t base_len,
+                       const uint8_t pk[QD_PROTO_PUB_BYTES], struct qd_client_model *out);
+void qd_client_model_fini(struct qd_client_model *m);
 qd_err qd_client_ack(struct qd_client *c, struct qd_ident *who, int64_t version,
                      const char *sha);
 /* The daemon's model-signing public key (admin). */
@@ -87,10 +101,12 @@ qd_err qd_client_sign_pub(struct qd_client *c, struct qd_ident *admin,
                           uint8_t pk[QD_PROTO_PUB_BYTES]);
 
 qd_err qd_client_subscribe(struct qd_client *c, const char *id);
-/* Waits for one push: QD_ETIMEDOUT when none came; QD_EAUTH / QD_ECHECKSUM when it does not
- * verify (then p is empty). */
-qd_err qd_client_push_recv(struct qd_client *c, int timeout_ms,
-                           const uint8_t pk[QD_PROTO_PUB_BYTES], struct qd_client_push *p);
-void qd_client_push_fini(struct qd_client_push *p);
+/* Waits for one notification (a device's new version: fetch it): QD_ETIMEDOUT when none came,
+ * QD_EFORMAT when malformed. Unsigned: only the fetched manifest is trusted. */
+qd_err qd_client_notify_recv(struct qd_client *c, int timeout_ms, struct qd_proto_note *n);
+/* Tells the daemon what became of a version: kind "refused" (code: why), "selftest-failed",
+ * "installed"; message may be NULL. Recorded as the device's event. */
+qd_err qd_client_event(struct qd_client *c, struct qd_ident *who, const char *kind,
+                       int64_t version, qd_err code, const char *message);
 
 #endif

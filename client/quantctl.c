@@ -333,22 +333,24 @@ static int cmd_device(struct args *a, struct qd_client *c)
             return bad("%s", "fetch needs -o FILE");
         struct qd_ident admin;
         uint8_t pk[QD_PROTO_PUB_BYTES];
-        uint8_t *qm;
-        size_t len;
+        struct qd_client_model m;
         if ((e = admin_ident(a, &admin)) || (e = qd_client_sign_pub(c, &admin, pk)) ||
-            (e = qd_client_fetch(c, &who, a->version, pk, &qm, &len)))
+            (e = qd_client_fetch(c, &who, NULL, a->version, 0, NULL, 0, pk, &m)))
             return fail(e);
-        e = qd_file_write_atomic(a->out, qm, len);
-        char sha[65];
-        qd_proto_sha256_hex(qm, len, sha);
-        free(qm);
-        if (e)
+        e = qd_file_write_atomic(a->out, m.qm, m.len);
+        if (e) {
+            qd_client_model_fini(&m);
             return fail(e);
+        }
         if (a->json)
-            printf("{\"file\":\"%s\",\"bytes\":%zu,\"sha256\":\"%s\",\"verified\":true}\n", a->out,
-                   len, sha);
+            printf("{\"file\":\"%s\",\"bytes\":%zu,\"version\":%lld,\"sha256\":\"%s\","
+                   "\"policy\":\"%s\",\"expires\":%lld,\"verified\":true}\n",
+                   a->out, m.len, (long long)m.m.version, m.m.sha, m.m.policy,
+                   (long long)m.m.expires);
         else
-            printf("%s: %zu bytes, sha256 %s, signature verified\n", a->out, len, sha);
+            printf("%s: version %lld, %zu bytes, sha256 %s, manifest signature verified\n",
+                   a->out, (long long)m.m.version, m.len, m.m.sha);
+        qd_client_model_fini(&m);
         return 0;
     }
     if (e)

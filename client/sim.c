@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "lab/labrun.h"
+#include "proto/pack.h"
 #include "policy/device.h"
 #include "quant/rtsize.h"
-
 
 double qd_sim_now(void)
 {
@@ -93,17 +93,54 @@ void qd_sim_close(struct qd_sim *s)
     qd_client_close(&s->c);
     if (s->have_te)
         qd_dataset_fini(&s->te);
+    for (int i = 0; s->dev && i < s->n; i++)
+        free(s->dev[i].held);
     free(s->dev);
     s->dev = NULL;
     s->have_te = 0;
 }
 
+static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
+                     const uint8_t *qm, size_t len, double t_recv, int ack);
+
+static void count(struct qd_sim *s, const struct qd_client_model *m)
+{
+    int k = qd_pack_parse(m->encoding);
+    s->packed[k >= 0 ? k : 0]++;
+    s->wire_bytes += (long)m->wire;
+    s->model_bytes += (long)m->len;
+}
+
+/* The device holds less than version v: fetch, verify and ack it (a device does this when a
+ * reply names a version it has not received: notifications are lossy, PUB drops what no
+ * subscriber is connected for, and nanomsg's SUB does not come back over ipc:// after the
+ * daemon is killed). */
+static qd_err catch_up(struct qd_sim *s, struct qd_sim_dev *d, int64_t v)
+{
+    struct qd_client_model m;
+    QD_TRY(qd_client_fetch(&s->c, &d->who, NULL, v, d->have, d->held, d->held_len, s->pk, &m));
+    count(s, &m);
+    qd_err e = accept(s, d, v, m.m.sha, m.qm, m.len, qd_sim_now(), 1);
+    qd_client_model_fini(&m);
+    return e;
+}
+
 qd_err qd_sim_hello_all(struct qd_sim *s)
 {
     for (int i = 0; i < s->n; i++) {
+        struct qd_sim_dev *d = &s->dev[i];
         cJSON *r = NULL;
-        QD_TRY(qd_client_hello(&s->c, &s->dev[i].who, s->dev[i].profile, &r));
+        QD_TRY(qd_client_hello(&s->c, &d->who, d->profile, &r));
+        int64_t v = 0;
+        qd_err e = qd_proto_int(r, "version", 0, INT64_C(1) << 53, 1, &v);
         cJSON_Delete(r);
+        if (!e && v > d->have && v <= d->want) /* told of it, never received */
+            e = catch_up(s, d, v);
+        if (e) {
+            char pre[80];
+            snprintf(pre, sizeof pre, "%s: ", d->who.id);
+            return qd_wraperr(e, pre, NULL);
+        }
     }
     return QD_OK;
 }
@@ -135,8 +172,7 @@ qd_err qd_sim_provision(struct qd_sim *s)
         cJSON_Delete(r);
         if (!e)
             e = qd_client_subscribe(&s->c, id);
-        if (e)
-        {
+        if (e) {
             char pre[80];
             snprintf(pre, sizeof pre, "%s: ", id);
             return qd_wraperr(e, pre, NULL);
@@ -144,9 +180,6 @@ qd_err qd_sim_provision(struct qd_sim *s)
     }
     return qd_sim_hello_all(s);
 }
-
-static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
-                     const uint8_t *qm, size_t len, double t_recv, int ack);
 
 qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
 {
@@ -174,17 +207,7 @@ qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
         }
         /* nothing new to push, but this device does not hold it (it restarted): fetch */
         if (!e && !cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) && d->have < v) {
-            uint8_t *qm;
-            size_t len;
-            e = qd_client_fetch(&s->c, &d->who, v, s->pk, &qm, &len);
-            if (!e) {
-                char got[65];
-                qd_proto_sha256_hex(qm, len, got);
-                e = strcmp(got, d->want_sha)
-                        ? qd_seterr(QD_ECHECKSUM, "fetched model's sha256 differs")
-                        : accept(s, d, v, got, qm, len, qd_sim_now(), 1);
-                free(qm);
-            }
+            e = catch_up(s, d, v);
         }
     }
     cJSON_Delete(r);
@@ -201,7 +224,14 @@ static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, co
                      const uint8_t *qm, size_t len, double t_recv, int ack)
 {
     if (version >= d->have) {
+        uint8_t *h = malloc(len ? len : 1);
+        if (!h)
+            return qd_seterr(QD_ENOMEM, "out of memory");
+        memcpy(h, qm, len);
+        free(d->held);
+        d->held = h, d->held_len = len; /* the base of the next version's patch */
         d->have = version;
+        snprintf(d->have_sha, sizeof d->have_sha, "%s", sha);
         d->push_lat = t_recv - d->t_report;
         if (s->have_te && s->o.images > 0) {
             struct qd_lab_eval r;
@@ -247,40 +277,55 @@ qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
     while ((m = missing(s, ack)) > 0) {
         double left = end - qd_sim_now();
         if (left <= 0)
-            return qd_seterr(QD_ETIMEDOUT, "%d of %d devices still without their model", m,
-                             s->n);
-        struct qd_client_push p;
-        qd_err e = qd_client_push_recv(&s->c, (int)(left * 1e3) + 1, s->pk, &p);
-        double t_recv = qd_sim_now();
+            return qd_seterr(QD_ETIMEDOUT, "%d of %d devices still without their model", m, s->n);
+        struct qd_proto_note note;
+        qd_err e = qd_client_notify_recv(&s->c, (int)(left * 1e3) + 1, &note);
         if (e == QD_ETIMEDOUT)
             continue;
         s->pushes++;
-        if (e == QD_EAUTH || e == QD_ECHECKSUM || e == QD_EFORMAT) {
+        if (e == QD_EFORMAT) {
             s->rejected++;
-            fprintf(stderr, "simulate: rejected a push: %s\n", qd_errmsg());
+            fprintf(stderr, "simulate: a malformed notification: %s\n", qd_errmsg());
             continue;
         }
         if (e)
             return e;
-        int i = find(s, p.id);
-        if (i < 0) {
-            qd_client_push_fini(&p);
+        int i = find(s, note.id);
+        if (i < 0)
             continue;
-        }
         struct qd_sim_dev *d = &s->dev[i];
-        s->verified++;
         d->pushes++;
-        if (p.version <= d->have && d->acked >= p.version) {
-            s->duplicates++; /* a re-push that crossed our ack */
-            qd_client_push_fini(&p);
+        if (note.version <= d->have) { /* held already: a re-notification */
+            if (ack && d->acked < note.version) {
+                if ((e = qd_client_ack(&s->c, &d->who, note.version, d->have_sha)))
+                    return qd_wraperr(e, "ack: ", NULL);
+                d->acked = note.version;
+                s->acks++;
+            } else
+                s->duplicates++;
             continue;
         }
-        e = accept(s, d, p.version, p.sha, p.qm, p.len, t_recv, ack);
-        if (e) {
-            qd_client_push_fini(&p);
-            return e;
+        struct qd_client_model m;
+        e = qd_client_fetch(&s->c, &d->who, NULL, note.version, d->have, d->held, d->held_len,
+                            s->pk, &m);
+        double t_recv = qd_sim_now();
+        if (e == QD_EAUTH || e == QD_ECHECKSUM || e == QD_EFORMAT || e == QD_EFOREIGN ||
+            e == QD_EROLLBACK || e == QD_EEXPIRED) {
+            s->rejected++;
+            d->rejected++;
+            fprintf(stderr, "simulate: %s refused version %lld: %s\n", d->who.id,
+                    (long long)note.version, qd_errmsg());
+            qd_client_event(&s->c, &d->who, "refused", note.version, e, qd_errmsg());
+            continue;
         }
-        qd_client_push_fini(&p);
+        if (e)
+            return qd_wraperr(e, "fetch: ", NULL);
+        s->verified++;
+        count(s, &m);
+        e = accept(s, d, m.m.version, m.m.sha, m.qm, m.len, t_recv, ack);
+        qd_client_model_fini(&m);
+        if (e)
+            return e;
     }
     return QD_OK;
 }

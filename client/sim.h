@@ -1,7 +1,8 @@
 /* Simulated devices for quantctl simulate, the end-to-end test and the benchmark: N devices
  * of different profiles that register (keys from the admin), say hello, report contexts,
- * receive pushed models, verify them (signature, hash), run them on test images with the
- * device runtime and ack them.
+ * receive notifications, fetch and verify the models (the signed manifest, the bytes), run
+ * them on test images with the device runtime and ack them; a refused model is reported back
+ * as the device's event.
  *
  * Usage:
  *     struct qd_sim s;
@@ -34,6 +35,9 @@ struct qd_sim_dev {
     char want_sha[65];
     char policy[256];
     int64_t have;    /* the newest verified version received */
+    char have_sha[65];
+    uint8_t *held;   /* its bytes (malloc'd) */
+    size_t held_len;
     int64_t acked;
     double acc;      /* on the test images, of the model held; -1 before any */
     double flash;    /* the decided model's predicted flash */
@@ -55,6 +59,7 @@ struct qd_sim {
     int have_te;
     char data[32];
     long pushes, verified, rejected, acks, duplicates;
+    long packed[3], wire_bytes, model_bytes; /* fetches by packing (raw, zstd, patch) */
 };
 
 qd_err qd_sim_open(struct qd_sim *s, const struct qd_sim_opts *o);
@@ -62,7 +67,7 @@ qd_err qd_sim_provision(struct qd_sim *s);
 /* Says hello again (a device reconnecting after the daemon restarted). */
 qd_err qd_sim_hello_all(struct qd_sim *s);
 qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx);
-/* Receives pushes until every device has verified the version it was last told (acking each
+/* Receives notifications and fetches until every device has verified the version it was last told (acking each
  * when ack is set), or timeout_ms passes: QD_ETIMEDOUT naming how many are missing. */
 qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack);
 void qd_sim_close(struct qd_sim *s);

@@ -33,7 +33,11 @@
     X(EOP, "unknown op")                                                                           \
     X(ENODEV, "no such device")                                                                    \
     X(EEXIST, "already exists")                                                                    \
-    X(ETIMEDOUT, "timed out")
+    X(ETIMEDOUT, "timed out")                                                                      \
+    X(EFOREIGN, "meant for another device")                                                        \
+    X(EROLLBACK, "not newer than the installed version")                                           \
+    X(EEXPIRED, "expired")                                                                         \
+    X(EBASE, "a patch against a version this device does not hold")
 
 typedef enum {
 #define QD_ERR_ENUM(name, msg) QD_##name,

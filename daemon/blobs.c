@@ -9,13 +9,15 @@
 #include "daemon/daemon_impl.h"
 
 /* Under blob_mu. */
-int qdd_blob_find_locked(struct qd_daemon *d, const char *policy) {
+int qdd_blob_find_locked(struct qd_daemon *d, const char *policy)
+{
     return qdd_smap_get(&d->blob_by_policy, policy);
 }
 
 /* index: the blob is of the current backbone, so decisions may reuse it by policy. */
 qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
-                           const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx) {
+                           const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx)
+{
     /* the array never moves: the loop reads d->blobs[i] without the lock */
     if (d->nblob == MAX_BLOBS)
         return qd_seterr(QD_ENOMEM, "more than %d distinct models", MAX_BLOBS);
@@ -40,7 +42,8 @@ qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *pol
 }
 
 /* The blob's bytes (loaded from models/ on first need; loop thread). */
-qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len) {
+qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len)
+{
     uv_mutex_lock(&d->blob_mu);
     struct qdd_blob *b = d->blobs[i];
     qd_err e = QD_OK;
@@ -61,7 +64,8 @@ qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *le
     return e;
 }
 
-int qdd_blob_by_sha(struct qd_daemon *d, const char *sha) {
+int qdd_blob_by_sha(struct qd_daemon *d, const char *sha)
+{
     int r = -1;
     uv_mutex_lock(&d->blob_mu);
     for (int i = 0; i < d->nblob && r < 0; i++)
@@ -73,7 +77,8 @@ int qdd_blob_by_sha(struct qd_daemon *d, const char *sha) {
 
 /* The blob with content hash sha, from the state's metadata when not yet known (its bytes stay
  * on disk until needed; not indexed by policy: it may be another backbone's). */
-qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx) {
+qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx)
+{
     *idx = qdd_blob_by_sha(d, sha);
     if (*idx >= 0)
         return QD_OK;
@@ -88,7 +93,8 @@ qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx) {
 
 /* qd_state_blobs_load's callback at boot: this backbone's blobs, indexed by policy so that a
  * policy decided again after a restart reuses its blob (and its version stays unchanged). */
-qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig) {
+qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig)
+{
     struct qd_daemon *d = ctx;
     int i = qdd_blob_by_sha(d, sha);
     qd_err e = QD_OK;

@@ -14,14 +14,16 @@
 #include "nn/kernels.h"
 #include "nn/zoo.h"
 
-static void on_epoch(const struct qd_epoch_stats *s, void *ctx) {
+static void on_epoch(const struct qd_epoch_stats *s, void *ctx)
+{
     struct qd_daemon *d = ctx;
     atomic_store(&d->epoch, s->epoch);
     qd_log(QD_LOG_INFO, "backbone: epoch %d/%d loss %.4f train %.2f%%", s->epoch, s->epochs,
            s->loss, 100 * s->train_acc);
 }
 
-static qd_err train_backbone(struct qd_daemon *d, const char *out) {
+static qd_err train_backbone(struct qd_daemon *d, const char *out)
+{
     struct qd_config *c = &d->cfg;
     struct qd_dataset tr = {0};
     struct qd_model m = {0};
@@ -55,7 +57,8 @@ static qd_err train_backbone(struct qd_daemon *d, const char *out) {
 }
 
 /* The embedded default's supernet: the backbone fine-tuned over sampled policies. */
-static qd_err train_supernet(struct qd_daemon *d, const char *from, const char *out) {
+static qd_err train_supernet(struct qd_daemon *d, const char *from, const char *out)
+{
     struct qd_model m;
     struct qd_norm nm;
     char ds[32];
@@ -85,7 +88,8 @@ static qd_err train_supernet(struct qd_daemon *d, const char *from, const char *
     return e;
 }
 
-void qdd_boot_work(uv_work_t *w) {
+void qdd_boot_work(uv_work_t *w)
+{
     struct qd_daemon *d = w->data;
     char ckpt[1200], gate[1200] = "";
     qd_kernels_init(d->cfg.threads);
@@ -159,7 +163,8 @@ void qdd_boot_work(uv_work_t *w) {
         snprintf(d->backbone_id, sizeof d->backbone_id, "%s", d->dec.md5);
 }
 
-void qdd_boot_done(uv_work_t *w, int status) {
+void qdd_boot_done(uv_work_t *w, int status)
+{
     struct qd_daemon *d = w->data;
     d->boot_running = 0;
     if (d->phase_msg[0]) {

@@ -30,7 +30,12 @@ static const struct key KEYS[] = {
     S("quantd", log_level, 1, "error|warn|info|debug"),
     N("quantd", ack_timeout_ms, 10, 3.6e6, 1, "re-push when no ack within this time"),
     N("quantd", max_message, 256, 1 << 20, 1, "largest control request in bytes"),
-    N("quantd", push_rate, 1, 1e5, 1, "MB/s of pushed models at most (the rest waits a tick)"),
+    N("quantd", push_rate, 1, 1e5, 1, "MB/s of notifications at most (the rest waits a tick)"),
+    N("quantd", fetch_chunk, 4096, 1 << 24, 1, "largest model chunk a fetch reply carries, bytes"),
+    N("quantd", pack_level, 1, 19, 1,
+      "zstd level of models packed for fetch (on the loop: higher packs smaller, slower)"),
+    N("quantd", manifest_ttl_s, 60, 3.2e8, 1,
+      "a model's signed manifest may be installed for this long after its fetch"),
     I("quantd", threads, 1, 128, 0, "libuv thread pool size (decisions, builds, training)"),
     S("backbone", ckpt, 0, "float checkpoint; empty: <state_dir>/backbone.qdck, trained if absent"),
     S("backbone", gate, 0, "a gate (quantlab gate train) for the supernet in ckpt; empty: none"),
@@ -71,6 +76,9 @@ void qd_config_defaults(struct qd_config *c)
     c->ack_timeout_ms = 2000;
     c->max_message = 64 * 1024;
     c->push_rate = 100;
+    c->fetch_chunk = 256 * 1024;
+    c->manifest_ttl_s = 7 * 86400;
+    c->pack_level = 3;
     c->threads = 2;
     strcpy(c->model, "custom");
     strcpy(c->data, "fashion-mnist");

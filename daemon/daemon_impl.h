@@ -6,6 +6,7 @@
  *   smap.c        string -> index map (devices by id, blobs by policy)
  *   registry.c    devices and device profiles
  *   blobs.c       built models: content-addressed, shared by every device with the policy
+ *   packs.c       models packed for fetch (zstd, or a patch against the device's version)
  *   reply.c       replies on the REP socket
  *   push.c        pushes on PUB, their pacing and re-push after a missing ack
  *   jobs.c        decisions and builds on the thread pool, and their completion on the loop
@@ -33,6 +34,7 @@
 #include "gate/gate.h"
 #include "gate/supernet.h"
 #include "policy/decide.h"
+#include "proto/pack.h"
 #include "proto/proto.h"
 #include "proto/transport.h"
 
@@ -67,6 +69,16 @@ struct qdd_profile {
     int have_t;
     double search_us; /* running mean of this profile's search time; 0: none yet */
 };
+
+/* A packed model for fetch replies: the model sha (packed against base: "" for none). */
+struct qdd_pack {
+    char sha[65], base[65];
+    enum qd_pack kind;
+    uint8_t *b; /* NULL: a free slot */
+    size_t n;
+    long used;  /* pack_clock at the last use */
+};
+#define QDD_PACKS 64
 
 /* Open-addressing map from a string to an index (devices by id, blobs by policy). */
 struct qdd_smap {
@@ -117,6 +129,8 @@ struct qd_daemon {
     struct qd_bn_cache bn; /* the supernet's per-policy BatchNorm statistics */
     int have_gate;
     uv_mutex_t build_mu; /* supernet builds touch the model's statistics: one at a time */
+    struct qdd_pack packs[QDD_PACKS]; /* fetch replies' packed models, by (sha, base) */
+    long pack_clock;
     struct qdd_profile prof[MAX_PROFILES];
     int nprof;
     atomic_int phase, epoch, epochs;
@@ -125,7 +139,8 @@ struct qd_daemon {
     int stopping, inflight, boot_running, closed;
     double started;
     /* counters */
-    long n_req, n_err, n_push, n_repush, n_ack, n_dec, n_build, n_cache_hit;
+    long n_req, n_err, n_push, n_repush, n_ack, n_dec, n_build, n_cache_hit, n_fetch;
+    long n_fetch_bytes, n_event; /* model bytes sent by fetch replies; device events */
     long n_errcode[QD_ERR_COUNT];
 };
 
@@ -162,13 +177,15 @@ struct qdd_call {
 
 typedef qd_err (*qdd_op_fn)(struct qdd_call *c, cJSON *reply);
 
-static inline double qdd_now_s(void) {
+static inline double qdd_now_s(void)
+{
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-static inline int64_t qdd_now_ms(void) {
+static inline int64_t qdd_now_ms(void)
+{
     return (int64_t)(qdd_now_s() * 1000);
 }
 
@@ -193,6 +210,11 @@ qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *le
 int qdd_blob_by_sha(struct qd_daemon *d, const char *sha);
 qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx);
 qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig);
+
+/* packs.c */
+/* The packing of blob bi for a device holding blob base (-1: none). */
+qd_err qdd_pack_get(struct qd_daemon *d, int bi, int base, const struct qdd_pack **p);
+void qdd_packs_fini(struct qd_daemon *d);
 
 /* reply.c */
 void qdd_reply_raw(struct qd_daemon *d, struct qd_tp_req *r, const void *b, size_t n);
@@ -222,6 +244,7 @@ qd_err qdd_op_report(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_decide(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_ack(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_event(struct qdd_call *c, cJSON *r);
 
 /* boot.c */
 void qdd_boot_work(uv_work_t *w);

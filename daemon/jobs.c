@@ -15,7 +15,8 @@
 /* The budgets of a context on a profile (x: the device, whose own flash and RAM override the
  * profile's; NULL for a dry run by profile). */
 void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_profile *p,
-                 const struct qd_proto_ctx *c, double *b) {
+                 const struct qd_proto_ctx *c, double *b)
+{
     const struct qd_device *v = &p->dev;
     double fl = (x && x->flash > 0 ? x->flash : v->flash) - v->reserved_flash;
     double ram = (x && x->ram > 0 ? x->ram : v->ram) - v->reserved_ram;
@@ -28,7 +29,8 @@ void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_
             b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&p->t, c->battery, d->cfg.battery_floor));
 }
 
-static void job_work(uv_work_t *w) {
+static void job_work(uv_work_t *w)
+{
     struct qdd_job *j = w->data;
     struct qd_daemon *d = j->d;
     j->blob = -1;
@@ -85,7 +87,8 @@ static void job_work(uv_work_t *w) {
     uv_mutex_unlock(&d->blob_mu);
 }
 
-static cJSON *costs_json(const struct qd_decision *r) {
+static cJSON *costs_json(const struct qd_decision *r)
+{
     cJSON *c = cJSON_CreateObject();
     cJSON_AddNumberToObject(c, "flash", r->costs.flash);
     cJSON_AddNumberToObject(c, "ram", r->costs.ram);
@@ -94,7 +97,8 @@ static cJSON *costs_json(const struct qd_decision *r) {
     return c;
 }
 
-static cJSON *budget_json(const double *b) {
+static cJSON *budget_json(const double *b)
+{
     cJSON *c = cJSON_CreateObject();
     static const char *const names[] = {"flash", "latency_ms", "energy_mj", "ram"};
     for (int i = 0; i < QD_BUDGET_COUNT; i++)
@@ -103,7 +107,8 @@ static cJSON *budget_json(const double *b) {
     return c;
 }
 
-static void job_done(uv_work_t *w, int status) {
+static void job_done(uv_work_t *w, int status)
+{
     struct qdd_job *j = w->data;
     struct qd_daemon *d = j->d;
     d->inflight--;
@@ -198,7 +203,8 @@ out:
     qdd_maybe_finish_stop(d);
 }
 
-qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j) {
+qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j)
+{
     j->w.data = j;
     j->d = c->d;
     j->req = *c->req;
@@ -215,7 +221,8 @@ qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j) {
 
 /* Runs a job on the loop itself (a dry run whose searches have been quick): its completion
  * replies at once. */
-void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j) {
+void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j)
+{
     j->w.data = j;
     j->d = c->d;
     j->req = *c->req;

@@ -12,7 +12,8 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-void qdd_sd_notify(const char *msg) {
+void qdd_sd_notify(const char *msg)
+{
     const char *p = getenv("NOTIFY_SOCKET");
     if (!p || (p[0] != '/' && p[0] != '@'))
         return;

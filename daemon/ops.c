@@ -25,12 +25,14 @@ static const struct op {
     {"hello", qdd_op_hello, F_DEVICE | F_READY},
     {"report", qdd_op_report, F_DEVICE | F_READY},
     {"decide", qdd_op_decide, F_AUTH | F_READY},
-    {"fetch", qdd_op_fetch, F_DEVICE | F_READY},
+    {"fetch", qdd_op_fetch, F_AUTH | F_READY},
     {"ack", qdd_op_ack, F_DEVICE | F_READY},
+    {"event", qdd_op_event, F_DEVICE},
 };
 
 /* MAC and nonce; sets c->dev / c->admin. */
-static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *msg, size_t len) {
+static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *msg, size_t len)
+{
     struct qd_daemon *d = c->d;
     const char *from = NULL;
     QD_TRY(qd_proto_str(c->j, "from", QD_PROTO_MAX_ID, 1, &from));
@@ -62,7 +64,8 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
     return QD_OK;
 }
 
-static void handle(struct qd_daemon *d, struct qd_tp_req *req) {
+static void handle(struct qd_daemon *d, struct qd_tp_req *req)
+{
     d->n_req++;
     const char *msg = req->body;
     size_t len = req->len;
@@ -115,7 +118,8 @@ static void handle(struct qd_daemon *d, struct qd_tp_req *req) {
     cJSON_Delete(c.j);
 }
 
-void qdd_on_readable(uv_poll_t *p, int status, int events) {
+void qdd_on_readable(uv_poll_t *p, int status, int events)
+{
     struct qd_daemon *d = p->data;
     if (status < 0) {
         qd_log(QD_LOG_ERROR, "poll: %s", uv_strerror(status));

@@ -10,7 +10,8 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-qd_err qdd_op_health(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_health(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     static const char *const ph[] = {"loading", "training", "sensitivity", "ready",
                                      "failed",  "supernet", "gate"};
@@ -35,7 +36,8 @@ qd_err qdd_op_health(struct qdd_call *c, cJSON *r) {
     return QD_OK;
 }
 
-qd_err qdd_op_stats(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     qdd_op_health(c, r);
     cJSON_AddNumberToObject(r, "requests", (double)d->n_req);
@@ -51,6 +53,8 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r) {
     cJSON_AddNumberToObject(r, "pushes", (double)d->n_push);
     cJSON_AddNumberToObject(r, "repushes", (double)d->n_repush);
     cJSON_AddNumberToObject(r, "acks", (double)d->n_ack);
+    cJSON_AddNumberToObject(r, "fetches", (double)d->n_fetch);
+    cJSON_AddNumberToObject(r, "fetch_bytes", (double)d->n_fetch_bytes);
     int unacked = 0;
     for (int i = 0; i < d->ndev; i++)
         unacked += d->devs[i]->version > d->devs[i]->acked;
@@ -59,7 +63,8 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r) {
     return QD_OK;
 }
 
-static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o) {
+static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o)
+{
     cJSON_AddStringToObject(o, "id", x->id);
     cJSON_AddStringToObject(o, "profile", x->prof >= 0 ? d->prof[x->prof].dev.name : "");
     cJSON_AddNumberToObject(o, "version", (double)x->version);
@@ -72,7 +77,8 @@ static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o) {
         cJSON_AddNumberToObject(o, "battery", x->ctx.battery);
 }
 
-qd_err qdd_op_devices(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_devices(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     int64_t off = 0, lim = 1000;
     QD_TRY(qd_proto_int(c->j, "offset", 0, INT32_MAX, 0, &off));
@@ -87,7 +93,8 @@ qd_err qdd_op_devices(struct qdd_call *c, cJSON *r) {
     return QD_OK;
 }
 
-qd_err qdd_op_device(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_device(struct qdd_call *c, cJSON *r)
+{
     const char *id = NULL;
     QD_TRY(qd_proto_str(c->j, "id", QD_PROTO_MAX_ID, 1, &id));
     struct qdd_dev *x = qdd_dev_find(c->d, id);
@@ -98,7 +105,8 @@ qd_err qdd_op_device(struct qdd_call *c, cJSON *r) {
     return qd_state_device_history(c->d->st, x->id, 20, o);
 }
 
-qd_err qdd_op_keys(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_keys(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     const char *act = NULL, *id = NULL;
     QD_TRY(qd_proto_str(c->j, "action", 16, 1, &act));

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "daemon/daemon_impl.h"
+#include "proto/manifest.h"
 
-qd_err qdd_op_hello(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_hello(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     struct qdd_dev *x = c->dev;
     const char *prof = NULL;
@@ -36,7 +38,8 @@ qd_err qdd_op_hello(struct qdd_call *c, cJSON *r) {
     return QD_OK;
 }
 
-qd_err qdd_op_report(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_report(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     struct qdd_dev *x = c->dev;
     if (x->prof < 0)
@@ -69,7 +72,8 @@ qd_err qdd_op_report(struct qdd_call *c, cJSON *r) {
     return QD_OK;
 }
 
-qd_err qdd_op_decide(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_decide(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     const char *prof = NULL, *id = NULL;
     QD_TRY(qd_proto_str(c->j, "profile", QD_PROTO_MAX_ID, 0, &prof));
@@ -106,33 +110,82 @@ qd_err qdd_op_decide(struct qdd_call *c, cJSON *r) {
     return qdd_job_queue(c, j);
 }
 
-qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r) {
+/* The device's version v (0: the current one) with a fresh signed manifest, in chunks: bytes
+ * [offset, offset + at most fetch_chunk) of the model packed (raw, zstd, or a patch against
+ * the version "have" the device holds, whichever is smallest). A device fetches its own; admin
+ * names one with "device". */
+qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
+    const char *id = NULL;
+    QD_TRY(qd_proto_str(c->j, "device", QD_PROTO_MAX_ID, 0, &id));
     struct qdd_dev *x = c->dev;
-    int64_t v = x->version;
-    QD_TRY(qd_proto_int(c->j, "version", 1, INT32_MAX, 0, &v));
-    if (v == 0)
+    if (id && !(x = qdd_dev_find(d, id)))
+        return qd_seterr(QD_ENODEV, "no device '%s'", id);
+    if (!x)
+        return qd_seterr(QD_EINVAL, "admin's fetch names a \"device\"");
+    if (!c->admin && x != c->dev)
+        return qd_seterr(QD_EAUTH, "a device may only fetch its own models");
+    int64_t v = x->version, off = 0, max = (int64_t)d->cfg.fetch_chunk, have = 0;
+    QD_TRY(qd_proto_int(c->j, "version", 0, INT32_MAX, 0, &v));
+    QD_TRY(qd_proto_int(c->j, "offset", 0, INT64_C(1) << 40, 0, &off));
+    QD_TRY(qd_proto_int(c->j, "max", 1, INT64_C(1) << 40, 0, &max));
+    QD_TRY(qd_proto_int(c->j, "have", 0, INT32_MAX, 0, &have));
+    if (v == 0 && (v = x->version) == 0)
         return qd_seterr(QD_ENOENT, "device '%s' has no model yet", x->id);
-    char sha[65];
-    QD_TRY(qd_state_version_sha(d->st, x->id, v, sha));
-    int bi;
-    QD_TRY(qdd_blob_of_sha(d, sha, &bi));
+    struct qd_manifest m = {.version = v, .prev = v - 1};
+    snprintf(m.device, sizeof m.device, "%s", x->id);
+    QD_TRY(qd_state_version_sha(d->st, x->id, v, m.sha));
+    QD_TRY(qd_state_blob_backbone(d->st, m.sha, m.backbone, sizeof m.backbone));
+    int bi, base = -1;
+    QD_TRY(qdd_blob_of_sha(d, m.sha, &bi));
+    /* the version the device holds, if it is one of its own: a patch against it may be
+     * smallest */
+    char bsha[65];
+    if (have > 0 && have != v && !qd_state_version_sha(d->st, x->id, have, bsha) &&
+        qdd_blob_of_sha(d, bsha, &base))
+        base = -1;
+    const struct qdd_pack *pk;
+    QD_TRY(qdd_pack_get(d, bi, base, &pk));
+    if (off > (int64_t)pk->n)
+        return qd_seterr(QD_EINVAL, "offset %lld is past the %zu bytes to send", (long long)off,
+                         pk->n);
+    size_t n = pk->n - (size_t)off;
+    if ((double)n > d->cfg.fetch_chunk)
+        n = (size_t)d->cfg.fetch_chunk;
+    if ((int64_t)n > max)
+        n = (size_t)max;
     const uint8_t *qm;
     size_t len;
     QD_TRY(qdd_blob_bytes(d, bi, &qm, &len));
-    uint8_t *out = malloc(len + QD_PROTO_SIG_BYTES);
-    if (!out)
-        return qd_seterr(QD_ENOMEM, "fetch: out of memory");
-    memcpy(out, qm, len);
-    memcpy(out + len, d->blobs[bi]->sig, QD_PROTO_SIG_BYTES);
-    qdd_reply_raw(d, c->req, out, len + QD_PROTO_SIG_BYTES);
+    m.size = (int64_t)len;
+    snprintf(m.policy, sizeof m.policy, "%s", d->blobs[bi]->policy);
+    m.created = qd_proto_now_us() / 1000000;
+    m.expires = m.created + (int64_t)d->cfg.manifest_ttl_s;
+    char *text, hdr[256];
+    size_t tl;
+    uint8_t sig[QD_PROTO_SIG_BYTES], *out;
+    QD_TRY(qd_manifest_sign(&m, d->sign_sk, &text, &tl, sig));
+    snprintf(hdr, sizeof hdr,
+             "{\"version\":%lld,\"offset\":%lld,\"total\":%zu,\"encoding\":\"%s\","
+             "\"base\":%lld,\"manifest_len\":%zu}",
+             (long long)v, (long long)off, pk->n, qd_pack_name(pk->kind),
+             (long long)(pk->kind == QD_PACK_PATCH ? have : 0), tl);
+    size_t on;
+    qd_err e = qd_proto_chunk_encode(hdr, text, tl, sig, pk->b + off, n, &out, &on);
+    free(text);
+    QD_TRY(e);
+    qdd_reply_raw(d, c->req, out, on);
     free(out);
+    d->n_fetch++;
+    d->n_fetch_bytes += (long)n;
     c->deferred = 1; /* replied */
     (void)r;
     return QD_OK;
 }
 
-qd_err qdd_op_ack(struct qdd_call *c, cJSON *r) {
+qd_err qdd_op_ack(struct qdd_call *c, cJSON *r)
+{
     struct qd_daemon *d = c->d;
     struct qdd_dev *x = c->dev;
     int64_t v = 0;
@@ -150,5 +203,31 @@ qd_err qdd_op_ack(struct qdd_call *c, cJSON *r) {
     d->n_ack++;
     cJSON_AddNumberToObject(r, "version", (double)x->version);
     cJSON_AddNumberToObject(r, "acked", (double)x->acked);
+    return QD_OK;
+}
+
+/* A device says what happened to a model: refused (with the error code), a failed self-test,
+ * installed. Recorded as an event of that device (`device` shows them). */
+qd_err qdd_op_event(struct qdd_call *c, cJSON *r)
+{
+    static const char *const kinds[] = {"refused", "selftest-failed", "installed"};
+    const char *kind = NULL, *code = "", *msg = "";
+    int64_t v = 0;
+    QD_TRY(qd_proto_str(c->j, "kind", 32, 1, &kind));
+    QD_TRY(qd_proto_int(c->j, "version", 0, INT64_C(1) << 53, 0, &v));
+    QD_TRY(qd_proto_str(c->j, "code", 16, 0, &code));
+    QD_TRY(qd_proto_str(c->j, "message", 512, 0, &msg));
+    size_t k = 0;
+    while (k < sizeof kinds / sizeof *kinds && strcmp(kinds[k], kind))
+        k++;
+    if (k == sizeof kinds / sizeof *kinds)
+        return qd_seterr(QD_EINVAL, "field \"kind\" must be refused, selftest-failed or installed");
+    char detail[700], name[48];
+    snprintf(detail, sizeof detail, "version %lld%s%s%s%s", (long long)v, code[0] ? " " : "", code,
+             msg[0] ? ": " : "", msg);
+    snprintf(name, sizeof name, "device-%s", kind);
+    QD_TRY(qd_state_event(c->d->st, c->dev->id, name, detail));
+    c->d->n_event++;
+    (void)r;
     return QD_OK;
 }

@@ -1,7 +1,9 @@
-/* Pushes on PUB: the signed model of a device's current version, with topic = device id. A
- * device stays in pend[] until it acks that version; every tick re-pushes those whose time has
- * come (ack_timeout_ms, backing off to 8x with jitter) and refills the byte budget that paces
- * pushes to push_rate (PUB drops what a subscriber cannot take at once). Loop thread. */
+/* Notifications on PUB: for a device's current version, its id, version, sha256 and size, with
+ * topic = device id; no model bytes (the device fetches them, authenticated, with the signed
+ * manifest). A device stays in pend[] until it acks that version; every tick notifies again
+ * those whose time has come (ack_timeout_ms, backing off to 8x with jitter) and refills the
+ * byte budget that paces notifications to push_rate (PUB drops what a subscriber cannot take
+ * at once). Loop thread. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,8 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-void qdd_push_pending(struct qd_daemon *d, struct qdd_dev *x) {
+void qdd_push_pending(struct qd_daemon *d, struct qdd_dev *x)
+{
     if (x->pending)
         return;
     if (d->npend == d->cappend) {
@@ -25,37 +28,37 @@ void qdd_push_pending(struct qd_daemon *d, struct qdd_dev *x) {
     x->pending = 1;
 }
 
-void qdd_push(struct qd_daemon *d, struct qdd_dev *x) {
+void qdd_push(struct qd_daemon *d, struct qdd_dev *x)
+{
     if (x->blob < 0)
         return;
     const uint8_t *qm;
     size_t len;
-    if (qdd_blob_bytes(d, x->blob, &qm, &len)) {
-        qd_log(QD_LOG_ERROR, "push %s: %s", x->id, qd_errmsg());
+    if (qdd_blob_bytes(d, x->blob, &qm, &len)) { /* its size; the fetch will need them too */
+        qd_log(QD_LOG_ERROR, "notify %s: %s", x->id, qd_errmsg());
         return;
     }
-    /* pacing: PUB drops what a subscriber cannot take at once, so pushes beyond this tick's
-     * share of push_rate wait for the next tick (the device stays pending) */
-    if (d->push_tokens < (double)len && d->push_tokens < d->cfg.push_rate * 1e6 * TICK_MS / 1e3) {
+    struct qdd_blob *b = d->blobs[x->blob];
+    struct qd_proto_note note = {.version = x->version, .size = (int64_t)len};
+    snprintf(note.id, sizeof note.id, "%s", x->id);
+    snprintf(note.sha, sizeof note.sha, "%s", b->sha);
+    uint8_t *frame;
+    size_t n;
+    if (qd_proto_note_encode(&note, &frame, &n)) {
+        qd_log(QD_LOG_ERROR, "notify %s: %s", x->id, qd_errmsg());
+        return;
+    }
+    /* pacing: PUB drops what a subscriber cannot take at once, so notifications beyond this
+     * tick's share of push_rate wait for the next tick (the device stays pending) */
+    if (d->push_tokens < (double)n && d->push_tokens < d->cfg.push_rate * 1e6 * TICK_MS / 1e3) {
+        free(frame);
         x->push_due = qdd_now_ms();
         qdd_push_pending(d, x);
         return;
     }
-    d->push_tokens -= (double)len;
-    struct qdd_blob *b = d->blobs[x->blob];
-    char hdr[4096];
-    snprintf(hdr, sizeof hdr,
-             "{\"v\":1,\"op\":\"push\",\"device\":\"%s\",\"version\":%lld,\"sha256\":\"%s\","
-             "\"size\":%zu,\"policy\":\"%s\",\"backbone\":\"%s\"}",
-             x->id, (long long)x->version, b->sha, len, b->policy, d->backbone_id);
-    uint8_t *frame;
-    size_t n;
-    if (qd_proto_push_encode(x->id, hdr, qm, len, b->sig, &frame, &n)) {
-        qd_log(QD_LOG_ERROR, "push %s: %s", x->id, qd_errmsg());
-        return;
-    }
+    d->push_tokens -= (double)n;
     if (qd_tp_pub(d->pub, frame, n))
-        qd_log(QD_LOG_WARN, "push %s: %s", x->id, qd_errmsg());
+        qd_log(QD_LOG_WARN, "notify %s: %s", x->id, qd_errmsg());
     free(frame);
     if (x->tries++)
         d->n_repush++;
@@ -68,7 +71,8 @@ void qdd_push(struct qd_daemon *d, struct qdd_dev *x) {
     qdd_push_pending(d, x);
 }
 
-void qdd_push_tick(uv_timer_t *t) {
+void qdd_push_tick(uv_timer_t *t)
+{
     struct qd_daemon *d = t->data;
     int64_t now = qdd_now_ms();
     int w = 0;

@@ -32,7 +32,8 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-static qd_err key_file(const char *path, uint8_t *buf, size_t n, int sign) {
+static qd_err key_file(const char *path, uint8_t *buf, size_t n, int sign)
+{
     uint8_t *b;
     size_t len;
     if (!qd_file_read(path, &b, &len)) {
@@ -61,11 +62,13 @@ static qd_err key_file(const char *path, uint8_t *buf, size_t n, int sign) {
     return e;
 }
 
-static void close_cb(uv_handle_t *h) {
+static void close_cb(uv_handle_t *h)
+{
     (void)h;
 }
 
-static void shutdown_loop(struct qd_daemon *d) {
+static void shutdown_loop(struct qd_daemon *d)
+{
     if (d->closed)
         return;
     d->closed = 1;
@@ -77,7 +80,8 @@ static void shutdown_loop(struct qd_daemon *d) {
     uv_close((uv_handle_t *)&d->sighup, close_cb);
 }
 
-void qdd_maybe_finish_stop(struct qd_daemon *d) {
+void qdd_maybe_finish_stop(struct qd_daemon *d)
+{
     if (!d->stopping || d->inflight > 0)
         return;
     if (d->boot_running) {
@@ -87,7 +91,8 @@ void qdd_maybe_finish_stop(struct qd_daemon *d) {
     shutdown_loop(d);
 }
 
-static void on_stop(uv_signal_t *s, int sig) {
+static void on_stop(uv_signal_t *s, int sig)
+{
     struct qd_daemon *d = s->data;
     qd_log(QD_LOG_INFO, "%s: stopping after %d in-flight replies",
            sig == SIGTERM ? "SIGTERM" : "SIGINT", d->inflight);
@@ -97,14 +102,16 @@ static void on_stop(uv_signal_t *s, int sig) {
     qdd_maybe_finish_stop(d);
 }
 
-static void set_log_level(const char *l) {
+static void set_log_level(const char *l)
+{
     qd_log_threshold = !strcmp(l, "error")   ? QD_LOG_ERROR
                        : !strcmp(l, "warn")  ? QD_LOG_WARN
                        : !strcmp(l, "debug") ? QD_LOG_DEBUG
                                              : QD_LOG_INFO;
 }
 
-static void on_hup(uv_signal_t *s, int sig) {
+static void on_hup(uv_signal_t *s, int sig)
+{
     struct qd_daemon *d = s->data;
     qdd_sd_notify("RELOADING=1");
     struct qd_config c;
@@ -123,6 +130,9 @@ static void on_hup(uv_signal_t *s, int sig) {
         d->cfg.max_message = c.max_message;
         d->cfg.battery_floor = c.battery_floor;
         d->cfg.push_rate = c.push_rate;
+        d->cfg.fetch_chunk = c.fetch_chunk;
+        d->cfg.manifest_ttl_s = c.manifest_ttl_s;
+        d->cfg.pack_level = c.pack_level;
         snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", c.log_level);
         set_log_level(c.log_level);
         qd_log(QD_LOG_INFO, "SIGHUP: configuration reloaded");
@@ -131,11 +141,13 @@ static void on_hup(uv_signal_t *s, int sig) {
     (void)sig;
 }
 
-static void on_watchdog(uv_timer_t *t) {
+static void on_watchdog(uv_timer_t *t)
+{
     qdd_sd_notify("WATCHDOG=1");
 }
 
-static int run(struct qd_daemon *d) {
+static int run(struct qd_daemon *d)
+{
     struct qd_config *c = &d->cfg;
     char path[1200];
     qd_err e = qd_file_mkdirs(c->state_dir);
@@ -204,7 +216,8 @@ static int run(struct qd_daemon *d) {
     return 0;
 }
 
-static void fini(struct qd_daemon *d) {
+static void fini(struct qd_daemon *d)
+{
     for (int i = 0; i < d->ndev; i++)
         free(d->devs[i]);
     free(d->devs);
@@ -226,13 +239,15 @@ static void fini(struct qd_daemon *d) {
         qd_gate_fini(&d->gate);
         qd_bn_cache_fini(&d->bn);
     }
+    qdd_packs_fini(d);
     uv_mutex_destroy(&d->build_mu);
     sodium_memzero(d->sign_sk, sizeof d->sign_sk);
     sodium_memzero(d->admin_key, sizeof d->admin_key);
     uv_mutex_destroy(&d->blob_mu);
 }
 
-int main(int argc, char **argv) {
+int main(int argc, char **argv)
+{
     static struct qd_daemon d;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {

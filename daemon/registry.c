@@ -11,7 +11,8 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-qd_err qdd_dev_insert(struct qd_daemon *d, const struct qd_state_device *s, struct qdd_dev **out) {
+qd_err qdd_dev_insert(struct qd_daemon *d, const struct qd_state_device *s, struct qdd_dev **out)
+{
     if (d->ndev == d->capdev) {
         int cap = d->capdev ? 2 * d->capdev : 1024;
         struct qdd_dev **v = realloc(d->devs, cap * sizeof *v);
@@ -39,17 +40,20 @@ qd_err qdd_dev_insert(struct qd_daemon *d, const struct qd_state_device *s, stru
     return QD_OK;
 }
 
-struct qdd_dev *qdd_dev_find(struct qd_daemon *d, const char *id) {
+struct qdd_dev *qdd_dev_find(struct qd_daemon *d, const char *id)
+{
     int i = qdd_smap_get(&d->dev_by_id, id);
     return i < 0 ? NULL : d->devs[i];
 }
 
-int qdd_dev_index(struct qd_daemon *d, const struct qdd_dev *x) {
+int qdd_dev_index(struct qd_daemon *d, const struct qdd_dev *x)
+{
     return qdd_smap_get(&d->dev_by_id, x->id);
 }
 
 /* Profiles by name, loaded on first use from the devices directory. */
-int qdd_profile_get(struct qd_daemon *d, const char *name) {
+int qdd_profile_get(struct qd_daemon *d, const char *name)
+{
     for (int i = 0; i < d->nprof; i++)
         if (!strcmp(d->prof[i].dev.name, name))
             return i;
@@ -76,7 +80,8 @@ int qdd_profile_get(struct qd_daemon *d, const char *name) {
 }
 
 /* The profile's cost tables (needs the backbone). */
-qd_err qdd_profile_tables(struct qd_daemon *d, int i) {
+qd_err qdd_profile_tables(struct qd_daemon *d, int i)
+{
     struct qdd_profile *p = &d->prof[i];
     if (!p->have_t) {
         QD_TRY(qd_decide_prepare(&d->dec, &p->dev, &p->t));
@@ -85,7 +90,8 @@ qd_err qdd_profile_tables(struct qd_daemon *d, int i) {
     return QD_OK;
 }
 
-qd_err qdd_dev_restore(void *ctx, const struct qd_state_device *s) {
+qd_err qdd_dev_restore(void *ctx, const struct qd_state_device *s)
+{
     struct qd_daemon *d = ctx;
     struct qdd_dev *x;
     QD_TRY(qdd_dev_insert(d, s, &x));

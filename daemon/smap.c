@@ -6,14 +6,16 @@
 
 #include "daemon/daemon_impl.h"
 
-static uint32_t hash(const char *s) {
+static uint32_t hash(const char *s)
+{
     uint32_t h = 2166136261u;
     while (*s)
         h = (h ^ (uint8_t)*s++) * 16777619u;
     return h;
 }
 
-int qdd_smap_get(const struct qdd_smap *m, const char *k) {
+int qdd_smap_get(const struct qdd_smap *m, const char *k)
+{
     if (!m->cap)
         return -1;
     for (uint32_t i = hash(k) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
@@ -24,7 +26,8 @@ int qdd_smap_get(const struct qdd_smap *m, const char *k) {
     }
 }
 
-qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v) {
+qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v)
+{
     if (2 * (m->n + 1) > m->cap) {
         uint32_t cap = m->cap ? 2 * m->cap : 1024;
         const char **key = calloc(cap, sizeof *key);
@@ -54,7 +57,8 @@ qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v) {
     return QD_OK;
 }
 
-void qdd_smap_fini(struct qdd_smap *m) {
+void qdd_smap_fini(struct qdd_smap *m)
+{
     free(m->key), free(m->val);
     memset(m, 0, sizeof *m);
 }

@@ -14,7 +14,8 @@
 enum {
     S_META_GET, S_META_SET, S_DEV_ALL, S_DEV_ADD, S_DEV_KEY, S_DEV_HELLO, S_DEV_NONCE,
     S_DEC_INS, S_VER_INS, S_DEV_VER, S_BLOB_INS, S_ACK_VER, S_ACK_DEV, S_VER_SHA, S_BLOB_META,
-    S_BLOB_ALL, S_HIST_VER, S_HIST_DEC, S_EVENT, S_BEGIN, S_COMMIT, S_ROLLBACK, S_COUNT
+    S_BLOB_ALL, S_BLOB_BB, S_HIST_VER, S_HIST_DEC, S_HIST_EVT, S_EVENT, S_BEGIN, S_COMMIT,
+    S_ROLLBACK, S_COUNT
 };
 
 static const char *const SQL[S_COUNT] = {
@@ -39,10 +40,13 @@ static const char *const SQL[S_COUNT] = {
     [S_VER_SHA] = "SELECT sha FROM versions WHERE device=?1 AND version=?2",
     [S_BLOB_META] = "SELECT sig,policy FROM blobs WHERE sha=?1",
     [S_BLOB_ALL] = "SELECT sha,policy,sig FROM blobs WHERE backbone=?1",
+    [S_BLOB_BB] = "SELECT backbone FROM blobs WHERE sha=?1",
     [S_HIST_VER] = "SELECT version,sha,policy,created,acked_at FROM versions WHERE device=?1 "
                    "ORDER BY version DESC LIMIT ?2",
     [S_HIST_DEC] = "SELECT ts,context,policy,costs,version,error FROM decisions WHERE device=?1 "
                    "ORDER BY rowid DESC LIMIT ?2",
+    [S_HIST_EVT] = "SELECT ts,kind,detail FROM events WHERE device=?1 ORDER BY rowid DESC "
+                   "LIMIT ?2",
     [S_EVENT] = "INSERT INTO events(ts,device,kind,detail) VALUES(?1,?2,?3,?4)",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
@@ -159,18 +163,26 @@ void qd_state_close(qd_state_t *s)
     free(s);
 }
 
-qd_err qd_state_meta_get(qd_state_t *s, const char *key, char *buf, size_t len)
+/* The one text column statement `which` gives for key (QD_ENOENT: no row). */
+static qd_err text_of(qd_state_t *s, int which, const char *key, char *buf, size_t len,
+                      const char *what)
 {
-    sqlite3_stmt *q = prep(s, S_META_GET);
+    sqlite3_stmt *q = prep(s, which);
     bind_text(q, 1, key);
     int rc = sqlite3_step(q);
     qd_err e = QD_OK;
     if (rc == SQLITE_ROW)
         snprintf(buf, len, "%s", (const char *)sqlite3_column_text(q, 0));
     else
-        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s", key) : dberr(s, "meta");
+        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s %s", what, key)
+                              : dberr(s, what);
     sqlite3_reset(q);
     return e;
+}
+
+qd_err qd_state_meta_get(qd_state_t *s, const char *key, char *buf, size_t len)
+{
+    return text_of(s, S_META_GET, key, buf, len, "meta");
 }
 
 qd_err qd_state_meta_set(qd_state_t *s, const char *key, const char *value)
@@ -369,6 +381,11 @@ qd_err qd_state_blob_meta(qd_state_t *s, const char *sha, uint8_t sig[QD_PROTO_S
     return e;
 }
 
+qd_err qd_state_blob_backbone(qd_state_t *s, const char *sha, char *backbone, size_t blen)
+{
+    return text_of(s, S_BLOB_BB, sha, backbone, blen, "blob");
+}
+
 qd_err qd_state_blobs_load(qd_state_t *s, const char *backbone,
                            qd_err (*cb)(void *ctx, const char *sha, const char *policy,
                                         const uint8_t *sig),
@@ -444,6 +461,22 @@ qd_err qd_state_device_history(qd_state_t *s, const char *id, int limit, cJSON *
         if (sqlite3_column_type(q, 5) != SQLITE_NULL)
             cJSON_AddStringToObject(v, "error", (const char *)sqlite3_column_text(q, 5));
         cJSON_AddItemToArray(ds, v);
+    }
+    sqlite3_reset(q);
+    if (rc != SQLITE_DONE)
+        return dberr(s, "history");
+    q = prep(s, S_HIST_EVT);
+    bind_text(q, 1, id);
+    sqlite3_bind_int(q, 2, limit);
+    cJSON *es = cJSON_AddArrayToObject(obj, "events");
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddNumberToObject(v, "ts_ms", (double)sqlite3_column_int64(q, 0));
+        cJSON_AddStringToObject(v, "kind", (const char *)sqlite3_column_text(q, 1));
+        const char *t = (const char *)sqlite3_column_text(q, 2);
+        if (t)
+            cJSON_AddStringToObject(v, "detail", t);
+        cJSON_AddItemToArray(es, v);
     }
     sqlite3_reset(q);
     return rc == SQLITE_DONE ? QD_OK : dberr(s, "history");

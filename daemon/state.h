@@ -67,6 +67,8 @@ qd_err qd_state_version_sha(qd_state_t *st, const char *id, int64_t version, cha
 /* A blob's signature and policy by sha256 (QD_ENOENT when unknown). */
 qd_err qd_state_blob_meta(qd_state_t *st, const char *sha, uint8_t sig[QD_PROTO_SIG_BYTES],
                           char *policy, size_t plen);
+/* A blob's backbone id by sha256 (QD_ENOENT when unknown). */
+qd_err qd_state_blob_backbone(qd_state_t *st, const char *sha, char *backbone, size_t blen);
 /* The blobs of one backbone, for the policy cache at start. */
 qd_err qd_state_blobs_load(qd_state_t *st, const char *backbone,
                            qd_err (*cb)(void *ctx, const char *sha, const char *policy,

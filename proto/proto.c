@@ -238,48 +238,126 @@ qd_err qd_proto_verify_model(const uint8_t *qm, size_t len, const uint8_t sig[QD
     return QD_OK;
 }
 
-qd_err qd_proto_push_encode(const char *id, const char *header, const uint8_t *qm, size_t len,
-                            const uint8_t sig[QD_PROTO_SIG_BYTES], uint8_t **out, size_t *outlen)
+qd_err qd_proto_note_encode(const struct qd_proto_note *n, uint8_t **out, size_t *outlen)
 {
-    size_t ni = strlen(id) + 1, nh = strlen(header);
-    if (memchr(header, '\n', nh))
-        return qd_seterr(QD_EINVAL, "push header may not contain a newline");
-    size_t n = ni + nh + 1 + len + QD_PROTO_SIG_BYTES;
-    uint8_t *b = malloc(n);
+    if (!qd_proto_id_ok(n->id))
+        return qd_seterr(QD_EINVAL, "notify: bad device id");
+    char line[512];
+    int h = snprintf(line, sizeof line,
+                     "{\"v\":1,\"op\":\"notify\",\"device\":\"%s\",\"version\":%lld,"
+                     "\"sha256\":\"%.64s\",\"size\":%lld}",
+                     n->id, (long long)n->version, n->sha, (long long)n->size);
+    size_t ni = strlen(n->id) + 1, len = ni + (size_t)h;
+    uint8_t *b = malloc(len);
     if (!b)
-        return qd_seterr(QD_ENOMEM, "push: out of memory");
-    memcpy(b, id, ni);
-    memcpy(b + ni, header, nh);
-    b[ni + nh] = '\n';
-    memcpy(b + ni + nh + 1, qm, len);
-    memcpy(b + ni + nh + 1 + len, sig, QD_PROTO_SIG_BYTES);
+        return qd_seterr(QD_ENOMEM, "notify: out of memory");
+    memcpy(b, n->id, ni);
+    memcpy(b + ni, line, (size_t)h);
+    *out = b;
+    *outlen = len;
+    return QD_OK;
+}
+
+qd_err qd_proto_note_decode(const uint8_t *buf, size_t len, struct qd_proto_note *n)
+{
+    memset(n, 0, sizeof *n);
+    const uint8_t *z = memchr(buf, 0, len < QD_PROTO_MAX_ID + 1 ? len : QD_PROTO_MAX_ID + 1);
+    if (!z || z == buf)
+        return qd_seterr(QD_EFORMAT, "notify: no device id");
+    size_t ni = (size_t)(z - buf) + 1;
+    if (len - ni > 1024)
+        return qd_seterr(QD_EFORMAT, "notify: %zu bytes", len);
+    cJSON *j = cJSON_ParseWithLength((const char *)z + 1, len - ni);
+    const char *dev = NULL, *sha = NULL;
+    qd_err e = cJSON_IsObject(j) ? QD_OK : qd_seterr(QD_EFORMAT, "notify: malformed");
+    if (!e)
+        e = qd_proto_str(j, "device", QD_PROTO_MAX_ID, 1, &dev);
+    if (!e && strcmp(dev, (const char *)buf))
+        e = qd_seterr(QD_EFORMAT, "notify: topic '%s' names device '%s'", (const char *)buf, dev);
+    if (!e)
+        e = qd_proto_int(j, "version", 1, INT64_C(1) << 53, 1, &n->version);
+    if (!e)
+        e = qd_proto_int(j, "size", 1, INT64_C(1) << 53, 1, &n->size);
+    if (!e)
+        e = qd_proto_str(j, "sha256", 64, 1, &sha);
+    if (!e) {
+        snprintf(n->id, sizeof n->id, "%s", dev);
+        snprintf(n->sha, sizeof n->sha, "%s", sha);
+    }
+    cJSON_Delete(j);
+    return e ? qd_wraperr(QD_EFORMAT, NULL, NULL) : QD_OK;
+}
+
+qd_err qd_proto_chunk_encode(const char *header, const char *manifest, size_t mlen,
+                             const uint8_t sig[QD_PROTO_SIG_BYTES], const uint8_t *data,
+                             size_t len, uint8_t **out, size_t *outlen)
+{
+    size_t nh = strlen(header), m = sizeof QD_PROTO_CHUNK_MAGIC - 1;
+    if (memchr(header, '\n', nh))
+        return qd_seterr(QD_EINVAL, "chunk header may not contain a newline");
+    size_t n = m + nh + 1 + mlen + QD_PROTO_SIG_BYTES + len;
+    uint8_t *b = malloc(n), *p = b;
+    if (!b)
+        return qd_seterr(QD_ENOMEM, "fetch: out of memory");
+    memcpy(p, QD_PROTO_CHUNK_MAGIC, m), p += m;
+    memcpy(p, header, nh), p += nh;
+    *p++ = '\n';
+    memcpy(p, manifest, mlen), p += mlen;
+    memcpy(p, sig, QD_PROTO_SIG_BYTES), p += QD_PROTO_SIG_BYTES;
+    if (len)
+        memcpy(p, data, len);
     *out = b;
     *outlen = n;
     return QD_OK;
 }
 
-qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v)
+qd_err qd_proto_chunk_decode(const uint8_t *buf, size_t len, struct qd_proto_chunk *c)
 {
-    memset(v, 0, sizeof *v);
-    const uint8_t *z = memchr(buf, 0, len < QD_PROTO_MAX_ID + 1 ? len : QD_PROTO_MAX_ID + 1);
-    if (!z)
-        return qd_seterr(QD_EFORMAT, "push: no device id");
-    const uint8_t *h = z + 1, *nl = memchr(h, '\n', len - (size_t)(h - buf));
+    memset(c, 0, sizeof *c);
+    size_t m = sizeof QD_PROTO_CHUNK_MAGIC - 1;
+    if (len < m || memcmp(buf, QD_PROTO_CHUNK_MAGIC, m))
+        return qd_seterr(QD_EFORMAT, "fetch: not a chunk");
+    const uint8_t *h = buf + m, *nl = memchr(h, '\n', len - m < 4096 ? len - m : 4096);
     if (!nl)
-        return qd_seterr(QD_EFORMAT, "push: no header line");
-    size_t rest = len - (size_t)(nl + 1 - buf);
-    if (rest < QD_PROTO_SIG_BYTES + 1)
-        return qd_seterr(QD_EFORMAT, "push: %zu bytes of model and signature", rest);
+        return qd_seterr(QD_EFORMAT, "fetch: no header line");
     cJSON *j = cJSON_ParseWithLength((const char *)h, (size_t)(nl - h));
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return qd_seterr(QD_EFORMAT, "push: malformed header");
+    int64_t ml = 0;
+    const int64_t big = INT64_C(1) << 53;
+    qd_err e = cJSON_IsObject(j) ? QD_OK : qd_seterr(QD_EFORMAT, "fetch: malformed header");
+    if (!e)
+        e = qd_proto_int(j, "version", 1, big, 1, &c->version);
+    if (!e)
+        e = qd_proto_int(j, "offset", 0, big, 1, &c->offset);
+    if (!e)
+        e = qd_proto_int(j, "total", 1, big, 1, &c->total);
+    if (!e)
+        e = qd_proto_int(j, "base", 0, big, 0, &c->base);
+    if (!e)
+        e = qd_proto_int(j, "manifest_len", 1, 65536, 1, &ml);
+    if (!e)
+        e = qd_proto_str(j, "encoding", 8, 1, &c->encoding);
+    if (!e && strcmp(c->encoding, "raw") && strcmp(c->encoding, "zstd") &&
+        strcmp(c->encoding, "patch"))
+        e = qd_seterr(QD_EFORMAT, "fetch: unknown encoding '%s'", c->encoding);
+    size_t rest = len - (size_t)(nl + 1 - buf);
+    if (!e && rest < (size_t)ml + QD_PROTO_SIG_BYTES)
+        e = qd_seterr(QD_EFORMAT, "fetch: truncated (%zu bytes after the header)", rest);
+    if (!e) {
+        c->manifest = (const char *)nl + 1;
+        c->manifest_len = (size_t)ml;
+        c->sig = (const uint8_t *)c->manifest + ml;
+        c->data = c->sig + QD_PROTO_SIG_BYTES;
+        c->len = rest - (size_t)ml - QD_PROTO_SIG_BYTES;
+        if (c->offset > c->total || (int64_t)c->len > c->total - c->offset)
+            e = qd_seterr(QD_EFORMAT, "fetch: bytes %lld..%lld of %lld", (long long)c->offset,
+                          (long long)(c->offset + (int64_t)c->len), (long long)c->total);
     }
-    v->id = (const char *)buf;
-    v->header = j;
-    v->qm = nl + 1;
-    v->qm_len = rest - QD_PROTO_SIG_BYTES;
-    v->sig = v->qm + v->qm_len;
+    if (e) {
+        cJSON_Delete(j);
+        memset(c, 0, sizeof *c);
+        return qd_wraperr(QD_EFORMAT, NULL, NULL);
+    }
+    c->header = j;
     return QD_OK;
 }
 

@@ -79,17 +79,37 @@ void qd_proto_sign(const uint8_t *qm, size_t len, const uint8_t sk[QD_PROTO_SECR
 qd_err qd_proto_verify_model(const uint8_t *qm, size_t len, const uint8_t sig[QD_PROTO_SIG_BYTES],
                              const uint8_t pk[QD_PROTO_PUB_BYTES]);
 
-/* A push frame: id, header JSON, qm, signature, all copied into one malloc'd buffer. */
-qd_err qd_proto_push_encode(const char *id, const char *header, const uint8_t *qm, size_t len,
-                            const uint8_t sig[QD_PROTO_SIG_BYTES], uint8_t **out, size_t *outlen);
-/* Splits a received push frame (no copies: views into buf): QD_EFORMAT when malformed. */
-struct qd_push_view {
-    const char *id;          /* NUL-terminated inside buf */
-    cJSON *header;           /* parsed; cJSON_Delete it */
-    const uint8_t *qm, *sig; /* qm: qm_len bytes; sig: 64 bytes */
-    size_t qm_len;
+/* A notification on PUB: the topic (the device id with its NUL), then one JSON line
+ * {"v":1,"op":"notify","device":..,"version":..,"sha256":..,"size":..}. Unsigned and without
+ * model bytes: only a hint that makes the device fetch over its authenticated channel, where
+ * the signed manifest decides. */
+struct qd_proto_note {
+    char id[QD_PROTO_MAX_ID + 1];
+    int64_t version, size;
+    char sha[65];
 };
-qd_err qd_proto_push_decode(const uint8_t *buf, size_t len, struct qd_push_view *v);
+qd_err qd_proto_note_encode(const struct qd_proto_note *n, uint8_t **out, size_t *outlen);
+qd_err qd_proto_note_decode(const uint8_t *buf, size_t len, struct qd_proto_note *n);
+
+/* A fetch reply (binary): "QDF1", one JSON header line {"version":..,"offset":..,"total":..,
+ * "encoding":"raw"|"zstd"|"patch","base":..,"manifest_len":..}, the manifest text, its
+ * signature, then bytes [offset, offset + len) of the encoded model (total bytes in all). */
+#define QD_PROTO_CHUNK_MAGIC "QDF1"
+struct qd_proto_chunk {
+    cJSON *header; /* parsed; cJSON_Delete it */
+    int64_t version, offset, total, base;
+    const char *encoding;  /* inside header */
+    const char *manifest;  /* manifest_len bytes inside buf */
+    size_t manifest_len;
+    const uint8_t *sig;    /* 64 bytes inside buf */
+    const uint8_t *data;   /* len bytes inside buf */
+    size_t len;
+};
+qd_err qd_proto_chunk_encode(const char *header, const char *manifest, size_t mlen,
+                             const uint8_t sig[QD_PROTO_SIG_BYTES], const uint8_t *data,
+                             size_t len, uint8_t **out, size_t *outlen);
+/* Views into buf; QD_EFORMAT when malformed or inconsistent (a chunk past total, ...). */
+qd_err qd_proto_chunk_decode(const uint8_t *buf, size_t len, struct qd_proto_chunk *c);
 
 /* A device's context (report, decide): what it can spare now. NAN: not given. On the wire
  * each is an optional number field of the same name, at most 1e12 bytes, 1e9 ms or mJ, and a

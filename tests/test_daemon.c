@@ -22,6 +22,7 @@
 #include "client/sim.h"
 #include "nn/kernels.h"
 #include "policy/device.h"
+#include "proto/pack.h"
 #include "proto/transport.h"
 
 static char *tmp;
@@ -36,6 +37,7 @@ static void write_conf(const char *extra)
     fprintf(f,
             "# test configuration\n[quantd]\ncontrol = %s\npush = %s\nstate_dir = %s/state\n"
             "log_level = info\nack_timeout_ms = 400\nmax_message = 4096\nthreads = 2\n"
+            "fetch_chunk = 4096\n" /* models travel in several chunks */
             "[backbone]\nmodel = custom\ndata = fashion-mnist\ndata_dir = %s\n"
             "train_epochs = 1\ntrain_subset = 3000\nsupernet_epochs = 1\nsupernet_bn_sets = 4\n"
             "gate_steps = %d\n"
@@ -470,6 +472,13 @@ static void fleet_survives_kill_9(void **st)
     assert_int_equal(qd_sim_hello_all(&s), QD_OK);
     if (qd_sim_collect(&s, 120000, 1))
         fail_msg("after restart: %s", qd_errmsg());
+    /* the devices held the version before: the new ones came as patches against it */
+    if (!(s.packed[QD_PACK_PATCH] >= changed / 2))
+        fail_msg("%ld of %d changed models came as patches (%ld zstd, %ld raw)",
+                 s.packed[QD_PACK_PATCH], changed, s.packed[QD_PACK_ZSTD], s.packed[QD_PACK_RAW]);
+    print_message("fetched %ld models: %ld raw, %ld zstd, %ld patches; %ld bytes on the wire for "
+                  "%ld bytes of models\n", s.verified, s.packed[0], s.packed[1], s.packed[2],
+                  s.wire_bytes, s.model_bytes);
     l = devices(&c, &admin);
     double acc2 = 0;
     for (int i = 0; i < s.n; i++) {
@@ -579,6 +588,11 @@ static void gate_decides(void **st)
                      QD_OK);
     cJSON_Delete(kr);
     assert_int_equal(qd_client_subscribe(&c, "gated"), QD_OK);
+    /* a subscriber with no key, to every topic: it may learn that a version is out, never
+     * the model */
+    int spy;
+    assert_int_equal(qd_tp_sub_connect(push, &spy), QD_OK);
+    assert_int_equal(qd_tp_subscribe(spy, "", 0), QD_OK);
     cJSON *r = NULL;
     assert_int_equal(qd_client_hello(&c, &who, "esp32", &r), QD_OK);
     cJSON_Delete(r);
@@ -588,18 +602,77 @@ static void gate_decides(void **st)
     assert_int_equal(qd_client_report(&c, &who, &ctx, &r), QD_OK);
     int64_t v = (int64_t)cJSON_GetObjectItem(r, "version")->valuedouble;
     cJSON_Delete(r);
-    struct qd_client_push p;
+    /* the notification carries no model; the fetch verifies the signed manifest */
+    struct qd_proto_note note;
     for (int tries = 0; tries < 50; tries++) {
-        e = qd_client_push_recv(&c, 1000, pk, &p);
-        if (!e && p.version == v)
+        e = qd_client_notify_recv(&c, 1000, &note);
+        if (!e && note.version == v)
             break;
-        if (!e)
-            qd_client_push_fini(&p);
     }
     assert_int_equal(e, QD_OK);
-    assert_int_equal(p.version, v);
-    assert_int_equal(qd_client_ack(&c, &who, p.version, p.sha), QD_OK);
-    qd_client_push_fini(&p);
+    assert_int_equal(note.version, v);
+    struct qd_client_model m;
+    assert_int_equal(qd_client_fetch(&c, &who, NULL, note.version, 0, NULL, 0, pk, &m), QD_OK);
+    assert_string_equal(m.m.sha, note.sha);
+    assert_int_equal(m.m.size, note.size);
+    assert_string_equal(m.m.device, "gated");
+    /* installed already: the same version again is a rollback, refused */
+    struct qd_client_model m2;
+    assert_int_equal(qd_client_fetch(&c, &who, NULL, note.version, note.version, NULL, 0, pk, &m2),
+                     QD_EROLLBACK);
+    assert_int_equal(qd_client_ack(&c, &who, m.m.version, m.m.sha), QD_OK);
+    int heard = 0;
+    void *b;
+    size_t bn;
+    while (!qd_tp_recv(spy, 300, &b, &bn)) {
+        struct qd_proto_note sn;
+        assert_true(bn < 256); /* the model is m.len bytes */
+        assert_int_equal(qd_proto_note_decode(b, bn, &sn), QD_OK);
+        heard += sn.version == v;
+        qd_tp_free(b);
+    }
+    assert_true(heard >= 1);
+    assert_true(m.len > 3 * 4096); /* fetched in chunks (fetch_chunk = 4096) */
+    cJSON *sq = call(&c, &admin, op("stats"), &e);
+    assert_int_equal(e, QD_OK);
+    assert_true(cJSON_GetObjectItem(sq, "fetches")->valuedouble >= 4);
+    cJSON_Delete(sq);
+    qd_tp_close(spy);
+    /* another device may not fetch this one's models; admin may */
+    k = op("keys");
+    cJSON_AddStringToObject(k, "action", "add");
+    cJSON_AddStringToObject(k, "id", "other");
+    kr = call(&c, &admin, k, &e);
+    assert_int_equal(e, QD_OK);
+    struct qd_ident other;
+    assert_int_equal(qd_ident_init(&other, "other", cJSON_GetObjectItem(kr, "key")->valuestring),
+                     QD_OK);
+    cJSON_Delete(kr);
+    assert_int_equal(qd_client_fetch(&c, &other, "gated", v, 0, NULL, 0, pk, &m2), QD_EAUTH);
+    assert_int_equal(qd_client_fetch(&c, &other, NULL, 0, 0, NULL, 0, pk, &m2), QD_ENOENT);
+    assert_int_equal(qd_client_fetch(&c, &admin, "gated", v, 0, NULL, 0, pk, &m2), QD_OK);
+    assert_memory_equal(m2.qm, m.qm, m.len);
+    qd_client_model_fini(&m2);
+    /* a manifest the device refuses: pinned to another key, the daemon's model fails; the
+     * device says so, and the refusal is in its events */
+    uint8_t pk2[QD_PROTO_PUB_BYTES], sk2[QD_PROTO_SECRET_BYTES];
+    crypto_sign_keypair(pk2, sk2);
+    e = qd_client_fetch(&c, &who, NULL, v, 0, NULL, 0, pk2, &m2);
+    assert_int_equal(e, QD_EAUTH);
+    assert_int_equal(qd_client_event(&c, &who, "refused", v, e, qd_errmsg()), QD_OK);
+    assert_int_equal(qd_client_event(&c, &who, "bogus", v, e, NULL), QD_EINVAL);
+    cJSON *dq = op("device");
+    cJSON_AddStringToObject(dq, "id", "gated");
+    cJSON *dr = call(&c, &admin, dq, &e);
+    assert_int_equal(e, QD_OK);
+    cJSON *evs = cJSON_GetObjectItem(cJSON_GetObjectItem(dr, "device"), "events");
+    assert_true(cJSON_GetArraySize(evs) >= 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(evs, 0), "kind")->valuestring,
+                        "device-refused");
+    assert_non_null(strstr(cJSON_GetObjectItem(cJSON_GetArrayItem(evs, 0), "detail")->valuestring,
+                           "EAUTH"));
+    cJSON_Delete(dr);
+    qd_client_model_fini(&m);
     qd_client_close(&c);
 }
 

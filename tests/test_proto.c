@@ -6,6 +6,8 @@
 #include <sodium.h>
 
 #include "daemon/state.h"
+#include "proto/manifest.h"
+#include "proto/pack.h"
 #include "proto/proto.h"
 
 static void test_seal_verify(void **st)
@@ -136,32 +138,167 @@ static void test_sign_and_push(void **st)
     qm[17] ^= 4;
     assert_int_equal(qd_proto_verify_model(qm, sizeof qm, sig, pk), QD_EAUTH);
     qm[17] ^= 4;
+    /* a notification: no model bytes; every truncation refused */
+    struct qd_proto_note note = {.id = "dev-9", .version = 3, .size = 300}, nb;
+    qd_proto_sha256_hex(qm, sizeof qm, note.sha);
     uint8_t *f;
     size_t n;
-    const char *hdr = "{\"v\":1,\"op\":\"push\",\"version\":3}";
-    assert_int_equal(qd_proto_push_encode("dev-9", hdr, qm, sizeof qm, sig, &f, &n), QD_OK);
-    struct qd_push_view v;
-    assert_int_equal(qd_proto_push_decode(f, n, &v), QD_OK);
-    assert_string_equal(v.id, "dev-9");
-    assert_int_equal(v.qm_len, sizeof qm);
-    assert_memory_equal(v.qm, qm, sizeof qm);
-    assert_memory_equal(v.sig, sig, sizeof sig);
-    assert_int_equal(cJSON_GetObjectItem(v.header, "version")->valueint, 3);
-    cJSON_Delete(v.header);
-    /* every truncation is an error or a shorter model whose signature fails */
+    assert_int_equal(qd_proto_note_encode(&note, &f, &n), QD_OK);
+    assert_true(n < 200);
+    assert_int_equal(qd_proto_note_decode(f, n, &nb), QD_OK);
+    assert_string_equal(nb.id, "dev-9");
+    assert_int_equal(nb.version, 3);
+    assert_int_equal(nb.size, 300);
+    assert_string_equal(nb.sha, note.sha);
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(qd_proto_note_decode(f, k, &nb), QD_EFORMAT);
+    f[1] = 'X'; /* the topic no longer names the device in the line */
+    assert_int_equal(qd_proto_note_decode(f, n, &nb), QD_EFORMAT);
+    free(f);
+    /* a fetch chunk: header, manifest, signature, bytes; truncations refused or shorter */
+    const char *hdr = "{\"version\":3,\"offset\":100,\"total\":300,\"encoding\":\"raw\","
+                      "\"manifest_len\":5}";
+    assert_int_equal(qd_proto_chunk_encode(hdr, "hello", 5, sig, qm + 100, 150, &f, &n), QD_OK);
+    struct qd_proto_chunk ch;
+    assert_int_equal(qd_proto_chunk_decode(f, n, &ch), QD_OK);
+    assert_int_equal(ch.version, 3);
+    assert_int_equal(ch.offset, 100);
+    assert_int_equal(ch.total, 300);
+    assert_int_equal(ch.len, 150);
+    assert_memory_equal(ch.manifest, "hello", 5);
+    assert_memory_equal(ch.sig, sig, sizeof sig);
+    assert_memory_equal(ch.data, qm + 100, 150);
+    cJSON_Delete(ch.header);
     for (size_t k = 0; k < n; k++) {
-        uint8_t *t = malloc(k ? k : 1);
-        memcpy(t, f, k);
-        qd_err e = qd_proto_push_decode(t, k, &v);
-        if (!e) {
-            assert_int_equal(qd_proto_verify_model(v.qm, v.qm_len, v.sig, pk), QD_EAUTH);
-            cJSON_Delete(v.header);
-        }
-        free(t);
+        qd_err e = qd_proto_chunk_decode(f, k, &ch);
+        if (!e) { /* only a cut inside the data: a shorter chunk at the same offset */
+            assert_true(ch.len < 150);
+            assert_memory_equal(ch.data, qm + 100, ch.len);
+            cJSON_Delete(ch.header);
+        } else
+            assert_int_equal(e, QD_EFORMAT);
     }
     free(f);
-    assert_int_equal(qd_proto_push_encode("d", "{\"a\":\"x\ny\"}", qm, 4, sig, &f, &n),
+    /* a chunk that claims bytes past its total */
+    assert_int_equal(qd_proto_chunk_encode(hdr, "hello", 5, sig, qm, 250, &f, &n), QD_OK);
+    assert_int_equal(qd_proto_chunk_decode(f, n, &ch), QD_EFORMAT);
+    free(f);
+    assert_int_equal(qd_proto_chunk_encode("{\"a\":\"x\ny\"}", "m", 1, sig, qm, 4, &f, &n),
                      QD_EINVAL);
+}
+
+/* Packing: each kind round-trips; a patch against a similar base is smallest; corruption,
+ * truncation, a wrong size or a wrong base never yield the model. */
+static void test_pack(void **st)
+{
+    enum { N = 60000 };
+    uint8_t *qm = malloc(N), *base = malloc(N), *noise = malloc(N);
+    randombytes_buf(noise, N);
+    for (int i = 0; i < N; i++) /* low-entropy "weights" */
+        qm[i] = (uint8_t)((noise[i] & 7) - 4);
+    memcpy(base, qm, N);
+    for (int i = 20000; i < 24000; i++) /* one layer changed */
+        base[i] = noise[i];
+    enum qd_pack k;
+    uint8_t *p, *back;
+    size_t n;
+    assert_int_equal(qd_pack_best(qm, N, NULL, 0, 3, &k, &p, &n), QD_OK);
+    assert_int_equal(k, QD_PACK_ZSTD);
+    size_t zn = n;
+    assert_true(zn < N / 2);
+    assert_int_equal(qd_pack_unpack(k, p, n, NULL, 0, N, &back), QD_OK);
+    assert_memory_equal(back, qm, N);
+    free(back);
+    /* truncated, bit-flipped, or announced at another size: refused */
+    for (size_t cut = 0; cut < n; cut += 97)
+        assert_int_equal(qd_pack_unpack(k, p, cut, NULL, 0, N, &back), QD_EFORMAT);
+    assert_int_equal(qd_pack_unpack(k, p, n, NULL, 0, N - 1, &back), QD_EFORMAT);
+    p[n / 2] ^= 0x10;
+    assert_int_equal(qd_pack_unpack(k, p, n, NULL, 0, N, &back), QD_EFORMAT);
+    free(p);
+    assert_int_equal(qd_pack_best(qm, N, base, N, 3, &k, &p, &n), QD_OK);
+    assert_int_equal(k, QD_PACK_PATCH);
+    assert_true(n < zn / 3);
+    assert_int_equal(qd_pack_unpack(k, p, n, base, N, N, &back), QD_OK);
+    assert_memory_equal(back, qm, N);
+    free(back);
+    /* against another base the patch does not give the model */
+    base[100] ^= 1;
+    qd_err e = qd_pack_unpack(k, p, n, base, N, N, &back);
+    if (!e) {
+        assert_true(memcmp(back, qm, N) != 0);
+        free(back);
+    }
+    assert_int_equal(qd_pack_unpack(k, p, n, NULL, 0, N, &back), QD_EINVAL);
+    free(p);
+    /* incompressible: raw */
+    assert_int_equal(qd_pack_best(noise, N, NULL, 0, 3, &k, &p, &n), QD_OK);
+    assert_int_equal(k, QD_PACK_RAW);
+    assert_int_equal(n, N);
+    assert_int_equal(qd_pack_unpack(k, p, n, NULL, 0, N, &back), QD_OK);
+    assert_memory_equal(back, noise, N);
+    free(back);
+    assert_int_equal(qd_pack_unpack(k, p, n - 1, NULL, 0, N, &back), QD_EFORMAT);
+    free(p);
+    assert_int_equal(qd_pack_parse("patch"), QD_PACK_PATCH);
+    assert_int_equal(qd_pack_parse("gzip"), -1);
+    free(qm), free(base), free(noise);
+}
+
+/* The signed manifest: every refusal its own code, and nothing passes but the real one. */
+static void test_manifest(void **st)
+{
+    uint8_t pk[QD_PROTO_PUB_BYTES], sk[QD_PROTO_SECRET_BYTES], pk2[QD_PROTO_PUB_BYTES],
+        sk2[QD_PROTO_SECRET_BYTES], sig[QD_PROTO_SIG_BYTES], qm[500];
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(pk2, sk2);
+    randombytes_buf(qm, sizeof qm);
+    struct qd_manifest m = {.device = "gw-1", .version = 5, .prev = 4, .size = sizeof qm,
+                            .backbone = "0123abcd", .policy = "8,4,2/8", .created = 1000,
+                            .expires = 2000},
+                       got;
+    qd_proto_sha256_hex(qm, sizeof qm, m.sha);
+    char *t;
+    size_t tl;
+    assert_int_equal(qd_manifest_sign(&m, sk, &t, &tl, sig), QD_OK);
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 4, 1500, &got), QD_OK);
+    assert_int_equal(got.version, 5);
+    assert_int_equal(got.prev, 4);
+    assert_string_equal(got.policy, "8,4,2/8");
+    assert_string_equal(got.backbone, "0123abcd");
+    assert_int_equal(qd_manifest_check_bytes(&got, qm, sizeof qm), QD_OK);
+    /* another key, another device, not newer, expired */
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk2, "gw-1", 4, 1500, &got), QD_EAUTH);
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-2", 4, 1500, &got), QD_EFOREIGN);
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 5, 1500, &got), QD_EROLLBACK);
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 4, 2000, &got), QD_EEXPIRED);
+    /* the bytes: one flipped, one missing */
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 0, 1500, &got), QD_OK);
+    qm[77] ^= 1;
+    assert_int_equal(qd_manifest_check_bytes(&got, qm, sizeof qm), QD_ECHECKSUM);
+    qm[77] ^= 1;
+    assert_int_equal(qd_manifest_check_bytes(&got, qm, sizeof qm - 1), QD_ECHECKSUM);
+    /* any changed byte of the text, or of the signature, fails the signature */
+    for (size_t k = 0; k < tl; k++) {
+        t[k] ^= 0x20;
+        assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 0, 1500, &got), QD_EAUTH);
+        t[k] ^= 0x20;
+    }
+    for (size_t k = 0; k < sizeof sig; k++) {
+        sig[k] ^= 1;
+        assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 0, 1500, &got), QD_EAUTH);
+        sig[k] ^= 1;
+    }
+    /* a model signature is not a manifest signature (domain separation) */
+    uint8_t msig[QD_PROTO_SIG_BYTES];
+    qd_proto_sign((const uint8_t *)t, tl, sk, msig);
+    assert_int_equal(qd_manifest_check(t, tl, msig, pk, "gw-1", 0, 1500, &got), QD_EAUTH);
+    free(t);
+    /* a signed text that is not a manifest is malformed, not trusted */
+    m.version = 0;
+    assert_int_equal(qd_manifest_sign(&m, sk, &t, &tl, sig), QD_OK);
+    assert_int_equal(qd_manifest_check(t, tl, sig, pk, "gw-1", 0, 1500, &got), QD_EFORMAT);
+    free(t);
 }
 
 static qd_err collect(void *ctx, const struct qd_state_device *d)
@@ -248,6 +385,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seal_verify), cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_fields),      cmocka_unit_test(test_sign_and_push),
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_pack),
         cmocka_unit_test(test_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

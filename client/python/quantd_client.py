@@ -105,7 +105,7 @@ class Client:
             msg["from"], msg["nonce"] = self.who, self.nonce
         rep = self.request(self.seal(msg))
         if not rep.startswith(b"{"):
-            return rep  # a model: .qm bytes + 64-byte Ed25519 signature
+            return rep  # binary: a fetch chunk (QDF1, header line, signed manifest, bytes)
         r = json.loads(rep)
         if not r.get("ok"):
             e = r.get("error", {})
