@@ -6,8 +6,15 @@
  *   push    N simulated devices get their first models; then each reports a context that
  *           changes its decision, and a receiver thread on its own SUB socket timestamps the
  *           verified pushes: report sent -> model received, p50/p99.
+ *   wire    bytes on the wire for a fleet-wide update: N devices get models, then each one's
+ *           flash shrinks to 0.9x its model (a policy a few layers narrower) and it fetches
+ *           the new one holding the old. Measured: every fetch reply's bytes and the model's
+ *           raw, zstd and patched sizes (proto/pack.c, level 3 as the daemon) per device,
+ *           alone for those one layer changed. Against broadcast, the delivery before
+ *           notify + fetch: PUB filters at the subscriber, so every model went to every
+ *           connected device, N x the models' bytes (computed from the measured sizes).
  *   rss     registers N devices (keys add + hello) and prints quantd's VmRSS.
- * Usage: quantd_bench decide|push|rss --control URL [--push URL] --admin-key F [--pid P]
+ * Usage: quantd_bench decide|push|wire|rss --control URL [--push URL] --admin-key F [--pid P]
  *        [--clients K] [--seconds S] [--devices N] [--echo URL] */
 #include <math.h>
 #include <nanomsg/nn.h>
@@ -21,6 +28,7 @@
 #include "client/client.h"
 #include "client/sim.h"
 #include "policy/device.h"
+#include "proto/pack.h"
 #include "proto/transport.h"
 
 static const char *control, *pushurl, *adminkey, *echo_url = "ipc:///tmp/quantd-bench-echo";
@@ -364,6 +372,109 @@ static int bench_push(void)
     return rc;
 }
 
+/* Weight widths that differ between two policies ("8,4,2/8,8,8": weights/activations). */
+static int layers_changed(const char *a, const char *b)
+{
+    int n = 0;
+    while (*a && *b && *a != '/' && *b != '/') {
+        int x = atoi(a), y = atoi(b);
+        n += x != y;
+        a += strcspn(a, ",/"), b += strcspn(b, ",/");
+        a += *a == ',', b += *b == ',';
+    }
+    return n;
+}
+
+/* Bytes on the wire for a fleet-wide update: see the file's opening comment. */
+static int bench_wire(void)
+{
+    struct qd_sim s;
+    struct qd_sim_opts o = {.control = control, .push = pushurl, .admin_key = adminkey,
+                            .devices = devices, .images = 0, .timeout_ms = 20000,
+                            .quiet = 1, .prefix = "wireb"};
+    if (qd_sim_open(&s, &o) || qd_sim_provision(&s))
+        return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
+    full.battery = 1.0;
+    for (int i = 0; i < s.n; i++)
+        if (qd_sim_report(&s, i, &full))
+            return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+    if (qd_sim_collect(&s, 300000, 1))
+        return fprintf(stderr, "bench: round 1: %s\n", qd_errmsg()), 1;
+    uint8_t **old = calloc(s.n, sizeof *old);
+    size_t *oldn = calloc(s.n, sizeof *oldn);
+    char(*pol)[256] = calloc(s.n, sizeof *pol);
+    int64_t *v1 = calloc(s.n, sizeof *v1);
+    for (int i = 0; i < s.n; i++) {
+        old[i] = malloc(s.dev[i].held_len);
+        memcpy(old[i], s.dev[i].held, s.dev[i].held_len);
+        oldn[i] = s.dev[i].held_len;
+        snprintf(pol[i], sizeof pol[i], "%s", s.dev[i].policy);
+        v1[i] = s.dev[i].have;
+    }
+    long reply0 = s.reply_bytes, wire0 = s.wire_bytes;
+    for (int i = 0; i < s.n; i++) { /* a little less flash: a few layers narrower */
+        struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
+        c.battery = 1.0;
+        c.free_flash = 0.9 * s.dev[i].flash;
+        qd_sim_report(&s, i, &c); /* EBUDGET where nothing smaller fits: it keeps its model */
+    }
+    if (qd_sim_collect(&s, 300000, 1))
+        return fprintf(stderr, "bench: round 2: %s\n", qd_errmsg()), 1;
+    double raw = 0, zst = 0, pat = 0, raw1 = 0, zst1 = 0, pat1 = 0;
+    int changed = 0, one = 0;
+    for (int i = 0; i < s.n; i++) {
+        struct qd_sim_dev *d = &s.dev[i];
+        if (d->have == v1[i])
+            continue;
+        enum qd_pack k;
+        uint8_t *p;
+        size_t zn, pn;
+        if (qd_pack_best(d->held, d->held_len, NULL, 0, 3, &k, &p, &zn))
+            return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+        free(p);
+        if (qd_pack_best(d->held, d->held_len, old[i], oldn[i], 3, &k, &p, &pn))
+            return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+        free(p);
+        changed++;
+        raw += (double)d->held_len, zst += (double)zn, pat += (double)pn;
+        if (layers_changed(pol[i], d->policy) == 1) {
+            one++;
+            raw1 += (double)d->held_len, zst1 += (double)zn, pat1 += (double)pn;
+        }
+    }
+    struct qd_proto_note nt = {.version = 1, .size = 100000};
+    snprintf(nt.id, sizeof nt.id, "wireb-00000");
+    memset(nt.sha, 'a', 64);
+    uint8_t *f;
+    size_t fn;
+    qd_proto_note_encode(&nt, &f, &fn);
+    free(f);
+    double N = s.n, bcast = N * raw, notes = N * changed * (double)fn;
+    double fetched = (double)(s.reply_bytes - reply0);
+    printf("wire, %d devices, %d models changed (%d by one layer): per model %.0f B raw, "
+           "%.0f B zstd (%.2f), %.0f B patched against the held version (%.2f); one-layer "
+           "changes %.0f B raw, %.0f B zstd, %.0f B patch (%.3f)\n",
+           s.n, changed, one, raw / changed, zst / changed, zst / raw, pat / changed, pat / raw,
+           one ? raw1 / one : NAN, one ? zst1 / one : NAN, one ? pat1 / one : NAN,
+           one ? pat1 / raw1 : NAN);
+    printf("fleet-wide update: broadcast (every model to every subscriber) %.1f MB; notify + "
+           "fetch %.1f MB (notifications to every subscriber %.1f MB, %d B each; fetch "
+           "replies %.1f MB, of which packed models %.1f MB); ratio %.4f\n",
+           bcast / 1e6, (notes + fetched) / 1e6, notes / 1e6, (int)fn, fetched / 1e6,
+           (double)(s.wire_bytes - wire0) / 1e6, (notes + fetched) / bcast);
+    printf("{\"bench\":\"wire\",\"devices\":%d,\"changed\":%d,\"one_layer\":%d,"
+           "\"raw_B\":%.0f,\"zstd_B\":%.0f,\"patch_B\":%.0f,\"one_raw_B\":%.0f,"
+           "\"one_patch_B\":%.0f,\"broadcast_MB\":%.2f,\"notify_fetch_MB\":%.2f}\n",
+           s.n, changed, one, raw / changed, zst / changed, pat / changed,
+           one ? raw1 / one : 0, one ? pat1 / one : 0, bcast / 1e6, (notes + fetched) / 1e6);
+    for (int i = 0; i < s.n; i++)
+        free(old[i]);
+    free(old), free(oldn), free(pol), free(v1);
+    qd_sim_close(&s);
+    return changed > 0 ? 0 : 1;
+}
+
 static double rss_mib(void)
 {
     char path[64], line[256];
@@ -451,6 +562,8 @@ int main(int argc, char **argv)
         return bench_decide();
     if (!strcmp(argv[1], "push"))
         return pushurl ? bench_push() : 2;
+    if (!strcmp(argv[1], "wire"))
+        return pushurl ? bench_wire() : 2;
     if (!strcmp(argv[1], "rss"))
         return pid ? bench_rss() : 2;
     fprintf(stderr, "quantd_bench: unknown bench %s\n", argv[1]);

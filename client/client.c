@@ -210,7 +210,8 @@ static qd_err fetch_chunk(struct qd_client *c, struct qd_ident *who, const char 
 /* The packed stream, chunk by chunk from the first (already in ch): every chunk of the same
  * version, packing and length, each where the previous ended. */
 static qd_err fetch_rest(struct qd_client *c, struct qd_ident *who, const char *device,
-                         int64_t have, uint8_t *b, struct qd_proto_chunk *ch, uint8_t *buf)
+                         int64_t have, uint8_t *b, struct qd_proto_chunk *ch, uint8_t *buf,
+                         struct qd_client_model *out)
 {
     int64_t total = ch->total, v = ch->version, base = ch->base;
     char enc[8];
@@ -236,6 +237,8 @@ static qd_err fetch_rest(struct qd_client *c, struct qd_ident *who, const char *
         if (got == (size_t)total)
             break;
         e = fetch_chunk(c, who, device, v, have, (int64_t)got, &b, &n, ch);
+        if (!e)
+            out->reply_bytes += n, out->chunks++;
     }
     cJSON_Delete(ch->header);
     ch->header = NULL;
@@ -271,7 +274,9 @@ qd_err qd_client_fetch(struct qd_client *c, struct qd_ident *who, const char *de
     if (!e && !(buf = malloc((size_t)total)))
         e = qd_seterr(QD_ENOMEM, "fetch: out of memory");
     if (!e) {
-        e = fetch_rest(c, who, device, have, b, &ch, buf);
+        size_t rb = n;
+        e = fetch_rest(c, who, device, have, b, &ch, buf, out);
+        out->reply_bytes += rb, out->chunks++;
         b = NULL;
     }
     cJSON_Delete(ch.header);

@@ -60,8 +60,10 @@ struct qd_client_model {
     struct qd_manifest m;
     uint8_t *qm; /* malloc'd, m.size bytes */
     size_t len;
-    size_t wire;     /* bytes of model that crossed the wire (packed) */
-    char encoding[8]; /* how: raw, zstd, patch */
+    size_t wire;        /* bytes of model that crossed the wire (packed) */
+    size_t reply_bytes; /* every fetch reply's bytes (with headers and manifests) */
+    int chunks;
+    char encoding[8];   /* how: raw, zstd, patch */
 };
 
 qd_err qd_client_open(struct qd_client *c, const char *control, const char *push, int timeout_ms);

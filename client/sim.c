@@ -109,6 +109,7 @@ static void count(struct qd_sim *s, const struct qd_client_model *m)
     s->packed[k >= 0 ? k : 0]++;
     s->wire_bytes += (long)m->wire;
     s->model_bytes += (long)m->len;
+    s->reply_bytes += (long)m->reply_bytes;
 }
 
 /* The device holds less than version v: fetch, verify and ack it (a device does this when a

@@ -131,6 +131,10 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
     QD_TRY(qd_proto_int(c->j, "offset", 0, INT64_C(1) << 40, 0, &off));
     QD_TRY(qd_proto_int(c->j, "max", 1, INT64_C(1) << 40, 0, &max));
     QD_TRY(qd_proto_int(c->j, "have", 0, INT32_MAX, 0, &have));
+    const char *want = NULL; /* "raw": a client without zstd */
+    QD_TRY(qd_proto_str(c->j, "pack", 8, 0, &want));
+    if (want && strcmp(want, "raw") && qd_pack_parse(want) < 0)
+        return qd_seterr(QD_EINVAL, "field \"pack\" must be raw, zstd or patch");
     if (v == 0 && (v = x->version) == 0)
         return qd_seterr(QD_ENOENT, "device '%s' has no model yet", x->id);
     struct qd_manifest m = {.version = v, .prev = v - 1};
@@ -145,8 +149,13 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
     if (have > 0 && have != v && !qd_state_version_sha(d->st, x->id, have, bsha) &&
         qdd_blob_of_sha(d, bsha, &base))
         base = -1;
-    const struct qdd_pack *pk;
-    QD_TRY(qdd_pack_get(d, bi, base, &pk));
+    const uint8_t *qm;
+    size_t len;
+    QD_TRY(qdd_blob_bytes(d, bi, &qm, &len));
+    struct qdd_pack raw = {.kind = QD_PACK_RAW, .b = (uint8_t *)qm, .n = len};
+    const struct qdd_pack *pk = &raw;
+    if (!want || strcmp(want, "raw"))
+        QD_TRY(qdd_pack_get(d, bi, base, &pk));
     if (off > (int64_t)pk->n)
         return qd_seterr(QD_EINVAL, "offset %lld is past the %zu bytes to send", (long long)off,
                          pk->n);
@@ -155,9 +164,6 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
         n = (size_t)d->cfg.fetch_chunk;
     if ((int64_t)n > max)
         n = (size_t)max;
-    const uint8_t *qm;
-    size_t len;
-    QD_TRY(qdd_blob_bytes(d, bi, &qm, &len));
     m.size = (int64_t)len;
     snprintf(m.policy, sizeof m.policy, "%s", d->blobs[bi]->policy);
     m.created = qd_proto_now_us() / 1000000;

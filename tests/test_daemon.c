@@ -512,6 +512,9 @@ static void fleet_survives_kill_9(void **st)
 }
 
 /* The Python fleet client (stdlib only, speaking SP itself) against the same daemon. */
+/* A valid Ed25519 public key that signed nothing of this daemon's. */
+#define PUB_OTHER "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+
 static void python_client(void **st)
 {
     if (!have_data)
@@ -521,10 +524,15 @@ static void python_client(void **st)
                             {"stats", "\"devices\": "},
                             {"decide profile=esp32 battery=0.3", "\"policy\": "},
                             {"decide profile=esp32 free_flash=10", "\"EBUDGET\""},
-                            {"no-such-op", "\"EOP\""}};
+                            {"no-such-op", "\"EOP\""},
+                            /* a device's model, fetched raw in chunks and verified (Ed25519
+                             * with Debian's python3-nacl), or refused under another key */
+                            {"fetch-model device=sim-00003", "\"verified\": true"},
+                            {"fetch-model device=sim-00003 pub=" PUB_OTHER, "\"EAUTH\""},
+                            {"fetch-model device=nobody", "\"ENODEV\""}};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         snprintf(cmd, sizeof cmd,
-                 "python3 %s/client/python/quantd_client.py --control %s --admin-key "
+                 "/usr/bin/python3 %s/client/python/quantd_client.py --control %s --admin-key "
                  "%s/state/admin.key %s 2>&1",
                  getenv("QD_SOURCE_DIR"), control, tmp, ops[i][0]);
         run_capture(cmd, out, sizeof out);
@@ -616,6 +624,8 @@ static void gate_decides(void **st)
     assert_string_equal(m.m.sha, note.sha);
     assert_int_equal(m.m.size, note.size);
     assert_string_equal(m.m.device, "gated");
+    print_message("version %lld: %zu bytes, fetched %s as %zu bytes in %d chunks\n",
+                  (long long)m.m.version, m.len, m.encoding, m.wire, m.chunks);
     /* installed already: the same version again is a rollback, refused */
     struct qd_client_model m2;
     assert_int_equal(qd_client_fetch(&c, &who, NULL, note.version, note.version, NULL, 0, pk, &m2),

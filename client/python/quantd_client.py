@@ -15,7 +15,13 @@ and "nonce" is the sender's clock in microseconds.
 
 Command line: quantd_client.py [--control URL] [--admin-key FILE] OP [key=value ...]
 (values parse as JSON when they can), e.g. `quantd_client.py stats` or
-`quantd_client.py decide profile=rp2040 battery=0.2`.
+`quantd_client.py decide profile=rp2040 battery=0.2`; `fetch-model device=ID [version=N]
+[out=F.qm] [pub=HEX]` fetches a device's model and verifies it (the signed manifest under the
+daemon's key, Ed25519 with python3-nacl; then its sha256).
+
+Models: fetch_model(client, pub, device) returns (manifest, bytes) only when the manifest
+verifies, names the device, is newer than `installed` and not expired, and the bytes match;
+Subscriber(push, topics).recv() gives notifications (unsigned hints to fetch).
 """
 import argparse
 import hashlib
@@ -113,6 +119,103 @@ class Client:
         return r
 
 
+DOMAIN = b"quantd manifest v1\n"
+
+
+def parse_chunk(b: bytes):
+    """A fetch reply: QDF1, a JSON header line, the manifest, its signature, the bytes."""
+    if not b.startswith(b"QDF1") or b"\n" not in b[4:4100]:
+        raise QuantdError("EFORMAT", "not a fetch chunk")
+    nl = b.index(b"\n", 4)
+    h = json.loads(b[4:nl])
+    ml = h.get("manifest_len")
+    if not isinstance(ml, int) or ml < 1 or len(b) < nl + 1 + ml + 64:
+        raise QuantdError("EFORMAT", "truncated fetch chunk")
+    text = b[nl + 1 : nl + 1 + ml]
+    sig = b[nl + 1 + ml : nl + 1 + ml + 64]
+    return h, text, sig, b[nl + 1 + ml + 64 :]
+
+
+def check_manifest(text: bytes, sig: bytes, pub: bytes, device: str, installed: int, now=None):
+    """The manifest as a dict, or QuantdError with the code the C client gives: EAUTH (the
+    signature under the pinned key), EFOREIGN, EROLLBACK, EEXPIRED, EFORMAT."""
+    from nacl.exceptions import BadSignatureError  # Debian python3-nacl (scripts/setup.sh)
+    from nacl.signing import VerifyKey
+
+    try:
+        VerifyKey(pub).verify(DOMAIN + text, sig)
+    except BadSignatureError:
+        raise QuantdError("EAUTH", "manifest: the signature does not verify under the pinned key")
+    try:
+        m = json.loads(text)
+        ok = m["v"] == 1 and all(isinstance(m[k], int) for k in ("version", "size", "expires"))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise QuantdError("EFORMAT", "manifest: malformed")
+    if m["device"] != device:
+        raise QuantdError("EFOREIGN", f"manifest: for device {m['device']!r}, not {device!r}")
+    if m["version"] <= installed:
+        raise QuantdError("EROLLBACK", f"manifest: version {m['version']}, not above {installed}")
+    if (now if now is not None else time.time()) >= m["expires"]:
+        raise QuantdError("EEXPIRED", "manifest: expired")
+    return m
+
+
+def fetch_model(c: Client, pub: bytes, device: str, version=0, installed=0, admin=False):
+    """A device's model (raw, chunk by chunk), verified: (manifest, bytes)."""
+    fields = {"pack": "raw"}
+    if version:
+        fields["version"] = version
+    if admin:
+        fields["device"] = device
+    h, text, sig, data = parse_chunk(c.call("fetch", **fields))
+    m = check_manifest(text, sig, pub, device, installed)
+    if h["version"] != m["version"] or h["encoding"] != "raw" or h["total"] != m["size"]:
+        raise QuantdError("EFORMAT", "fetch: the chunk does not match its manifest")
+    buf = bytearray(data)
+    while len(buf) < m["size"]:
+        fields.update(version=m["version"], offset=len(buf))
+        h2, _, _, data = parse_chunk(c.call("fetch", **fields))
+        if h2["offset"] != len(buf) or h2["version"] != m["version"] or not data:
+            raise QuantdError("EFORMAT", "fetch: chunks do not fit together")
+        buf += data
+    if len(buf) != m["size"] or hashlib.sha256(buf).hexdigest() != m["sha256"]:
+        raise QuantdError("ECHECKSUM", "model: the bytes are not the manifest's")
+    return m, bytes(buf)
+
+
+class Subscriber:
+    """Notifications from quantd's PUB socket (SP SUB: protocol 33 to PUB's 32; nanomsg
+    filters at the subscriber, so this filters too). Unsigned hints: fetch_model decides."""
+
+    def __init__(self, push="tcp://127.0.0.1:7412", topics=(), timeout=10.0):
+        self.topics = {t.encode() + b"\0" for t in topics}
+        if push.startswith("tcp://"):
+            host, port = push[6:].rsplit(":", 1)
+            self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+            self.ipc = False
+        else:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(push[6:])
+            self.ipc = True
+        self.sock.sendall(b"\x00SP\x00" + struct.pack(">HH", 33, 0))
+        Client._read(self, 8)
+
+    def recv(self):
+        """The next notification for a subscribed topic (all when none given), as a dict."""
+        while True:
+            b = Client._recv(self)
+            z = b.find(b"\0")
+            if z < 0 or (self.topics and b[: z + 1] not in self.topics):
+                continue
+            return json.loads(b[z + 1 :])
+
+    def close(self):
+        self.sock.close()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--control", default="tcp://127.0.0.1:7411")
@@ -133,9 +236,19 @@ def main(argv=None):
             key = f.read()
     c = Client(a.control, who="admin", key=key)
     try:
-        r = c.call(a.op, **fields)
+        if a.op == "fetch-model":  # as admin: a device's model, verified
+            pub = fields.get("pub") or c.call("keys", action="pub")["sign_pub"]
+            m, qm = fetch_model(c, bytes.fromhex(pub), fields["device"],
+                                fields.get("version", 0), admin=True)
+            if fields.get("out"):
+                with open(fields["out"], "wb") as f:
+                    f.write(qm)
+            r = {"verified": True, "version": m["version"], "bytes": len(qm),
+                 "sha256": m["sha256"], "policy": m["policy"]}
+        else:
+            r = c.call(a.op, **fields)
     except QuantdError as e:
-        print(json.dumps(e.reply) if e.reply else str(e))
+        print(json.dumps(e.reply) if e.reply else json.dumps({"error": e.code, "message": e.message}))
         return 1
     finally:
         c.close()
