@@ -14,7 +14,9 @@
  *           notify + fetch: PUB filters at the subscriber, so every model went to every
  *           connected device, N x the models' bytes (computed from the measured sizes).
  *   rss     registers N devices (keys add + hello) and prints quantd's VmRSS.
- * Usage: quantd_bench decide|push|wire|rss --control URL [--push URL] --admin-key F [--pid P]
+ *   patch   (no daemon) a checkpoint's models one layer apart: raw, zstd, patch sizes.
+ * Usage: quantd_bench patch --ckpt F [--data-dir D]
+ *        quantd_bench decide|push|wire|rss --control URL [--push URL] --admin-key F [--pid P]
  *        [--clients K] [--seconds S] [--devices N] [--echo URL] */
 #include <math.h>
 #include <nanomsg/nn.h>
@@ -27,11 +29,13 @@
 
 #include "client/client.h"
 #include "client/sim.h"
+#include "policy/decide.h"
 #include "policy/device.h"
 #include "proto/pack.h"
 #include "proto/transport.h"
 
 static const char *control, *pushurl, *adminkey, *echo_url = "ipc:///tmp/quantd-bench-echo";
+static const char *ckpt, *data_dir = "data";
 static int clients = 4, devices = 1000, pid;
 static double seconds = 5;
 
@@ -475,6 +479,61 @@ static int bench_wire(void)
     return changed > 0 ? 0 : 1;
 }
 
+/* Patch against a one-layer change: the checkpoint's models at a base policy and at every
+ * policy one layer away from it (that layer's weights at each other width), each packed as
+ * the daemon packs (proto/pack.c, level 3): raw, zstd, and a patch against the base. */
+static int bench_patch(const char *ckpt, const char *data_dir)
+{
+    struct qd_decider d;
+    struct qd_decider_opts o = {.ckpt = ckpt, .dir = data_dir, .sens_n = 100, .calib_n = 256,
+                                .quiet = 1};
+    if (qd_decider_load(&o, &d))
+        return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+    static const int widths[] = {2, 4, 8};
+    double sum_raw = 0, sum_z = 0, sum_p = 0, worst = 0, best = 1;
+    int n = 0;
+    for (int b = 0; b < 2; b++) { /* base: all 8-bit; then 4-bit */
+        struct qd_policy base;
+        qd_policy_uniform(&base, d.g.nq, b ? 4 : 8, 8);
+        uint8_t *bq;
+        size_t bl;
+        if (qd_decider_build(&d, &base, &bq, &bl))
+            return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+        for (int l = 0; l < d.g.nq; l++)
+            for (int k = 0; k < 3; k++) {
+                if (widths[k] == base.wbits[l])
+                    continue;
+                struct qd_policy p = base;
+                p.wbits[l] = (uint8_t)widths[k];
+                uint8_t *q, *z;
+                size_t ql, zl, pl;
+                enum qd_pack kind;
+                if (qd_decider_build(&d, &p, &q, &ql) ||
+                    qd_pack_best(q, ql, NULL, 0, 3, &kind, &z, &zl))
+                    return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+                free(z);
+                if (qd_pack_best(q, ql, bq, bl, 3, &kind, &z, &pl))
+                    return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
+                free(z);
+                free(q);
+                sum_raw += (double)ql, sum_z += (double)zl, sum_p += (double)pl;
+                worst = fmax(worst, (double)pl / (double)ql);
+                best = fmin(best, (double)pl / (double)ql);
+                n++;
+            }
+        free(bq);
+    }
+    printf("patch, %s (%d layers): %d one-layer changes from all-8 and all-4 bases: per model "
+           "%.0f B raw, %.0f B zstd (%.3f), %.0f B patch (%.3f of raw; best %.3f, worst %.3f)\n",
+           d.m.family, d.g.nq, n, sum_raw / n, sum_z / n, sum_z / sum_raw, sum_p / n,
+           sum_p / sum_raw, best, worst);
+    printf("{\"bench\":\"patch\",\"changes\":%d,\"raw_B\":%.0f,\"zstd_B\":%.0f,\"patch_B\":%.0f,"
+           "\"patch_ratio\":%.4f,\"best\":%.4f,\"worst\":%.4f}\n",
+           n, sum_raw / n, sum_z / n, sum_p / n, sum_p / sum_raw, best, worst);
+    qd_decider_fini(&d);
+    return n > 0 ? 0 : 1;
+}
+
 static double rss_mib(void)
 {
     char path[64], line[256];
@@ -549,11 +608,17 @@ int main(int argc, char **argv)
             devices = atoi(v);
         else if (!strcmp(f, "--echo"))
             echo_url = v;
+        else if (!strcmp(f, "--ckpt"))
+            ckpt = v;
+        else if (!strcmp(f, "--data-dir"))
+            data_dir = v;
         else {
             fprintf(stderr, "quantd_bench: unknown flag %s\n", f);
             return 2;
         }
     }
+    if (!strcmp(argv[1], "patch"))
+        return ckpt ? bench_patch(ckpt, data_dir) : 2;
     if (!control || !adminkey || clients < 1 || devices < 1) {
         fprintf(stderr, "quantd_bench: --control and --admin-key are required\n");
         return 2;

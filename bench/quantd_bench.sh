@@ -7,7 +7,7 @@
 # RSS with 100,000 registered devices (quantd deciding with a gate it trains briefly on its
 # start). Goals: >= 20k req/s, push p99 <= 10 ms, RSS <= 200 MiB.
 #   bench/quantd_bench.sh [--clients K] [--seconds S] [--push-devices N] [--rss-devices N]
-#                         [--only decide|push|wire|rss]
+#                         [--only decide|push|wire|patch|rss]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=4 seconds=5 pushn=1000 rssn=100000 only=
@@ -51,6 +51,10 @@ fi
 if want wire; then
 echo "== bytes on the wire for a fleet-wide update ($pushn devices)"
 $B wire --control "$CTL" --push "$PUB" --admin-key "$T/admin.key" --devices "$pushn"
+fi
+if want patch; then
+echo "== patches against a one-layer change (the daemon's backbone)"
+$B patch --ckpt "$T/backbone.qdck" --data-dir data
 fi
 if want rss; then
 echo "== RSS with $rssn registered devices"

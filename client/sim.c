@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/selftest.h"
 #include "lab/labrun.h"
 #include "proto/pack.h"
 #include "policy/device.h"
@@ -112,6 +113,21 @@ static void count(struct qd_sim *s, const struct qd_client_model *m)
     s->reply_bytes += (long)m->reply_bytes;
 }
 
+/* The model's self-test before a device takes it; a failure is reported as the device's event
+ * and counted (the device keeps what it holds). */
+static qd_err selftest(struct qd_sim *s, struct qd_sim_dev *d, const struct qd_client_model *m)
+{
+    qd_err e = qd_selftest_check(m->qm, m->len, &m->m);
+    if (e) {
+        s->selftest_failed++;
+        d->rejected++;
+        fprintf(stderr, "simulate: %s: version %lld: %s\n", d->who.id, (long long)m->m.version,
+                qd_errmsg());
+        qd_client_event(&s->c, &d->who, "selftest-failed", m->m.version, e, qd_errmsg());
+    }
+    return e;
+}
+
 /* The device holds less than version v: fetch, verify and ack it (a device does this when a
  * reply names a version it has not received: notifications are lossy, PUB drops what no
  * subscriber is connected for, and nanomsg's SUB does not come back over ipc:// after the
@@ -121,7 +137,9 @@ static qd_err catch_up(struct qd_sim *s, struct qd_sim_dev *d, int64_t v)
     struct qd_client_model m;
     QD_TRY(qd_client_fetch(&s->c, &d->who, NULL, v, d->have, d->held, d->held_len, s->pk, &m));
     count(s, &m);
-    qd_err e = accept(s, d, v, m.m.sha, m.qm, m.len, qd_sim_now(), 1);
+    qd_err e = selftest(s, d, &m);
+    if (!e)
+        e = accept(s, d, v, m.m.sha, m.qm, m.len, qd_sim_now(), 1);
     qd_client_model_fini(&m);
     return e;
 }
@@ -323,6 +341,10 @@ qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
             return qd_wraperr(e, "fetch: ", NULL);
         s->verified++;
         count(s, &m);
+        if (selftest(s, d, &m)) { /* keeps what it holds, says so, does not ack */
+            qd_client_model_fini(&m);
+            continue;
+        }
         e = accept(s, d, m.m.version, m.m.sha, m.qm, m.len, t_recv, ack);
         qd_client_model_fini(&m);
         if (e)

@@ -61,6 +61,7 @@ struct qd_sim {
     long pushes, verified, rejected, acks, duplicates;
     long packed[3], wire_bytes, model_bytes; /* fetches by packing (raw, zstd, patch) */
     long reply_bytes;                        /* every fetch reply's bytes */
+    long selftest_failed;
 };
 
 qd_err qd_sim_open(struct qd_sim *s, const struct qd_sim_opts *o);

@@ -37,7 +37,8 @@
     X(EFOREIGN, "meant for another device")                                                        \
     X(EROLLBACK, "not newer than the installed version")                                           \
     X(EEXPIRED, "expired")                                                                         \
-    X(EBASE, "a patch against a version this device does not hold")
+    X(EBASE, "a patch against a version this device does not hold")                              \
+    X(ESELFTEST, "the model's self-test gave other outputs than its manifest's")
 
 typedef enum {
 #define QD_ERR_ENUM(name, msg) QD_##name,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/selftest.h"
 #include "daemon/daemon_impl.h"
 
 /* Under blob_mu. */
@@ -104,4 +105,21 @@ qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const ui
                    : qdd_blob_add_locked(d, sha, policy, sig, NULL, 0, 1, &i);
     uv_mutex_unlock(&d->blob_mu);
     return e;
+}
+
+qd_err qdd_blob_selftest(struct qd_daemon *d, int i, const char **sha)
+{
+    struct qdd_blob *b = d->blobs[i];
+    if (!b->test_sha[0]) { /* a blob built before this start: once, here */
+        const uint8_t *qm;
+        size_t len;
+        char t[65];
+        QD_TRY(qdd_blob_bytes(d, i, &qm, &len));
+        QD_TRY(qd_selftest_digest(qm, len, qd_selftest_seed(b->sha), QD_SELFTEST_N, t));
+        uv_mutex_lock(&d->blob_mu);
+        memcpy(b->test_sha, t, sizeof t);
+        uv_mutex_unlock(&d->blob_mu);
+    }
+    *sha = b->test_sha;
+    return QD_OK;
 }

@@ -61,6 +61,7 @@ struct qdd_blob {
     uint8_t sig[QD_PROTO_SIG_BYTES];
     uint8_t *qm; /* NULL until needed (read from models/) */
     size_t len;
+    char test_sha[65]; /* its self-test digest ("" until computed) */
 };
 
 struct qdd_profile {
@@ -208,6 +209,8 @@ qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *pol
                            const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx);
 qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len);
 int qdd_blob_by_sha(struct qd_daemon *d, const char *sha);
+/* The blob's self-test digest (client/selftest.h), computed on first need (loop thread). */
+qd_err qdd_blob_selftest(struct qd_daemon *d, int i, const char **sha);
 qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx);
 qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig);
 

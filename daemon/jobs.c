@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "client/selftest.h"
 #include "daemon/daemon_impl.h"
 
 /* The budgets of a context on a profile (x: the device, whose own flash and RAM override the
@@ -64,11 +65,15 @@ static void job_work(uv_work_t *w)
         j->err = qd_decider_build(&d->dec, &j->r.policy, &qm, &len);
     char sha[65];
     uint8_t sig[QD_PROTO_SIG_BYTES];
+    char test[65] = "";
     if (!j->err) {
         qd_proto_sha256_hex(qm, len, sha);
         qd_proto_sign(qm, len, d->sign_sk, sig);
-        j->err = qd_state_blob_write(d->cfg.state_dir, sha, qm, len);
+        /* the self-test digest the manifest will carry: here, off the loop */
+        j->err = qd_selftest_digest(qm, len, qd_selftest_seed(sha), QD_SELFTEST_N, test);
     }
+    if (!j->err)
+        j->err = qd_state_blob_write(d->cfg.state_dir, sha, qm, len);
     if (j->err) {
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
         return;
@@ -78,6 +83,8 @@ static void job_work(uv_work_t *w)
     if (j->blob < 0) {
         j->err = qdd_blob_add_locked(d, sha, j->policy, sig, qm, len, 1, &j->blob);
         j->built = !j->err;
+        if (!j->err)
+            memcpy(d->blobs[j->blob]->test_sha, test, sizeof test);
         if (j->err) {
             snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
             free(qm);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/selftest.h"
 #include "daemon/daemon_impl.h"
 #include "proto/manifest.h"
 
@@ -166,6 +167,11 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
         n = (size_t)max;
     m.size = (int64_t)len;
     snprintf(m.policy, sizeof m.policy, "%s", d->blobs[bi]->policy);
+    const char *test;
+    QD_TRY(qdd_blob_selftest(d, bi, &test));
+    m.test_seed = (int64_t)qd_selftest_seed(m.sha);
+    m.test_n = QD_SELFTEST_N;
+    snprintf(m.test_sha, sizeof m.test_sha, "%s", test);
     m.created = qd_proto_now_us() / 1000000;
     m.expires = m.created + (int64_t)d->cfg.manifest_ttl_s;
     char *text, hdr[256];

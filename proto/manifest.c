@@ -37,6 +37,9 @@ qd_err qd_manifest_sign(const struct qd_manifest *m, const uint8_t sk[QD_PROTO_S
     cJSON_AddStringToObject(j, "policy", m->policy);
     cJSON_AddNumberToObject(j, "created", (double)m->created);
     cJSON_AddNumberToObject(j, "expires", (double)m->expires);
+    cJSON_AddNumberToObject(j, "test_seed", (double)m->test_seed);
+    cJSON_AddNumberToObject(j, "test_n", (double)m->test_n);
+    cJSON_AddStringToObject(j, "test_sha256", m->test_sha);
     char *t = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!t)
@@ -95,6 +98,14 @@ qd_err qd_manifest_parse(const char *text, size_t len, struct qd_manifest *m)
         e = qd_proto_int(j, "created", 0, big, 1, &m->created);
     if (!e)
         e = qd_proto_int(j, "expires", 0, big, 1, &m->expires);
+    if (!e)
+        e = qd_proto_int(j, "test_seed", 0, big, 1, &m->test_seed);
+    if (!e)
+        e = qd_proto_int(j, "test_n", 1, 64, 1, &m->test_n);
+    if (!e)
+        e = copy_str(j, "test_sha256", 64, m->test_sha);
+    if (!e && strlen(m->test_sha) != 64)
+        e = qd_seterr(QD_EFORMAT, "field \"test_sha256\" is not 64 hex digits");
     cJSON_Delete(j);
     return e ? qd_wraperr(QD_EFORMAT, "manifest: ", NULL) : QD_OK;
 }

@@ -13,7 +13,8 @@
  *     // EEXPIRED: past its expiry; ECHECKSUM: bytes differ; EFORMAT: not a manifest
  *
  * The text is JSON: {"v":1,"device":..,"version":..,"prev":..,"sha256":..,"size":..,
- * "backbone":..,"policy":..,"created":..,"expires":..} (times in seconds since the epoch). */
+ * "backbone":..,"policy":..,"created":..,"expires":..,"test_seed":..,"test_n":..,
+ * "test_sha256":..} (times in seconds since the epoch). */
 #ifndef QD_PROTO_MANIFEST_H
 #define QD_PROTO_MANIFEST_H
 
@@ -33,6 +34,8 @@ struct qd_manifest {
     char backbone[80];
     char policy[2048];
     int64_t created, expires; /* s since the epoch */
+    int64_t test_seed, test_n; /* the self-test (client/selftest.h): inputs from the seed, */
+    char test_sha[65];         /* and the sha256 of the logits the model must give on them */
 };
 
 /* The manifest's text (malloc'd, NUL-terminated) and its signature under sk. */

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "client/selftest.h"
 #include "client/sim.h"
 #include "nn/kernels.h"
 #include "policy/device.h"
@@ -436,6 +437,7 @@ static void fleet_survives_kill_9(void **st)
     }
     assert_true(acc1 > 0.2); /* the smallest models, still better than chance */
     assert_int_equal(s.rejected, 0);
+    assert_int_equal(s.selftest_failed, 0); /* every model's self-test passed on the device */
 
     /* the context changes; the daemon decides (replies say so) and dies before any ack */
     int changed = 0, forced = 0;
@@ -626,6 +628,15 @@ static void gate_decides(void **st)
     assert_string_equal(m.m.device, "gated");
     print_message("version %lld: %zu bytes, fetched %s as %zu bytes in %d chunks\n",
                   (long long)m.m.version, m.len, m.encoding, m.wire, m.chunks);
+    /* the self-test: the daemon's digest reproduced here; another digest, or a changed
+     * model, fails it */
+    assert_int_equal(qd_selftest_check(m.qm, m.len, &m.m), QD_OK);
+    struct qd_manifest mf = m.m;
+    mf.test_sha[5] = mf.test_sha[5] == 'a' ? 'b' : 'a';
+    assert_int_equal(qd_selftest_check(m.qm, m.len, &mf), QD_ESELFTEST);
+    mf = m.m;
+    mf.test_seed++;
+    assert_int_equal(qd_selftest_check(m.qm, m.len, &mf), QD_ESELFTEST);
     /* installed already: the same version again is a rollback, refused */
     struct qd_client_model m2;
     assert_int_equal(qd_client_fetch(&c, &who, NULL, note.version, note.version, NULL, 0, pk, &m2),

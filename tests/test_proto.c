@@ -255,9 +255,10 @@ static void test_manifest(void **st)
     randombytes_buf(qm, sizeof qm);
     struct qd_manifest m = {.device = "gw-1", .version = 5, .prev = 4, .size = sizeof qm,
                             .backbone = "0123abcd", .policy = "8,4,2/8", .created = 1000,
-                            .expires = 2000},
+                            .expires = 2000, .test_seed = 77, .test_n = 4},
                        got;
     qd_proto_sha256_hex(qm, sizeof qm, m.sha);
+    memset(m.test_sha, 'c', 64);
     char *t;
     size_t tl;
     assert_int_equal(qd_manifest_sign(&m, sk, &t, &tl, sig), QD_OK);
@@ -266,6 +267,9 @@ static void test_manifest(void **st)
     assert_int_equal(got.prev, 4);
     assert_string_equal(got.policy, "8,4,2/8");
     assert_string_equal(got.backbone, "0123abcd");
+    assert_int_equal(got.test_seed, 77);
+    assert_int_equal(got.test_n, 4);
+    assert_memory_equal(got.test_sha, m.test_sha, 65);
     assert_int_equal(qd_manifest_check_bytes(&got, qm, sizeof qm), QD_OK);
     /* another key, another device, not newer, expired */
     assert_int_equal(qd_manifest_check(t, tl, sig, pk2, "gw-1", 4, 1500, &got), QD_EAUTH);
