@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client/agent.h"
 #include "client/selftest.h"
 #include "lab/labrun.h"
 #include "proto/pack.h"
@@ -94,8 +95,12 @@ void qd_sim_close(struct qd_sim *s)
     qd_client_close(&s->c);
     if (s->have_te)
         qd_dataset_fini(&s->te);
-    for (int i = 0; s->dev && i < s->n; i++)
+    for (int i = 0; s->dev && i < s->n; i++) {
         free(s->dev[i].held);
+        if (s->dev[i].store)
+            qd_agent_store_close(s->dev[i].store);
+        free(s->dev[i].store);
+    }
     free(s->dev);
     s->dev = NULL;
     s->have_te = 0;
@@ -113,11 +118,13 @@ static void count(struct qd_sim *s, const struct qd_client_model *m)
     s->reply_bytes += (long)m->reply_bytes;
 }
 
-/* The model's self-test before a device takes it; a failure is reported as the device's event
- * and counted (the device keeps what it holds). */
+/* The model's self-test before a device takes it (with a store: the agent's install, which
+ * self-tests first); a failure is reported as the device's event and counted (the device
+ * keeps what it holds). */
 static qd_err selftest(struct qd_sim *s, struct qd_sim_dev *d, const struct qd_client_model *m)
 {
-    qd_err e = qd_selftest_check(m->qm, m->len, &m->m);
+    qd_err e = d->store ? qd_agent_store_install(d->store, m)
+                        : qd_selftest_check(m->qm, m->len, &m->m);
     if (e) {
         s->selftest_failed++;
         d->rejected++;
@@ -191,6 +198,14 @@ qd_err qd_sim_provision(struct qd_sim *s)
         cJSON_Delete(r);
         if (!e)
             e = qd_client_subscribe(&s->c, id);
+        if (!e && s->o.store_dir) { /* the agent's store: a directory per device */
+            char dir[1200];
+            snprintf(dir, sizeof dir, "%s/%s", s->o.store_dir, id);
+            if (!(d->store = calloc(1, sizeof *d->store)))
+                e = qd_seterr(QD_ENOMEM, "out of memory");
+            if (!e)
+                e = qd_agent_store_open(d->store, dir);
+        }
         if (e) {
             char pre[80];
             snprintf(pre, sizeof pre, "%s: ", id);

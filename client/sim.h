@@ -17,6 +17,7 @@
 #ifndef QD_CLIENT_SIM_H
 #define QD_CLIENT_SIM_H
 
+#include "client/agent.h"
 #include "client/client.h"
 #include "nn/data.h"
 
@@ -24,6 +25,7 @@ struct qd_sim_opts {
     const char *control, *push, *admin_key, *data_dir, *prefix;
     const char *const *profiles; /* NULL: the six real parts */
     int nprofiles;
+    const char *store_dir; /* each device installs into the agent's store in DIR/ID (NULL: none) */
     int devices, images, timeout_ms;
     int quiet;
 };
@@ -37,6 +39,7 @@ struct qd_sim_dev {
     int64_t have;    /* the newest verified version received */
     char have_sha[65];
     uint8_t *held;   /* its bytes (malloc'd) */
+    struct qd_agent_store *store; /* with store_dir */
     size_t held_len;
     int64_t acked;
     double acc;      /* on the test images, of the model held; -1 before any */

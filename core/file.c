@@ -3,6 +3,8 @@
 #include "core/file.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,10 +40,27 @@ qd_err qd_file_read(const char *path, uint8_t **data, size_t *len)
     return QD_OK;
 }
 
+qd_err qd_file_sync_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1,
+                 slash ? (slash == path ? "/" : path) : ".") >= (int)sizeof dir)
+        return qd_seterr(QD_EINVAL, "%.64s...: path too long", path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return qd_seterr(QD_EIO, "%s: cannot open (%s)", dir, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    return rc ? qd_seterr(QD_EIO, "%s: fsync failed (%s)", dir, strerror(errno)) : QD_OK;
+}
+
 qd_err qd_file_write_atomic(const char *path, const void *data, size_t len)
 {
+    static atomic_uint seq; /* two threads writing one path never share a temp file */
     char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d.%u", path, (int)getpid(),
+                 atomic_fetch_add(&seq, 1)) >= (int)sizeof tmp)
         return qd_seterr(QD_EINVAL, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
     if (!f)
@@ -54,7 +73,7 @@ qd_err qd_file_write_atomic(const char *path, const void *data, size_t len)
         unlink(tmp);
         return qd_seterr(QD_EIO, "%s: write failed (%s)", path, strerror(errno));
     }
-    return QD_OK;
+    return qd_file_sync_dir(path); /* the rename itself survives a power cut */
 }
 
 qd_err qd_file_mkdirs(const char *path)

@@ -382,9 +382,11 @@ static void fleet_survives_kill_9(void **st)
     char adminkey[1200];
     snprintf(adminkey, sizeof adminkey, "%s/state/admin.key", tmp);
     struct qd_sim s;
+    char store[1200];
+    snprintf(store, sizeof store, "%s/agents", tmp);
     struct qd_sim_opts o = {.control = control, .push = push, .admin_key = adminkey,
                             .data_dir = data_dir, .devices = 50, .images = 50,
-                            .timeout_ms = 20000, .quiet = 1};
+                            .timeout_ms = 20000, .quiet = 1, .store_dir = store};
     qd_kernels_init(1);
     assert_int_equal(qd_sim_open(&s, &o), QD_OK);
     if (qd_sim_provision(&s))
@@ -474,6 +476,16 @@ static void fleet_survives_kill_9(void **st)
     assert_int_equal(qd_sim_hello_all(&s), QD_OK);
     if (qd_sim_collect(&s, 120000, 1))
         fail_msg("after restart: %s", qd_errmsg());
+    /* each device's agent store holds what it acked, whole, behind current.qm */
+    for (int i = 0; i < s.n; i++) {
+        struct qd_agent_store as;
+        char dir[1400];
+        snprintf(dir, sizeof dir, "%s/%s", store, s.dev[i].who.id);
+        assert_int_equal(qd_agent_store_open(&as, dir), QD_OK);
+        assert_int_equal(as.version, s.dev[i].want);
+        assert_string_equal(as.sha, s.dev[i].have_sha);
+        qd_agent_store_close(&as);
+    }
     /* the devices held the version before: the new ones came as patches against it */
     if (!(s.packed[QD_PACK_PATCH] >= changed / 2))
         fail_msg("%ld of %d changed models came as patches (%ld zstd, %ld raw)",
