@@ -182,6 +182,6 @@ void qdd_boot_done(uv_work_t *w, int status)
     qd_log(QD_LOG_INFO, "backbone ready: %s on %s, %d layers (%s); decisions by the %s",
            d->dec.m.family, d->dec.ds, d->dec.g.nq, d->backbone_id,
            d->have_gate ? "gate" : "sensitivity search");
-    qdd_sd_notify("STATUS=ready");
+    qd_sd_notify("STATUS=ready");
     qdd_maybe_finish_stop(d);
 }

@@ -14,7 +14,6 @@
  *   ops_admin.c   the operator's ops (health, stats, devices, device, keys)
  *   ops_device.c  the devices' ops (hello, report, decide, fetch, ack)
  *   boot.c        the backbone: loaded, or trained on the first start (supernet and gate too)
- *   notify.c      systemd notification
  *   quantd.c      start, reload, stop, main
  *
  * Threads: only the loop thread touches the registry, the state and the sockets; jobs read the
@@ -29,6 +28,7 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "core/sdnotify.h"
 #include "daemon/config.h"
 #include "daemon/state.h"
 #include "gate/gate.h"
@@ -252,9 +252,6 @@ qd_err qdd_op_event(struct qdd_call *c, cJSON *r);
 /* boot.c */
 void qdd_boot_work(uv_work_t *w);
 void qdd_boot_done(uv_work_t *w, int status);
-
-/* notify.c */
-void qdd_sd_notify(const char *msg);
 
 /* quantd.c */
 void qdd_maybe_finish_stop(struct qd_daemon *d);

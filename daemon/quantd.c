@@ -96,7 +96,7 @@ static void on_stop(uv_signal_t *s, int sig)
     struct qd_daemon *d = s->data;
     qd_log(QD_LOG_INFO, "%s: stopping after %d in-flight replies",
            sig == SIGTERM ? "SIGTERM" : "SIGINT", d->inflight);
-    qdd_sd_notify("STOPPING=1");
+    qd_sd_notify("STOPPING=1");
     d->stopping = 1;
     uv_poll_stop(&d->poll);
     qdd_maybe_finish_stop(d);
@@ -113,7 +113,7 @@ static void set_log_level(const char *l)
 static void on_hup(uv_signal_t *s, int sig)
 {
     struct qd_daemon *d = s->data;
-    qdd_sd_notify("RELOADING=1");
+    qd_sd_notify("RELOADING=1");
     struct qd_config c;
     qd_config_defaults(&c);
     qd_err e = d->cfg_path ? qd_config_load_file(&c, d->cfg_path) : QD_OK;
@@ -137,13 +137,13 @@ static void on_hup(uv_signal_t *s, int sig)
         set_log_level(c.log_level);
         qd_log(QD_LOG_INFO, "SIGHUP: configuration reloaded");
     }
-    qdd_sd_notify("READY=1");
+    qd_sd_notify("READY=1");
     (void)sig;
 }
 
 static void on_watchdog(uv_timer_t *t)
 {
-    qdd_sd_notify("WATCHDOG=1");
+    qd_sd_notify("WATCHDOG=1");
 }
 
 static int run(struct qd_daemon *d)
@@ -199,7 +199,7 @@ static int run(struct qd_daemon *d)
     uv_queue_work(d->loop, &boot, qdd_boot_work, qdd_boot_done);
     qd_log(QD_LOG_INFO, "quantd: control %s, push %s, state %s, %d devices", c->control, c->push,
            c->state_dir, d->ndev);
-    qdd_sd_notify("READY=1\nSTATUS=serving; loading the backbone");
+    qd_sd_notify("READY=1\nSTATUS=serving; loading the backbone");
     uv_run(d->loop, UV_RUN_DEFAULT);
     int training = d->boot_running;
     if (!training && uv_loop_close(d->loop))

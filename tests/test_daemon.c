@@ -10,7 +10,7 @@
  *     still there and every unacked push is delivered;
  *   - SIGHUP reloads (a bad file is refused, serving goes on); SIGTERM exits 0 (and, in the
  *     sanitizer build, with no leak). */
-#include "testutil.h"
+#include "daemonfix.h"
 
 #include <signal.h>
 #include <sodium.h>
@@ -25,98 +25,6 @@
 #include "policy/device.h"
 #include "proto/pack.h"
 #include "proto/transport.h"
-
-static char *tmp;
-static char data_dir[1024], control[1200], push[1200], conf[1200], logpath[1200];
-static pid_t pid = -1;
-static int have_data, gate_steps;
-
-static void write_conf(const char *extra)
-{
-    FILE *f = fopen(conf, "w");
-    assert_non_null(f);
-    fprintf(f,
-            "# test configuration\n[quantd]\ncontrol = %s\npush = %s\nstate_dir = %s/state\n"
-            "log_level = info\nack_timeout_ms = 400\nmax_message = 4096\nthreads = 2\n"
-            "fetch_chunk = 4096\n" /* models travel in several chunks */
-            "[backbone]\nmodel = custom\ndata = fashion-mnist\ndata_dir = %s\n"
-            "train_epochs = 1\ntrain_subset = 3000\nsupernet_epochs = 1\nsupernet_bn_sets = 4\n"
-            "gate_steps = %d\n"
-            "sens_n = 200\ncalib_n = 256\nbn_batches = 4\n"
-            "[decide]\ndevices_dir = %s/etc/devices\n%s",
-            control, push, tmp, data_dir, gate_steps, getenv("QD_SOURCE_DIR"),
-            extra ? extra : "");
-    fclose(f);
-}
-
-static pid_t start(const char *cfg)
-{
-    pid_t p = fork();
-    assert_true(p >= 0);
-    if (p == 0) {
-        FILE *l = freopen(logpath, "a", stderr);
-        (void)l;
-        execl(getenv("QUANTD"), "quantd", "-c", cfg, (char *)NULL);
-        _exit(127);
-    }
-    return p;
-}
-
-static int wait_exit(pid_t p, int seconds)
-{
-    for (int i = 0; i < seconds * 20; i++) {
-        int st;
-        if (waitpid(p, &st, WNOHANG) == p)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        usleep(50000);
-    }
-    kill(p, SIGKILL);
-    waitpid(p, NULL, 0);
-    return -1;
-}
-
-static cJSON *call(struct qd_client *c, struct qd_ident *who, cJSON *req, qd_err *e)
-{
-    cJSON *r = NULL;
-    *e = qd_client_call(c, who, req, &r, NULL, NULL);
-    return r;
-}
-
-static cJSON *op(const char *name)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "op", name);
-    return j;
-}
-
-static int ready(struct qd_client *c, char *phase, size_t len)
-{
-    qd_err e;
-    cJSON *r = call(c, NULL, op("health"), &e);
-    if (e) {
-        cJSON_Delete(r);
-        return -1;
-    }
-    cJSON *p = cJSON_GetObjectItem(r, "phase");
-    snprintf(phase, len, "%s", cJSON_IsString(p) ? p->valuestring : "?");
-    int ok = cJSON_IsTrue(cJSON_GetObjectItem(r, "ready"));
-    cJSON_Delete(r);
-    return ok;
-}
-
-static void wait_ready(struct qd_client *c, int seconds)
-{
-    char ph[64] = "";
-    for (int i = 0; i < seconds * 10; i++) {
-        int r = ready(c, ph, sizeof ph);
-        if (r == 1)
-            return;
-        if (!strcmp(ph, "failed"))
-            fail_msg("quantd's backbone failed (see %s)", logpath);
-        usleep(100000);
-    }
-    fail_msg("quantd not ready after %d s (phase %s; see %s)", seconds, ph, logpath);
-}
 
 /* The reply code of a raw request. */
 static const char *raw_code(struct qd_client *c, const void *msg, size_t len, char *buf,
@@ -139,17 +47,6 @@ static const char *raw_code(struct qd_client *c, const void *msg, size_t len, ch
 static void sealed(const char *json, const uint8_t *key, char **out)
 {
     assert_int_equal(qd_proto_seal(json, key, out), QD_OK);
-}
-
-/* Runs cmd (stderr into stdout), its output into err (n bytes); returns its exit status. */
-static int run_capture(const char *cmd, char *err, size_t n)
-{
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t got = fread(err, 1, n - 1, p);
-    err[got] = 0;
-    int s = pclose(p);
-    return WIFEXITED(s) ? WEXITSTATUS(s) : -1;
 }
 
 static void bad_config_exits_2(void **st)
@@ -353,26 +250,6 @@ static void serves_while_training_then_rejects_bad_input(void **st)
     assert_true(cJSON_GetObjectItem(s, "errors")->valuedouble >= 20);
     cJSON_Delete(s);
     qd_client_close(&c);
-}
-
-static cJSON *devices(struct qd_client *c, struct qd_ident *admin)
-{
-    cJSON *j = op("devices");
-    cJSON_AddNumberToObject(j, "limit", 10000);
-    qd_err e;
-    cJSON *r = call(c, admin, j, &e);
-    if (e)
-        fail_msg("devices: %s", qd_errmsg());
-    return r;
-}
-
-static cJSON *dev_of(cJSON *list, const char *id)
-{
-    cJSON *x;
-    cJSON_ArrayForEach(x, cJSON_GetObjectItem(list, "devices"))
-        if (!strcmp(cJSON_GetObjectItem(x, "id")->valuestring, id))
-            return x;
-    return NULL;
 }
 
 static void fleet_survives_kill_9(void **st)
@@ -738,30 +615,6 @@ static void reload_and_stop(void **st)
     fclose(lg);
     assert_non_null(strstr(buf, "configuration reloaded"));
     assert_non_null(strstr(buf, "bogus_key"));
-}
-
-static int setup(void **st)
-{
-    tmp = make_tmpdir();
-    snprintf(control, sizeof control, "ipc://%s/control", tmp);
-    snprintf(push, sizeof push, "ipc://%s/push", tmp);
-    snprintf(conf, sizeof conf, "%s/quantd.conf", tmp);
-    snprintf(logpath, sizeof logpath, "%s/quantd.log", tmp);
-    return 0;
-}
-
-static int teardown(void **st)
-{
-    if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (getenv("QD_KEEP"))
-        fprintf(stderr, "kept %s\n", tmp);
-    else
-        rm_rf(tmp);
-    free(tmp);
-    return 0;
 }
 
 static void needs_data(void **st)

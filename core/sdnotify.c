@@ -1,5 +1,4 @@
-/* systemd notification: one datagram to $NOTIFY_SOCKET (READY, STATUS, RELOADING, STOPPING,
- * WATCHDOG); no libsystemd needed. Silent when not started by systemd. */
+/* systemd notification (see sdnotify.h). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
@@ -10,9 +9,9 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "daemon/daemon_impl.h"
+#include "core/sdnotify.h"
 
-void qdd_sd_notify(const char *msg)
+void qd_sd_notify(const char *msg)
 {
     const char *p = getenv("NOTIFY_SOCKET");
     if (!p || (p[0] != '/' && p[0] != '@'))
