@@ -116,22 +116,6 @@ static qd_err load_conf(const char *path, struct conf *c)
     return QD_OK;
 }
 
-/* 64 hex digits, or a file holding them. */
-static qd_err hex_or_file(const char *v, uint8_t *out, size_t n)
-{
-    char hex[200];
-    snprintf(hex, sizeof hex, "%.199s", v);
-    if (strlen(v) != 2 * n) {
-        uint8_t *b;
-        size_t len;
-        QD_TRY(qd_file_read(v, &b, &len));
-        snprintf(hex, sizeof hex, "%.*s", (int)(len < 199 ? len : 199), (char *)b);
-        free(b);
-        hex[strcspn(hex, "\r\n ")] = 0;
-    }
-    return qd_proto_unhex(hex, out, n);
-}
-
 /* A battery level in 0..1: the configured file (a fraction or a percentage), else the first
  * battery's capacity in /sys/class/power_supply; NAN when there is none. */
 static double battery(const struct conf *c)
@@ -368,7 +352,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     qd_err e = qd_ident_init(&a.me, a.c.id, a.c.key);
     if (!e)
-        e = hex_or_file(a.c.sign_pub, a.pk, QD_PROTO_PUB_BYTES);
+        e = qd_client_hex_arg(a.c.sign_pub, a.pk, QD_PROTO_PUB_BYTES);
     if (!e)
         e = qd_agent_store_open(&a.st, a.c.dir);
     if (!e)

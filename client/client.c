@@ -38,19 +38,24 @@ qd_err qd_ident_init(struct qd_ident *who, const char *id, const char *key)
     if (strlen(id) > QD_PROTO_MAX_ID)
         return qd_seterr(QD_EINVAL, "id '%s' is too long", id);
     strcpy(who->id, id);
-    char hex[130];
-    if (strlen(key) == 2 * QD_PROTO_KEY_BYTES) {
-        snprintf(hex, sizeof hex, "%s", key);
+    qd_err e = qd_client_hex_arg(key, who->key, QD_PROTO_KEY_BYTES);
+    return e ? qd_wraperr(e, "key: ", NULL) : QD_OK;
+}
+
+qd_err qd_client_hex_arg(const char *v, uint8_t *out, size_t n)
+{
+    char hex[200];
+    if (strlen(v) == 2 * n) {
+        snprintf(hex, sizeof hex, "%.199s", v);
     } else {
         uint8_t *b;
-        size_t n;
-        QD_TRY(qd_file_read(key, &b, &n));
-        snprintf(hex, sizeof hex, "%.*s", (int)(n < 129 ? n : 129), (char *)b);
+        size_t len;
+        QD_TRY(qd_file_read(v, &b, &len));
+        snprintf(hex, sizeof hex, "%.*s", (int)(len < 199 ? len : 199), (char *)b);
         free(b);
         hex[strcspn(hex, "\r\n ")] = 0;
     }
-    qd_err e = qd_proto_unhex(hex, who->key, QD_PROTO_KEY_BYTES);
-    return e ? qd_wraperr(e, "key: ", NULL) : QD_OK;
+    return qd_proto_unhex(hex, out, n);
 }
 
 static qd_err err_from_reply(const cJSON *r)

@@ -70,6 +70,8 @@ qd_err qd_client_open(struct qd_client *c, const char *control, const char *push
 void qd_client_close(struct qd_client *c);
 /* key: 64 hex digits, or the path of a file holding them. */
 qd_err qd_ident_init(struct qd_ident *who, const char *id, const char *key);
+/* n bytes from v: 2n hex digits, or the path of a file holding them (keys, pinned keys). */
+qd_err qd_client_hex_arg(const char *v, uint8_t *out, size_t n);
 
 /* Adds v, from, nonce and the MAC to req (consumed) unless who is NULL. A JSON reply goes to
  * *reply (may be NULL), a binary one to *bin and *binlen (may be NULL: then it is an error). */
