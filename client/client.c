@@ -340,6 +340,13 @@ qd_err qd_client_subscribe(struct qd_client *c, const char *id)
     return qd_tp_subscribe(c->sub, id, strlen(id) + 1); /* with its \0: exact match */
 }
 
+qd_err qd_client_subscribe_all(struct qd_client *c)
+{
+    if (c->sub < 0)
+        return qd_seterr(QD_EINVAL, "subscribe: no push endpoint");
+    return qd_tp_subscribe(c->sub, "", 0);
+}
+
 qd_err qd_client_notify_recv(struct qd_client *c, int timeout_ms, struct qd_proto_note *n)
 {
     memset(n, 0, sizeof *n);

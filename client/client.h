@@ -105,6 +105,9 @@ qd_err qd_client_sign_pub(struct qd_client *c, struct qd_ident *admin,
                           uint8_t pk[QD_PROTO_PUB_BYTES]);
 
 qd_err qd_client_subscribe(struct qd_client *c, const char *id);
+/* Every device's notifications (an operator's watch; a subscriber without a key learns only
+ * ids, versions, sizes and hashes). */
+qd_err qd_client_subscribe_all(struct qd_client *c);
 /* Waits for one notification (a device's new version: fetch it): QD_ETIMEDOUT when none came,
  * QD_EFORMAT when malformed. Unsigned: only the fetched manifest is trusted. */
 qd_err qd_client_notify_recv(struct qd_client *c, int timeout_ms, struct qd_proto_note *n);

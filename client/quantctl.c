@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/client.h"
 #include "client/sim.h"
@@ -17,7 +18,8 @@ static const char USAGE[] =
     "usage: quantctl [--control URL] [--push URL] [--admin-key FILE | --state-dir DIR]\n"
     "                [--json] [--timeout MS] COMMAND ...\n"
     "commands:\n"
-    "  status                        health, progress and counters\n"
+    "  status [--wait]               health, progress and counters (--wait: until ready,\n"
+    "                                one progress line, updated in place on a terminal)\n"
     "  devices [--offset N] [--limit N]\n"
     "  device ID                     one device: versions and decisions\n"
     "  decide --profile P [CONTEXT]  dry run: the policy quantd would choose\n"
@@ -25,14 +27,16 @@ static const char USAGE[] =
     "  hello ID --key K --profile P  (as the device)\n"
     "  report ID --key K [CONTEXT]   (as the device) report a context; prints the decision\n"
     "  fetch ID --key K [--version N] -o F.qm   (as the device) fetch and verify a model\n"
+    "  ack ID --key K --version N --sha S       (as the device) say it runs that version\n"
+    "  watch [ID ...] [--count N]    notifications as they come (all devices when no ID)\n"
     "  simulate [--devices N] [--images N] [--data-dir DIR]   a fleet: register, receive\n"
     "                                models, change context (battery 15%, free RAM halved)\n"
     "CONTEXT: [--free-flash B] [--free-ram B] [--latency MS] [--energy MJ] [--battery F]\n"
     "         (sizes take k/M suffixes)\n";
 
 struct args {
-    const char *control, *push, *admin_key, *state_dir, *key, *profile, *out, *data_dir;
-    int json, timeout, devices, images;
+    const char *control, *push, *admin_key, *state_dir, *key, *profile, *out, *data_dir, *sha;
+    int json, timeout, devices, images, help, wait, count;
     long offset, limit, version;
     struct qd_client_ctx ctx;
     const char *pos[4];
@@ -80,8 +84,14 @@ static int parse(int argc, char **argv, struct args *a)
             a->json = 1;
             continue;
         }
-        if (!strcmp(f, "--help"))
-            return bad("%s", "help");
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            a->help = 1;
+            return 0;
+        }
+        if (!strcmp(f, "--wait")) {
+            a->wait = 1;
+            continue;
+        }
         if (i + 1 >= argc)
             return bad("flag %s needs a value", f);
         const char *v = argv[++i];
@@ -107,6 +117,8 @@ static int parse(int argc, char **argv, struct args *a)
         STR("--key", key)
         STR("--profile", profile)
         STR("--data-dir", data_dir)
+        STR("--sha", sha)
+        NUM("--count", count, 1, 1e9)
         NUM("--timeout", timeout, 1, 3.6e6)
         NUM("--devices", devices, 1, 1e6)
         NUM("--images", images, 0, 1e6)
@@ -181,12 +193,11 @@ static void print_decision(const cJSON *r)
     printf("  predicted loss %.4f; search %.0f us%s\n", num(r, "predicted_loss"),
            num(r, "search_us"),
            cJSON_IsFalse(cJSON_GetObjectItem(r, "proven")) ? " (stopped at the node limit: the "
-                                                            "best policy found, not proven)"
-                                                          : "");
+                                                             "best policy found, not proven)"
+                                                           : "");
     if (cJSON_GetObjectItem(r, "version"))
         printf("  version %.0f%s, sha256 %s\n", num(r, "version"),
-               cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "",
-               str(r, "sha256"));
+               cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "", str(r, "sha256"));
 }
 
 /* Prints an error reply's extra fields (EBUDGET: the smallest achievable figures). */
@@ -205,10 +216,46 @@ static int fail_reply(qd_err e, cJSON *r, int json)
     return rc;
 }
 
+/* Until the backbone is ready (or failed): one progress line, rewritten in place on a terminal,
+ * a new line on each change otherwise. */
+static qd_err wait_ready(struct qd_client *c, int json)
+{
+    char last[256] = "";
+    int tty = isatty(STDOUT_FILENO) && !json;
+    for (;;) {
+        cJSON *r = NULL;
+        QD_TRY(qd_client_call(c, NULL, op("health"), &r, NULL, NULL));
+        char line[256];
+        int n = snprintf(line, sizeof line, "quantd: %s", str(r, "phase"));
+        if (cJSON_GetObjectItem(r, "epoch"))
+            snprintf(line + n, sizeof line - (size_t)n, " (epoch %.0f of %.0f done)",
+                     num(r, "epoch"), num(r, "epochs"));
+        int done =
+            cJSON_IsTrue(cJSON_GetObjectItem(r, "ready")) || !strcmp(str(r, "phase"), "failed");
+        cJSON_Delete(r);
+        if (!json && strcmp(line, last)) {
+            if (tty)
+                printf("\r\033[K%s", line);
+            else
+                printf("%s\n", line);
+            fflush(stdout);
+            snprintf(last, sizeof last, "%s", line);
+        }
+        if (done)
+            break;
+        usleep(250000);
+    }
+    if (tty)
+        printf("\n");
+    return QD_OK;
+}
+
 static int cmd_status(struct args *a, struct qd_client *c)
 {
     cJSON *r = NULL;
-    qd_err e = qd_client_call(c, NULL, op("health"), &r, NULL, NULL);
+    qd_err e = a->wait ? wait_ready(c, a->json) : QD_OK;
+    if (!e)
+        e = qd_client_call(c, NULL, op("health"), &r, NULL, NULL);
     if (e)
         return fail_reply(e, r, a->json);
     struct qd_ident admin;
@@ -233,11 +280,12 @@ static int cmd_status(struct args *a, struct qd_client *c)
             printf("backbone: %s on %s, %.0f layers (%s)\n", str(src, "model"), str(src, "data"),
                    num(src, "layers"), str(src, "backbone"));
         if (s)
-            printf("requests %.0f, errors %.0f, decisions %.0f, builds %.0f, blobs %.0f, pushes "
-                   "%.0f (+%.0f repeated), acks %.0f, unacked %.0f\n",
+            printf("requests %.0f, errors %.0f, decisions %.0f, builds %.0f, blobs %.0f, "
+                   "notifications %.0f (+%.0f repeated), fetches %.0f (%.0f model bytes), acks "
+                   "%.0f, unacked %.0f\n",
                    num(s, "requests"), num(s, "errors"), num(s, "decisions"), num(s, "builds"),
-                   num(s, "blobs"), num(s, "pushes"), num(s, "repushes"), num(s, "acks"),
-                   num(s, "unacked"));
+                   num(s, "blobs"), num(s, "pushes"), num(s, "repushes"), num(s, "fetches"),
+                   num(s, "fetch_bytes"), num(s, "acks"), num(s, "unacked"));
         else
             printf("(no admin key: counters not shown)\n");
     }
@@ -328,7 +376,14 @@ static int cmd_device(struct args *a, struct qd_client *c)
         e = qd_client_hello(c, &who, a->profile, &r);
     } else if (!strcmp(cmd, "report"))
         e = qd_client_report(c, &who, &a->ctx, &r);
-    else { /* fetch: verify with the daemon's key (admin) */
+    else if (!strcmp(cmd, "ack")) {
+        if (!a->version || !a->sha)
+            return bad("%s", "ack needs --version N and --sha S");
+        cJSON *j = op("ack");
+        cJSON_AddNumberToObject(j, "version", (double)a->version);
+        cJSON_AddStringToObject(j, "sha256", a->sha);
+        e = qd_client_call(c, &who, j, &r, NULL, NULL);
+    } else { /* fetch: verify with the daemon's key (admin) */
         if (!a->out)
             return bad("%s", "fetch needs -o FILE");
         struct qd_ident admin;
@@ -348,8 +403,8 @@ static int cmd_device(struct args *a, struct qd_client *c)
                    a->out, m.len, (long long)m.m.version, m.m.sha, m.m.policy,
                    (long long)m.m.expires);
         else
-            printf("%s: version %lld, %zu bytes, sha256 %s, manifest signature verified\n",
-                   a->out, (long long)m.m.version, m.len, m.m.sha);
+            printf("%s: version %lld, %zu bytes, sha256 %s, manifest signature verified\n", a->out,
+                   (long long)m.m.version, m.len, m.m.sha);
         qd_client_model_fini(&m);
         return 0;
     }
@@ -378,15 +433,19 @@ static void sim_table(const struct qd_sim *s, const char *title, const int64_t *
         }
         if (before && d->want == before[i])
             continue;
-        printf("%-11s %-15s %4lld %8.0f %7.2f  %s\n", d->who.id, d->profile,
-               (long long)d->want, d->flash, 100 * d->acc, d->policy);
+        printf("%-11s %-15s %4lld %8.0f %7.2f  %s\n", d->who.id, d->profile, (long long)d->want,
+               d->flash, 100 * d->acc, d->policy);
     }
 }
 
 static int cmd_simulate(struct args *a)
 {
-    struct qd_sim_opts o = {.control = a->control, .push = a->push, .data_dir = a->data_dir,
-                            .devices = a->devices, .images = a->images, .timeout_ms = a->timeout};
+    struct qd_sim_opts o = {.control = a->control,
+                            .push = a->push,
+                            .data_dir = a->data_dir,
+                            .devices = a->devices,
+                            .images = a->images,
+                            .timeout_ms = a->timeout};
     char key[1100];
     if (a->admin_key)
         snprintf(key, sizeof key, "%s", a->admin_key);
@@ -402,7 +461,8 @@ static int cmd_simulate(struct args *a)
     double t0 = qd_sim_now();
     if (!a->json)
         printf("simulate: %d devices over %d profiles, each running its model on %d %s test "
-               "images\n", s.n, s.o.nprofiles, a->images, s.data);
+               "images\n",
+               s.n, s.o.nprofiles, a->images, s.data);
     e = qd_sim_provision(&s);
     struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
     full.battery = 1.0;
@@ -457,13 +517,47 @@ static int cmd_simulate(struct args *a)
                qd_sim_now() - t0);
     else
         printf("\nsummary: %d devices, %ld pushes received (%ld verified, %ld rejected), %ld "
-               "acks; %d decisions changed with the context, %d found no policy that fits; mean accuracy %.2f%% then %.2f%%; "
+               "acks; %d decisions changed with the context, %d found no policy that fits; mean "
+               "accuracy %.2f%% then %.2f%%; "
                "%.1f s\n",
-               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, 100 * acc1, 100 * acc2,
-               qd_sim_now() - t0);
+               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, 100 * acc1,
+               100 * acc2, qd_sim_now() - t0);
     free(before);
     qd_sim_close(&s);
     return 0;
+}
+
+/* Notifications as they come: one line each (or the JSON), --count of them or until killed. */
+static int cmd_watch(struct args *a)
+{
+    struct qd_client c;
+    qd_err e = qd_client_open(&c, a->control, a->push, a->timeout);
+    if (e)
+        return fail(e);
+    for (int i = 1; !e && i < a->npos; i++)
+        e = qd_client_subscribe(&c, a->pos[i]);
+    if (!e && a->npos < 2)
+        e = qd_client_subscribe_all(&c);
+    for (int got = 0; !e && (!a->count || got < a->count);) {
+        struct qd_proto_note n;
+        e = qd_client_notify_recv(&c, 1000, &n);
+        if (e == QD_ETIMEDOUT || e == QD_EFORMAT) {
+            e = QD_OK;
+            continue;
+        }
+        if (e)
+            break;
+        got++;
+        if (a->json)
+            printf("{\"device\":\"%s\",\"version\":%lld,\"sha256\":\"%s\",\"size\":%lld}\n", n.id,
+                   (long long)n.version, n.sha, (long long)n.size);
+        else
+            printf("%s: version %lld is out (%lld bytes, sha256 %.16s...)\n", n.id,
+                   (long long)n.version, (long long)n.size, n.sha);
+        fflush(stdout);
+    }
+    qd_client_close(&c);
+    return e ? fail(e) : 0;
 }
 
 int main(int argc, char **argv)
@@ -472,7 +566,13 @@ int main(int argc, char **argv)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc;
+    if (a.help || !a.npos) {
+        fputs(USAGE, a.help ? stdout : stderr);
+        return a.help ? 0 : 2;
+    }
     const char *cmd = a.pos[0];
+    if (!strcmp(cmd, "watch"))
+        return cmd_watch(&a);
     if (!strcmp(cmd, "simulate"))
         return cmd_simulate(&a);
     struct qd_client c;
@@ -484,7 +584,8 @@ int main(int argc, char **argv)
     else if (!strcmp(cmd, "devices") || !strcmp(cmd, "device") || !strcmp(cmd, "decide") ||
              !strcmp(cmd, "keys"))
         rc = cmd_admin(&a, &c);
-    else if (!strcmp(cmd, "hello") || !strcmp(cmd, "report") || !strcmp(cmd, "fetch"))
+    else if (!strcmp(cmd, "hello") || !strcmp(cmd, "report") || !strcmp(cmd, "fetch") ||
+             !strcmp(cmd, "ack"))
         rc = cmd_device(&a, &c);
     else
         rc = bad("unknown command %s", cmd);

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "client/agent.h"
+#include "core/file.h"
 
 enum { N = 50 };
 static pid_t agent[N];
@@ -111,6 +112,18 @@ static void agents_deliver(void **st)
     if (!have_data)
         skip();
     pid = start(conf);
+    /* quantctl status --wait while it trains: one line per change (not a terminal), then ready */
+    char cmd[4096], out[16384];
+    snprintf(cmd, sizeof cmd, "%s --control %s --state-dir %s/state status --wait 2>&1",
+             getenv("QUANTCTL"), control, tmp);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "quantd: ready"));
+    for (char *l = out, *nl; (nl = strchr(l, '\n')) && strchr(nl + 1, '\n'); l = nl + 1)
+        if (!strncmp(l, nl + 1, (size_t)(nl - l + 1)))
+            fail_msg("status --wait repeated a line: %.*s", (int)(nl - l), l);
+    snprintf(cmd, sizeof cmd, "%s --help", getenv("QUANTCTL"));
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "usage: quantctl"));
     struct qd_client c;
     assert_int_equal(qd_client_open(&c, control, NULL, 20000), QD_OK);
     wait_ready(&c, 300);
@@ -156,10 +169,33 @@ static void agents_deliver(void **st)
         v1[i] = version_of(&c, &admin, i, "version");
         assert_int_equal(store_version(i), v1[i]);
     }
-    /* the batteries run low: the least energy; a new version each, installed and acked */
+    /* the batteries run low: the least energy; a new version each, installed and acked; an
+     * operator's quantctl watch sees the notifications */
+    char watchout[1200];
+    snprintf(watchout, sizeof watchout, "%s/watch.json", tmp);
+    snprintf(cmd, sizeof cmd, "%s --control %s --push %s --json watch --count 5 > %s 2>&1",
+             getenv("QUANTCTL"), control, push, watchout);
+    pid_t w = fork();
+    if (w == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    usleep(500000); /* its SUB connects */
     for (int i = 0; i < N; i++)
         set_battery(i, 0.02);
     wait_acked(&c, &admin, 0, N, v1, 180);
+    assert_int_equal(wait_exit(w, 30), 0);
+    uint8_t *wb;
+    size_t wn;
+    assert_int_equal(qd_file_read(watchout, &wb, &wn), QD_OK);
+    int lines = 0;
+    for (char *l = (char *)wb; *l; l = strchr(l, '\n') + 1, lines++) {
+        assert_non_null(strstr(l, "\"device\":\"agent-"));
+        if (!strchr(l, '\n'))
+            break;
+    }
+    assert_int_equal(lines, 5);
+    free(wb);
     for (int i = 0; i < N; i++)
         assert_int_equal(store_version(i), version_of(&c, &admin, i, "acked"));
 
@@ -242,7 +278,7 @@ static int fleet_teardown(void **st)
 
 int main(void)
 {
-    if (sodium_init() < 0 || !getenv("QUANTD") || !getenv("QUANTD_AGENT"))
+    if (sodium_init() < 0 || !getenv("QUANTD") || !getenv("QUANTD_AGENT") || !getenv("QUANTCTL"))
         return 1;
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
