@@ -410,9 +410,9 @@ static int bench_wire(void)
     char(*pol)[256] = calloc(s.n, sizeof *pol);
     int64_t *v1 = calloc(s.n, sizeof *v1);
     for (int i = 0; i < s.n; i++) {
-        old[i] = malloc(s.dev[i].held_len);
-        memcpy(old[i], s.dev[i].held, s.dev[i].held_len);
-        oldn[i] = s.dev[i].held_len;
+        old[i] = malloc(s.dev[i].store->len);
+        memcpy(old[i], s.dev[i].store->qm, s.dev[i].store->len);
+        oldn[i] = s.dev[i].store->len;
         snprintf(pol[i], sizeof pol[i], "%s", s.dev[i].policy);
         v1[i] = s.dev[i].have;
     }
@@ -434,17 +434,17 @@ static int bench_wire(void)
         enum qd_pack k;
         uint8_t *p;
         size_t zn, pn;
-        if (qd_pack_best(d->held, d->held_len, NULL, 0, 3, &k, &p, &zn))
+        if (qd_pack_best(d->store->qm, d->store->len, NULL, 0, 3, &k, &p, &zn))
             return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
         free(p);
-        if (qd_pack_best(d->held, d->held_len, old[i], oldn[i], 3, &k, &p, &pn))
+        if (qd_pack_best(d->store->qm, d->store->len, old[i], oldn[i], 3, &k, &p, &pn))
             return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
         free(p);
         changed++;
-        raw += (double)d->held_len, zst += (double)zn, pat += (double)pn;
+        raw += (double)d->store->len, zst += (double)zn, pat += (double)pn;
         if (layers_changed(pol[i], d->policy) == 1) {
             one++;
-            raw1 += (double)d->held_len, zst1 += (double)zn, pat1 += (double)pn;
+            raw1 += (double)d->store->len, zst1 += (double)zn, pat1 += (double)pn;
         }
     }
     struct qd_proto_note nt = {.version = 1, .size = 100000};

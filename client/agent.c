@@ -68,9 +68,11 @@ static void read_state(struct qd_agent_store *s)
 qd_err qd_agent_store_open(struct qd_agent_store *s, const char *dir)
 {
     memset(s, 0, sizeof *s);
+    forget(s);
+    if (!dir)
+        return QD_OK; /* in memory */
     if (snprintf(s->dir, sizeof s->dir, "%s", dir) >= (int)sizeof s->dir)
         return qd_seterr(QD_EINVAL, "%.64s...: path too long", dir);
-    forget(s);
     QD_TRY(qd_file_mkdirs(dir));
     read_state(s);
     if (s->slot < 0)
@@ -95,6 +97,8 @@ qd_err qd_agent_store_install(struct qd_agent_store *s, const struct qd_client_m
     if (s->before_step)
         s->before_step(1);
     QD_TRY(qd_selftest_check(m->qm, m->len, &m->m));
+    if (!s->dir[0])
+        goto held; /* in memory */
     char p[1100];
     path_of(s, SLOT[next], p, sizeof p);
     if (s->before_step)
@@ -122,6 +126,7 @@ qd_err qd_agent_store_install(struct qd_agent_store *s, const struct qd_client_m
             point(s, s->slot);
         return e;
     }
+held:;
     uint8_t *q = malloc(m->len ? m->len : 1);
     if (!q)
         return qd_seterr(QD_ENOMEM, "agent: out of memory");
@@ -137,4 +142,43 @@ qd_err qd_agent_store_install(struct qd_agent_store *s, const struct qd_client_m
 void qd_agent_store_close(struct qd_agent_store *s)
 {
     forget(s);
+}
+
+qd_err qd_agent_take(struct qd_client *c, struct qd_ident *me, const uint8_t pk[QD_PROTO_PUB_BYTES],
+                     struct qd_agent_store *s, int64_t v, int ack, struct qd_agent_took *t)
+{
+    memset(t, 0, sizeof *t);
+    if (v <= 0 || v < s->version) /* nothing decided yet, or older than what it holds */
+        return QD_OK;
+    if (v == s->version) /* held: its ack may have been lost; acks are idempotent */
+        return ack ? qd_client_ack(c, me, v, s->sha) : QD_OK;
+    struct qd_client_model m;
+    qd_err e = qd_client_fetch(c, me, NULL, v, s->version, s->qm, s->len, pk, &m);
+    if (e == QD_EAUTH || e == QD_EFOREIGN || e == QD_EROLLBACK || e == QD_EEXPIRED ||
+        e == QD_EBASE || e == QD_EFORMAT || e == QD_ECHECKSUM) {
+        t->refused = e;
+        char why[600];
+        snprintf(why, sizeof why, "%s", qd_errmsg());
+        qd_client_event(c, me, "refused", v, e, why);
+        return qd_seterr(QD_OK, "%s", why), QD_OK;
+    }
+    QD_TRY(e);
+    snprintf(t->encoding, sizeof t->encoding, "%s", m.encoding);
+    t->len = m.len, t->wire = m.wire, t->reply_bytes = m.reply_bytes;
+    if (s->tamper)
+        s->tamper(&m);
+    e = qd_agent_store_install(s, &m);
+    if (e == QD_ESELFTEST) {
+        t->refused = e;
+        char why[600];
+        snprintf(why, sizeof why, "%s", qd_errmsg());
+        qd_client_event(c, me, "selftest-failed", v, e, why);
+        qd_client_model_fini(&m);
+        return qd_seterr(QD_OK, "%s", why), QD_OK;
+    }
+    if (!e && ack)
+        e = qd_client_ack(c, me, m.m.version, m.m.sha);
+    t->installed = !e;
+    qd_client_model_fini(&m);
+    return e;
 }

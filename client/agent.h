@@ -41,13 +41,33 @@ struct qd_agent_store {
     size_t len;
     /* tests only: called before each install step (1..4); a test kills the process there */
     void (*before_step)(int step);
+    /* tests only: may change a fetched model before its install (fault injection) */
+    void (*tamper)(struct qd_client_model *m);
+};
+
+/* What became of a version (qd_agent_take). */
+struct qd_agent_took {
+    int installed;      /* installed (and acked when asked) */
+    qd_err refused;     /* else why: a refusal's code, or QD_ESELFTEST */
+    char encoding[8];   /* how it travelled: raw, zstd, patch */
+    size_t len, wire, reply_bytes;
 };
 
 /* Opens (creating the directory) and recovers the store. A damaged slot or state is not an
- * error: the store is then empty and the device fetches its model again. */
+ * error: the store is then empty and the device fetches its model again. dir NULL: a store in
+ * memory only (the simulator's devices without a directory). */
 qd_err qd_agent_store_open(struct qd_agent_store *s, const char *dir);
 /* Installs a verified model (self-test first: QD_ESELFTEST installs nothing). */
 qd_err qd_agent_store_install(struct qd_agent_store *s, const struct qd_client_model *m);
 void qd_agent_store_close(struct qd_agent_store *s);
+
+/* The device's half of one version v (what quantd-agent and the simulator both run): nothing
+ * when the store holds v or newer; else fetch it patched against the held model, verify it
+ * (manifest, bytes), install it (self-test first), ack it when `ack` is set. A refused model or
+ * a failed self-test is reported to the daemon as the device's event, not acked, and leaves the
+ * store as it was (t->refused says why); only a failure to talk to the daemon, or to write the
+ * store, is an error. */
+qd_err qd_agent_take(struct qd_client *c, struct qd_ident *me, const uint8_t pk[QD_PROTO_PUB_BYTES],
+                     struct qd_agent_store *s, int64_t v, int ack, struct qd_agent_took *t);
 
 #endif

@@ -191,43 +191,23 @@ static void say_installed(struct agent *a)
     qd_sd_notify(m);
 }
 
-/* Version v: fetch (patched against what the store holds), verify, install, ack. A refusal
- * or a failed self-test is reported and not acked; the store keeps what it had. */
+/* Version v: qd_agent_take (fetch, verify, self-test, install, ack; refusals reported). */
 static qd_err take(struct agent *a, int64_t v)
 {
-    if (v <= a->st.version)
-        return QD_OK;
-    struct qd_client_model m;
-    qd_err e =
-        qd_client_fetch(&a->cl, &a->me, NULL, v, a->st.version, a->st.qm, a->st.len, a->pk, &m);
-    if (e == QD_EAUTH || e == QD_EFOREIGN || e == QD_EROLLBACK || e == QD_EEXPIRED ||
-        e == QD_EBASE || e == QD_EFORMAT || e == QD_ECHECKSUM) {
-        qd_log(QD_LOG_WARN, "refused version %lld: %s", (long long)v, qd_errmsg());
-        qd_client_event(&a->cl, &a->me, "refused", v, e, qd_errmsg());
-        return QD_OK;
-    }
-    QD_TRY(e);
-    const char *fault = getenv("QD_AGENT_FAULT");
-    if (fault && !strcmp(fault, "selftest")) /* fault injection: another digest */
-        m.m.test_sha[0] = m.m.test_sha[0] == '0' ? '1' : '0';
-    e = qd_agent_store_install(&a->st, &m);
-    if (e == QD_ESELFTEST) {
-        qd_log(QD_LOG_WARN, "version %lld: %s; keeping version %lld", (long long)v, qd_errmsg(),
-               (long long)a->st.version);
-        qd_client_event(&a->cl, &a->me, "selftest-failed", v, e, qd_errmsg());
-        qd_client_model_fini(&m);
-        return QD_OK;
-    }
-    if (!e) {
+    int64_t held = a->st.version;
+    struct qd_agent_took t;
+    QD_TRY(qd_agent_take(&a->cl, &a->me, a->pk, &a->st, v, 1, &t));
+    if (t.refused)
+        qd_log(QD_LOG_WARN, "version %lld not installed (%s): %s; keeping version %lld",
+               (long long)v, qd_err_name(t.refused), qd_errmsg(), (long long)held);
+    if (t.installed) {
         qd_log(QD_LOG_INFO,
-               "installed version %lld (%s, %zu bytes, fetched %s as %zu), "
-               "current.qm -> slot-%c.qm",
-               (long long)m.m.version, m.m.policy, m.len, m.encoding, m.wire, 'a' + a->st.slot);
+               "installed version %lld (%s, %zu bytes, fetched %s as %zu), current.qm -> "
+               "slot-%c.qm",
+               (long long)a->st.version, a->st.policy, t.len, t.encoding, t.wire, 'a' + a->st.slot);
         say_installed(a);
-        e = qd_client_ack(&a->cl, &a->me, m.m.version, m.m.sha);
     }
-    qd_client_model_fini(&m);
-    return e;
+    return QD_OK;
 }
 
 static qd_err hello(struct agent *a)
@@ -275,6 +255,11 @@ static double now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+static void tamper_selftest(struct qd_client_model *m)
+{
+    m->m.test_sha[0] = m->m.test_sha[0] == '0' ? '1' : '0';
 }
 
 static void crash_at(int step)
@@ -364,6 +349,9 @@ int main(int argc, char **argv)
         return 1;
     }
     a.st.before_step = crash_at;
+    const char *fault = getenv("QD_AGENT_FAULT");
+    if (fault && !strcmp(fault, "selftest")) /* fault injection: another digest */
+        a.st.tamper = tamper_selftest;
     qd_log(QD_LOG_INFO, "quantd-agent %s: store %s holds version %lld", a.c.id, a.c.dir,
            (long long)a.st.version);
     int rc = run(&a, once);

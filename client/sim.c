@@ -11,8 +11,8 @@
 #include "client/agent.h"
 #include "client/selftest.h"
 #include "lab/labrun.h"
-#include "proto/pack.h"
 #include "policy/device.h"
+#include "proto/pack.h"
 #include "quant/rtsize.h"
 
 double qd_sim_now(void)
@@ -96,7 +96,6 @@ void qd_sim_close(struct qd_sim *s)
     if (s->have_te)
         qd_dataset_fini(&s->te);
     for (int i = 0; s->dev && i < s->n; i++) {
-        free(s->dev[i].held);
         if (s->dev[i].store)
             qd_agent_store_close(s->dev[i].store);
         free(s->dev[i].store);
@@ -106,49 +105,52 @@ void qd_sim_close(struct qd_sim *s)
     s->have_te = 0;
 }
 
-static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
-                     const uint8_t *qm, size_t len, double t_recv, int ack);
-
-static void count(struct qd_sim *s, const struct qd_client_model *m)
+/* After qd_agent_take: the counters, and for a model installed, what the device now holds
+ * (run on the test images). */
+static qd_err took(struct qd_sim *s, struct qd_sim_dev *d, int64_t v, const struct qd_agent_took *t,
+                   double t_recv, int ack)
 {
-    int k = qd_pack_parse(m->encoding);
-    s->packed[k >= 0 ? k : 0]++;
-    s->wire_bytes += (long)m->wire;
-    s->model_bytes += (long)m->len;
-    s->reply_bytes += (long)m->reply_bytes;
-}
-
-/* The model's self-test before a device takes it (with a store: the agent's install, which
- * self-tests first); a failure is reported as the device's event and counted (the device
- * keeps what it holds). */
-static qd_err selftest(struct qd_sim *s, struct qd_sim_dev *d, const struct qd_client_model *m)
-{
-    qd_err e = d->store ? qd_agent_store_install(d->store, m)
-                        : qd_selftest_check(m->qm, m->len, &m->m);
-    if (e) {
-        s->selftest_failed++;
+    if (t->refused) {
+        s->rejected++;
         d->rejected++;
-        fprintf(stderr, "simulate: %s: version %lld: %s\n", d->who.id, (long long)m->m.version,
+        s->selftest_failed += t->refused == QD_ESELFTEST;
+        fprintf(stderr, "simulate: %s did not install version %lld: %s\n", d->who.id, (long long)v,
                 qd_errmsg());
-        qd_client_event(&s->c, &d->who, "selftest-failed", m->m.version, e, qd_errmsg());
+        return QD_OK;
     }
-    return e;
+    if (!t->installed)
+        return QD_OK;
+    int k = qd_pack_parse(t->encoding);
+    s->verified++;
+    s->packed[k >= 0 ? k : 0]++;
+    s->wire_bytes += (long)t->wire;
+    s->model_bytes += (long)t->len;
+    s->reply_bytes += (long)t->reply_bytes;
+    d->have = d->store->version;
+    snprintf(d->have_sha, sizeof d->have_sha, "%s", d->store->sha);
+    d->push_lat = t_recv - d->t_report;
+    if (ack) {
+        d->acked = d->have;
+        s->acks++;
+    }
+    if (s->have_te && s->o.images > 0) {
+        struct qd_lab_eval r;
+        QD_TRY(qd_lab_eval_blob(d->store->qm, d->store->len, &s->te, s->o.images, 1, QD_RT_ISA_AUTO,
+                                &r));
+        d->acc = r.acc;
+    }
+    return QD_OK;
 }
 
-/* The device holds less than version v: fetch, verify and ack it (a device does this when a
+/* The device holds less than version v: the agent's half of it (a device does this when a
  * reply names a version it has not received: notifications are lossy, PUB drops what no
  * subscriber is connected for, and nanomsg's SUB does not come back over ipc:// after the
  * daemon is killed). */
 static qd_err catch_up(struct qd_sim *s, struct qd_sim_dev *d, int64_t v)
 {
-    struct qd_client_model m;
-    QD_TRY(qd_client_fetch(&s->c, &d->who, NULL, v, d->have, d->held, d->held_len, s->pk, &m));
-    count(s, &m);
-    qd_err e = selftest(s, d, &m);
-    if (!e)
-        e = accept(s, d, v, m.m.sha, m.qm, m.len, qd_sim_now(), 1);
-    qd_client_model_fini(&m);
-    return e;
+    struct qd_agent_took t;
+    QD_TRY(qd_agent_take(&s->c, &d->who, s->pk, d->store, v, 1, &t));
+    return took(s, d, v, &t, qd_sim_now(), 1);
 }
 
 qd_err qd_sim_hello_all(struct qd_sim *s)
@@ -198,13 +200,13 @@ qd_err qd_sim_provision(struct qd_sim *s)
         cJSON_Delete(r);
         if (!e)
             e = qd_client_subscribe(&s->c, id);
-        if (!e && s->o.store_dir) { /* the agent's store: a directory per device */
+        if (!e) { /* the agent's store: a directory per device, or in memory */
             char dir[1200];
-            snprintf(dir, sizeof dir, "%s/%s", s->o.store_dir, id);
+            snprintf(dir, sizeof dir, "%s/%s", s->o.store_dir ? s->o.store_dir : "", id);
             if (!(d->store = calloc(1, sizeof *d->store)))
                 e = qd_seterr(QD_ENOMEM, "out of memory");
             if (!e)
-                e = qd_agent_store_open(d->store, dir);
+                e = qd_agent_store_open(d->store, s->o.store_dir ? dir : NULL);
         }
         if (e) {
             char pre[80];
@@ -253,39 +255,6 @@ qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
     return QD_OK;
 }
 
-/* A verified model for device d: run it on the test images, ack it. */
-static qd_err accept(struct qd_sim *s, struct qd_sim_dev *d, int64_t version, const char *sha,
-                     const uint8_t *qm, size_t len, double t_recv, int ack)
-{
-    if (version >= d->have) {
-        uint8_t *h = malloc(len ? len : 1);
-        if (!h)
-            return qd_seterr(QD_ENOMEM, "out of memory");
-        memcpy(h, qm, len);
-        free(d->held);
-        d->held = h, d->held_len = len; /* the base of the next version's patch */
-        d->have = version;
-        snprintf(d->have_sha, sizeof d->have_sha, "%s", sha);
-        d->push_lat = t_recv - d->t_report;
-        if (s->have_te && s->o.images > 0) {
-            struct qd_lab_eval r;
-            qd_err e = qd_lab_eval_blob(qm, len, &s->te, s->o.images, 1, QD_RT_ISA_AUTO, &r);
-            if (e)
-                return qd_wraperr(e, "running a pushed model: ", NULL);
-            d->acc = r.acc;
-        }
-    }
-    if (ack) {
-        qd_err e = qd_client_ack(&s->c, &d->who, version, sha);
-        if (e)
-            return qd_wraperr(e, "ack: ", NULL);
-        if (version > d->acked)
-            d->acked = version;
-        s->acks++;
-    }
-    return QD_OK;
-}
-
 static int find(const struct qd_sim *s, const char *id)
 {
     /* ids are <prefix>-NNNNN */
@@ -329,41 +298,21 @@ qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
             continue;
         struct qd_sim_dev *d = &s->dev[i];
         d->pushes++;
-        if (note.version <= d->have) { /* held already: a re-notification */
-            if (ack && d->acked < note.version) {
-                if ((e = qd_client_ack(&s->c, &d->who, note.version, d->have_sha)))
-                    return qd_wraperr(e, "ack: ", NULL);
-                d->acked = note.version;
-                s->acks++;
-            } else
-                s->duplicates++;
+        if (note.version <= d->have && (!ack || d->acked >= note.version)) {
+            s->duplicates++; /* a re-notification that crossed our ack */
             continue;
         }
-        struct qd_client_model m;
-        e = qd_client_fetch(&s->c, &d->who, NULL, note.version, d->have, d->held, d->held_len,
-                            s->pk, &m);
-        double t_recv = qd_sim_now();
-        if (e == QD_EAUTH || e == QD_ECHECKSUM || e == QD_EFORMAT || e == QD_EFOREIGN ||
-            e == QD_EROLLBACK || e == QD_EEXPIRED) {
-            s->rejected++;
-            d->rejected++;
-            fprintf(stderr, "simulate: %s refused version %lld: %s\n", d->who.id,
-                    (long long)note.version, qd_errmsg());
-            qd_client_event(&s->c, &d->who, "refused", note.version, e, qd_errmsg());
-            continue;
-        }
+        int64_t acked = d->acked;
+        struct qd_agent_took t;
+        e = qd_agent_take(&s->c, &d->who, s->pk, d->store, note.version, ack, &t);
         if (e)
             return qd_wraperr(e, "fetch: ", NULL);
-        s->verified++;
-        count(s, &m);
-        if (selftest(s, d, &m)) { /* keeps what it holds, says so, does not ack */
-            qd_client_model_fini(&m);
+        if (!t.installed && !t.refused && ack && note.version == d->have && acked < d->have) {
+            d->acked = d->have; /* held already, its ack repeated */
+            s->acks++;
             continue;
         }
-        e = accept(s, d, m.m.version, m.m.sha, m.qm, m.len, t_recv, ack);
-        qd_client_model_fini(&m);
-        if (e)
-            return e;
+        QD_TRY(took(s, d, note.version, &t, qd_sim_now(), ack));
     }
     return QD_OK;
 }

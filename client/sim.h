@@ -38,9 +38,8 @@ struct qd_sim_dev {
     char policy[256];
     int64_t have;    /* the newest verified version received */
     char have_sha[65];
-    uint8_t *held;   /* its bytes (malloc'd) */
-    struct qd_agent_store *store; /* with store_dir */
-    size_t held_len;
+    struct qd_agent_store *store; /* what it holds: the agent's store (in memory without
+                                     store_dir) */
     int64_t acked;
     double acc;      /* on the test images, of the model held; -1 before any */
     double flash;    /* the decided model's predicted flash */
