@@ -430,6 +430,18 @@ static void python_client(void **st)
         if (!strstr(out, ops[i][1]))
             fail_msg("python client '%s': %s", ops[i][0], out);
     }
+    /* the ops as methods, from a script */
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import sys; sys.path.insert(0, '%s/client/python'); "
+             "import quantd_client as q; c = q.Client('%s', who='admin', "
+             "key=open('%s/state/admin.key').read()); "
+             "print(c.health()['ready'], c.devices(limit=5)['total'] > 0, "
+             "c.device('sim-00003')['device']['id'], c.decide(profile='esp32', battery=0.5)['ok'])"
+             "\" 2>&1",
+             getenv("QD_SOURCE_DIR"), control, tmp);
+    run_capture(cmd, out, sizeof out);
+    if (!strstr(out, "True True sim-00003 True"))
+        fail_msg("python client methods: %s", out);
 }
 
 /* The same daemon, restarted with gate_steps set: on this start it trains a gate for its

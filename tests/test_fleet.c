@@ -16,6 +16,7 @@
 
 #include "client/agent.h"
 #include "core/file.h"
+#include "proto/transport.h"
 
 enum { N = 50 };
 static pid_t agent[N];
@@ -180,10 +181,27 @@ static void agents_deliver(void **st)
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
     }
-    usleep(500000); /* its SUB connects */
+    /* and a subscriber with no key, to every topic, over TCP: notifications only */
+    int spy;
+    assert_int_equal(qd_tp_sub_connect(push, &spy), QD_OK);
+    assert_int_equal(qd_tp_subscribe(spy, "", 0), QD_OK);
+    usleep(500000); /* their SUBs connect */
     for (int i = 0; i < N; i++)
         set_battery(i, 0.02);
     wait_acked(&c, &admin, 0, N, v1, 180);
+    int heard = 0;
+    void *sb;
+    size_t sn;
+    while (!qd_tp_recv(spy, 300, &sb, &sn)) {
+        struct qd_proto_note note;
+        assert_true(sn < 256); /* the models are 38-144 KB */
+        assert_int_equal(qd_proto_note_decode(sb, sn, &note), QD_OK);
+        heard++;
+        qd_tp_free(sb);
+    }
+    qd_tp_close(spy);
+    if (heard < N)
+        fail_msg("the keyless subscriber heard %d notifications for %d new versions", heard, N);
     assert_int_equal(wait_exit(w, 30), 0);
     uint8_t *wb;
     size_t wn;

@@ -118,6 +118,54 @@ class Client:
             raise QuantdError(e.get("code", "EFORMAT"), e.get("message", ""), r)
         return r
 
+    # Every op as a method (the README's op table); context fields as keyword arguments
+    # (free_flash, free_ram, latency_ms, energy_mj, battery).
+    def health(self):
+        return self.call("health")
+
+    def stats(self):
+        return self.call("stats")
+
+    def devices(self, offset=0, limit=1000):
+        return self.call("devices", offset=offset, limit=limit)
+
+    def device(self, id):
+        return self.call("device", id=id)
+
+    def keys(self, action, id=None):
+        return self.call("keys", action=action, **({"id": id} if id else {}))
+
+    def hello(self, profile, flash=None, ram=None):
+        extra = {k: v for k, v in (("flash", flash), ("ram", ram)) if v}
+        return self.call("hello", profile=profile, **extra)
+
+    def report(self, **context):
+        return self.call("report", **context)
+
+    def decide(self, profile=None, device=None, **context):
+        extra = {k: v for k, v in (("profile", profile), ("device", device)) if v}
+        return self.call("decide", **extra, **context)
+
+    def fetch(self, version=0, offset=0, device=None, pack="raw"):
+        """One raw chunk reply (bytes); fetch_model() assembles and verifies a whole model."""
+        f = {"pack": pack, "offset": offset}
+        if version:
+            f["version"] = version
+        if device:
+            f["device"] = device
+        return self.call("fetch", **f)
+
+    def ack(self, version, sha256):
+        return self.call("ack", version=version, sha256=sha256)
+
+    def event(self, kind, version=0, code=None, message=None):
+        f = {"kind": kind, "version": version}
+        if code:
+            f["code"] = code
+        if message:
+            f["message"] = message[:512]
+        return self.call("event", **f)
+
 
 DOMAIN = b"quantd manifest v1\n"
 
@@ -164,19 +212,15 @@ def check_manifest(text: bytes, sig: bytes, pub: bytes, device: str, installed: 
 
 def fetch_model(c: Client, pub: bytes, device: str, version=0, installed=0, admin=False):
     """A device's model (raw, chunk by chunk), verified: (manifest, bytes)."""
-    fields = {"pack": "raw"}
-    if version:
-        fields["version"] = version
-    if admin:
-        fields["device"] = device
-    h, text, sig, data = parse_chunk(c.call("fetch", **fields))
+    fields = {"version": version, "device": device if admin else None}
+    h, text, sig, data = parse_chunk(c.fetch(**fields))
     m = check_manifest(text, sig, pub, device, installed)
     if h["version"] != m["version"] or h["encoding"] != "raw" or h["total"] != m["size"]:
         raise QuantdError("EFORMAT", "fetch: the chunk does not match its manifest")
     buf = bytearray(data)
     while len(buf) < m["size"]:
         fields.update(version=m["version"], offset=len(buf))
-        h2, _, _, data = parse_chunk(c.call("fetch", **fields))
+        h2, _, _, data = parse_chunk(c.fetch(**fields))
         if h2["offset"] != len(buf) or h2["version"] != m["version"] or not data:
             raise QuantdError("EFORMAT", "fetch: chunks do not fit together")
         buf += data
