@@ -11,8 +11,8 @@
  * Config keys ([agent]): control, push, id, key (the device key or its file), sign_pub (the
  * daemon's model-signing public key, 64 hex digits or a file), dir (the store), profile,
  * flash, ram (own sizes; 0: the profile's), latency_ms, energy_mj (limits to report),
- * battery_file (a file holding a level in 0..1 or a percentage; default: the first battery in
- * /sys/class/power_supply), hysteresis (relative change that makes a new report; 0.1),
+ * battery_cmd or battery_file (a command printing, or a file holding, a level in 0..1 or a
+ * percentage; default: the first battery in /sys/class/power_supply), hysteresis (relative change that makes a new report; 0.1),
  * check_s (seconds between context checks; 5), log_level. Fault injection, for tests only:
  * QD_AGENT_CRASH_STEP=N kills the agent before install step N (client/agent.h);
  * QD_AGENT_FAULT=selftest makes every self-test fail (as a model the runtime here computes
@@ -36,7 +36,8 @@
 
 struct conf {
     char control[256], push[256], id[QD_PROTO_MAX_ID + 1], key[1024], sign_pub[1024];
-    char dir[1024], profile[QD_PROTO_MAX_ID + 1], battery_file[1024], log_level[16];
+    char dir[1024], profile[QD_PROTO_MAX_ID + 1], battery_file[1024], battery_cmd[1024];
+    char log_level[16];
     double flash, ram, latency_ms, energy_mj, hysteresis, check_s;
 };
 
@@ -59,7 +60,7 @@ static int on_key(void *user, const char *sec, const char *name, const char *val
     } S[] = {
 #define STR(f) {#f, offsetof(struct conf, f), sizeof(((struct conf *)0)->f)}
         STR(control), STR(push),    STR(id),           STR(key),      STR(sign_pub),
-        STR(dir),     STR(profile), STR(battery_file), STR(log_level)};
+        STR(dir),     STR(profile), STR(battery_file), STR(battery_cmd), STR(log_level)};
     static const struct {
         const char *name;
         size_t off;
@@ -116,11 +117,23 @@ static qd_err load_conf(const char *path, struct conf *c)
     return QD_OK;
 }
 
-/* A battery level in 0..1: the configured file (a fraction or a percentage), else the first
- * battery's capacity in /sys/class/power_supply; NAN when there is none. */
+/* A battery level in 0..1: the configured command's output or file (a fraction or a
+ * percentage), else the first battery's capacity in /sys/class/power_supply; NAN when there is
+ * none or it says nothing that parses. */
 static double battery(const struct conf *c)
 {
     char path[1300] = "";
+    if (c->battery_cmd[0]) { /* an attached MCU's level, asked by a command */
+        FILE *p = popen(c->battery_cmd, "r");
+        double v = NAN;
+        if (p && fscanf(p, "%lf", &v) != 1)
+            v = NAN;
+        if (p)
+            pclose(p);
+        if (v > 1)
+            v /= 100;
+        return v >= 0 && v <= 1 ? v : NAN;
+    }
     if (c->battery_file[0])
         snprintf(path, sizeof path, "%s", c->battery_file);
     else {

@@ -1,5 +1,5 @@
 /* Gateways for real: a real quantd on TCP loopback (ports the OS picked) and 50 quantd-agent
- * processes ($QUANTD_AGENT), each with its own store, key and battery file.
+ * processes ($QUANTD_AGENT), each with its own store, key and battery (a file, or a command).
  *   - every agent says hello, reports, fetches, verifies, self-tests, installs and acks;
  *   - their batteries run low: each reports (the change passed the hysteresis), gets a new
  *     version, patched against the one it holds, installs and acks it;
@@ -155,10 +155,11 @@ static void agents_deliver(void **st)
         f = fopen(agentconf[i], "w");
         fprintf(f,
                 "[agent]\ncontrol = %s\npush = %s\nid = %s\nkey = %s\nsign_pub = %s\n"
-                "dir = %s/agent-%d\nprofile = %s\nbattery_file = %s/battery-%d\n"
+                "dir = %s/agent-%d\nprofile = %s\n%s = %s%s/battery-%d\n"
                 "hysteresis = 0.1\ncheck_s = 0.3\n",
                 control, push, id, cJSON_GetObjectItem(kr, "key")->valuestring, pubf, tmp, i,
-                profs[i % 4], tmp, i);
+                profs[i % 4], i % 2 ? "battery_cmd" : "battery_file", i % 2 ? "cat " : "", tmp,
+                i); /* odd agents ask a command (an attached MCU's), even ones read a file */
         fclose(f);
         cJSON_Delete(kr);
         agent[i] = start_agent(i, NULL);
