@@ -305,8 +305,7 @@ static void measured_task_loss_keeps_bits_where_they_matter(void **st)
     struct qd_igraph g;
     struct qd_sens s;
     assert_int_equal(qd_igraph_build(&fx.m, &nm, &g), QD_OK);
-    assert_int_equal(qd_sens_alloc(&s, g.nq), QD_OK);
-    assert_int_equal(qd_sens_measure(&g, &fx.ds, &nm, fx.ds.n, &s), QD_OK);
+    assert_int_equal(qd_sens_measure(&g, &fx.ds, &nm, fx.ds.n, &s), QD_OK); /* allocates s */
     int pick[QD_POLICY_MAX], lossy = 0;
     train_tight_and_loose(&fx, 5, 300, pick);
     for (int l = 0; l < g.nq; l++) {
