@@ -10,7 +10,9 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-enum { F_ADMIN = 1, F_DEVICE = 2, F_AUTH = 4, F_READY = 8, F_NOAUTH = 16 };
+/* F_OWN_NONCE: the handler records the nonce in its own transaction (else authenticate does,
+ * before the op runs: every accepted nonce survives a restart, kill -9 included). */
+enum { F_ADMIN = 1, F_DEVICE = 2, F_AUTH = 4, F_READY = 8, F_NOAUTH = 16, F_OWN_NONCE = 32 };
 
 static const struct op {
     const char *name;
@@ -22,11 +24,11 @@ static const struct op {
     {"devices", qdd_op_devices, F_ADMIN},
     {"device", qdd_op_device, F_ADMIN},
     {"keys", qdd_op_keys, F_ADMIN},
-    {"hello", qdd_op_hello, F_DEVICE | F_READY},
-    {"report", qdd_op_report, F_DEVICE | F_READY},
+    {"hello", qdd_op_hello, F_DEVICE | F_READY | F_OWN_NONCE},
+    {"report", qdd_op_report, F_DEVICE | F_READY | F_OWN_NONCE},
     {"decide", qdd_op_decide, F_AUTH | F_READY},
     {"fetch", qdd_op_fetch, F_AUTH | F_READY},
-    {"ack", qdd_op_ack, F_DEVICE | F_READY},
+    {"ack", qdd_op_ack, F_DEVICE | F_READY | F_OWN_NONCE},
     {"event", qdd_op_event, F_DEVICE},
 };
 
@@ -54,6 +56,13 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
     if (llabs(nonce - now) > QD_PROTO_NONCE_WINDOW_US)
         return qd_seterr(QD_EREPLAY, "nonce %lld is more than %d s from the daemon's clock",
                          (long long)nonce, (int)(QD_PROTO_NONCE_WINDOW_US / 1000000));
+    if (!(op->flags & F_OWN_NONCE)) { /* durable before the op runs: a replay after a restart
+                                        * finds it */
+        char v[24];
+        snprintf(v, sizeof v, "%lld", (long long)nonce);
+        QD_TRY(admin ? qd_state_meta_set(d->st, "admin_nonce", v)
+                     : qd_state_device_nonce(d->st, x->id, nonce));
+    }
     if (admin)
         d->admin_nonce = nonce;
     else

@@ -153,6 +153,11 @@ static int run(struct qd_daemon *d)
     qd_err e = qd_file_mkdirs(c->state_dir);
     if (!e)
         e = qd_state_open(c->state_dir, &d->st);
+    if (!e) { /* the last accepted admin nonce: a request captured before a restart stays old */
+        char v[32];
+        if (!qd_state_meta_get(d->st, "admin_nonce", v, sizeof v))
+            d->admin_nonce = strtoll(v, NULL, 10);
+    }
     if (!e) {
         snprintf(path, sizeof path, "%s/admin.key", c->state_dir);
         e = key_file(path, d->admin_key, QD_PROTO_KEY_BYTES, 0);

@@ -331,12 +331,29 @@ static void fleet_survives_kill_9(void **st)
     if (changed < forced || forced < 40)
         fail_msg("%d of the %d decisions the least energy forces changed (device 0: %s)",
                  changed, forced, s.dev[0].policy);
+    /* two requests an eavesdropper captured, an admin's and a device's decide: accepted once
+     * now, and after the kill -9 and restart still replays */
+    char *cap[2], code[32];
+    struct qd_ident *who[2] = {&s.admin, &s.dev[0].who};
+    for (int k = 0; k < 2; k++) {
+        int64_t n = qd_proto_now_us();
+        who[k]->nonce = n = n > who[k]->nonce ? n : who[k]->nonce + 1;
+        char js[256];
+        snprintf(js, sizeof js, "{\"v\":1,\"op\":\"%s\",\"from\":\"%s\",\"nonce\":%lld}",
+                 k ? "decide" : "stats", who[k]->id, (long long)n);
+        sealed(js, who[k]->key, &cap[k]);
+        assert_string_equal(raw_code(&s.c, cap[k], strlen(cap[k]), code, sizeof code), "OK");
+    }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     pid = start(conf);
     struct qd_client c;
     assert_int_equal(qd_client_open(&c, control, NULL, 20000), QD_OK);
     wait_ready(&c, 300);
+    for (int k = 0; k < 2; k++) {
+        assert_string_equal(raw_code(&c, cap[k], strlen(cap[k]), code, sizeof code), "EREPLAY");
+        free(cap[k]);
+    }
     struct qd_ident admin;
     assert_int_equal(qd_ident_init(&admin, "admin", adminkey), QD_OK);
     /* every acked version is still there, every decided one too */
