@@ -13,7 +13,8 @@ scripts/setup.sh
 build/quantlab data fetch --data fashion-mnist
 STATE=${QUANTD_STATE:-state}
 mkdir -p "$STATE"
-CTL="ipc://$PWD/$STATE/control.sock" PUB="ipc://$PWD/$STATE/push.sock"
+ABS=$(cd "$STATE" && pwd) # QUANTD_STATE may be relative or absolute
+CTL="ipc://$ABS/control.sock" PUB="ipc://$ABS/push.sock"
 build/quantd -c etc/quantd.conf --state-dir "$STATE" --control "$CTL" --push "$PUB" \
   2>>"$STATE/quantd.log" &
 QD=$!
