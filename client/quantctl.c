@@ -516,7 +516,8 @@ static int cmd_simulate(struct args *a)
                s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, acc1, acc2, t1 - t0,
                qd_sim_now() - t0);
     else
-        printf("\nsummary: %d devices, %ld notifications received (%ld models fetched and verified, %ld refused), %ld "
+        printf("\nsummary: %d devices, %ld notifications received (%ld models fetched and "
+               "verified, %ld refused), %ld "
                "acks; %d decisions changed with the context, %d found no policy that fits; mean "
                "accuracy %.2f%% then %.2f%%; "
                "%.1f s\n",
