@@ -414,7 +414,7 @@ static int bench_wire(void)
         memcpy(old[i], s.dev[i].store->qm, s.dev[i].store->len);
         oldn[i] = s.dev[i].store->len;
         snprintf(pol[i], sizeof pol[i], "%s", s.dev[i].policy);
-        v1[i] = s.dev[i].have;
+        v1[i] = s.dev[i].store->version;
     }
     long reply0 = s.reply_bytes, wire0 = s.wire_bytes;
     for (int i = 0; i < s.n; i++) { /* a little less flash: a few layers narrower */
@@ -429,7 +429,7 @@ static int bench_wire(void)
     int changed = 0, one = 0;
     for (int i = 0; i < s.n; i++) {
         struct qd_sim_dev *d = &s.dev[i];
-        if (d->have == v1[i])
+        if (d->store->version == v1[i])
             continue;
         enum qd_pack k;
         uint8_t *p;

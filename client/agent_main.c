@@ -12,11 +12,11 @@
  * daemon's model-signing public key, 64 hex digits or a file), dir (the store), profile,
  * flash, ram (own sizes; 0: the profile's), latency_ms, energy_mj (limits to report),
  * battery_cmd or battery_file (a command printing, or a file holding, a level in 0..1 or a
- * percentage; default: the first battery in /sys/class/power_supply), hysteresis (relative change that makes a new report; 0.1),
- * check_s (seconds between context checks; 5), log_level. Fault injection, for tests only:
- * QD_AGENT_CRASH_STEP=N kills the agent before install step N (client/agent.h);
- * QD_AGENT_FAULT=selftest makes every self-test fail (as a model the runtime here computes
- * differently would). */
+ * percentage; default: the first battery in /sys/class/power_supply), hysteresis (relative change
+ * that makes a new report; 0.1), check_s (seconds between context checks; 5), log_level. Fault
+ * injection, for tests only: QD_AGENT_CRASH_STEP=N kills the agent before install step N
+ * (client/agent.h); QD_AGENT_FAULT=selftest makes every self-test fail (as a model the runtime here
+ * computes differently would). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <ini.h>
@@ -59,7 +59,7 @@ static int on_key(void *user, const char *sec, const char *name, const char *val
         size_t off, len;
     } S[] = {
 #define STR(f) {#f, offsetof(struct conf, f), sizeof(((struct conf *)0)->f)}
-        STR(control), STR(push),    STR(id),           STR(key),      STR(sign_pub),
+        STR(control), STR(push),    STR(id),           STR(key),         STR(sign_pub),
         STR(dir),     STR(profile), STR(battery_file), STR(battery_cmd), STR(log_level)};
     static const struct {
         const char *name;
@@ -117,23 +117,27 @@ static qd_err load_conf(const char *path, struct conf *c)
     return QD_OK;
 }
 
-/* A battery level in 0..1: the configured command's output or file (a fraction or a
- * percentage), else the first battery's capacity in /sys/class/power_supply; NAN when there is
- * none or it says nothing that parses. */
+/* The level a stream says (a fraction, or a percentage above 1), closed with `close`; NAN when
+ * there is no stream or nothing in 0..1 parses. */
+static double level_of(FILE *f, int (*close)(FILE *))
+{
+    double v = NAN;
+    if (f && fscanf(f, "%lf", &v) != 1)
+        v = NAN;
+    if (f)
+        close(f);
+    if (v > 1)
+        v /= 100;
+    return v >= 0 && v <= 1 ? v : NAN;
+}
+
+/* A battery level in 0..1: the configured command's output or file, else the first battery's
+ * capacity in /sys/class/power_supply; NAN when there is none or it says nothing that parses. */
 static double battery(const struct conf *c)
 {
+    if (c->battery_cmd[0]) /* an attached MCU's level, asked by a command */
+        return level_of(popen(c->battery_cmd, "r"), pclose);
     char path[1300] = "";
-    if (c->battery_cmd[0]) { /* an attached MCU's level, asked by a command */
-        FILE *p = popen(c->battery_cmd, "r");
-        double v = NAN;
-        if (p && fscanf(p, "%lf", &v) != 1)
-            v = NAN;
-        if (p)
-            pclose(p);
-        if (v > 1)
-            v /= 100;
-        return v >= 0 && v <= 1 ? v : NAN;
-    }
     if (c->battery_file[0])
         snprintf(path, sizeof path, "%s", c->battery_file);
     else {
@@ -147,15 +151,7 @@ static double battery(const struct conf *c)
         if (d)
             closedir(d);
     }
-    FILE *f = path[0] ? fopen(path, "r") : NULL;
-    double v = NAN;
-    if (f && fscanf(f, "%lf", &v) != 1)
-        v = NAN;
-    if (f)
-        fclose(f);
-    if (v > 1)
-        v /= 100;
-    return v >= 0 && v <= 1 ? v : NAN;
+    return level_of(path[0] ? fopen(path, "r") : NULL, fclose);
 }
 
 /* What the gateway can spare now: MemAvailable, the store's free space, the battery. */

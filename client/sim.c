@@ -9,7 +9,6 @@
 #include <unistd.h>
 
 #include "client/agent.h"
-#include "client/selftest.h"
 #include "lab/labrun.h"
 #include "policy/device.h"
 #include "proto/pack.h"
@@ -126,11 +125,9 @@ static qd_err took(struct qd_sim *s, struct qd_sim_dev *d, int64_t v, const stru
     s->wire_bytes += (long)t->wire;
     s->model_bytes += (long)t->len;
     s->reply_bytes += (long)t->reply_bytes;
-    d->have = d->store->version;
-    snprintf(d->have_sha, sizeof d->have_sha, "%s", d->store->sha);
     d->push_lat = t_recv - d->t_report;
     if (ack) {
-        d->acked = d->have;
+        d->acked = d->store->version;
         s->acks++;
     }
     if (s->have_te && s->o.images > 0) {
@@ -162,7 +159,7 @@ qd_err qd_sim_hello_all(struct qd_sim *s)
         int64_t v = 0;
         qd_err e = qd_proto_int(r, "version", 0, INT64_C(1) << 53, 1, &v);
         cJSON_Delete(r);
-        if (!e && v > d->have && v <= d->want) /* told of it, never received */
+        if (!e && v > d->store->version && v <= d->want) /* told of it, never received */
             e = catch_up(s, d, v);
         if (e) {
             char pre[80];
@@ -242,7 +239,7 @@ qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
             d->flash = cJSON_IsNumber(f) ? f->valuedouble : 0;
         }
         /* nothing new to push, but this device does not hold it (it restarted): fetch */
-        if (!e && !cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) && d->have < v) {
+        if (!e && !cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) && d->store->version < v) {
             e = catch_up(s, d, v);
         }
     }
@@ -269,7 +266,7 @@ static int missing(const struct qd_sim *s, int ack)
 {
     int m = 0;
     for (int i = 0; i < s->n; i++)
-        m += s->dev[i].have < s->dev[i].want || (ack && s->dev[i].acked < s->dev[i].want);
+        m += s->dev[i].store->version < s->dev[i].want || (ack && s->dev[i].acked < s->dev[i].want);
     return m;
 }
 
@@ -298,7 +295,7 @@ qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
             continue;
         struct qd_sim_dev *d = &s->dev[i];
         d->pushes++;
-        if (note.version <= d->have && (!ack || d->acked >= note.version)) {
+        if (note.version <= d->store->version && (!ack || d->acked >= note.version)) {
             s->duplicates++; /* a re-notification that crossed our ack */
             continue;
         }
@@ -307,8 +304,9 @@ qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack)
         e = qd_agent_take(&s->c, &d->who, s->pk, d->store, note.version, ack, &t);
         if (e)
             return qd_wraperr(e, "fetch: ", NULL);
-        if (!t.installed && !t.refused && ack && note.version == d->have && acked < d->have) {
-            d->acked = d->have; /* held already, its ack repeated */
+        if (!t.installed && !t.refused && ack && note.version == d->store->version &&
+            acked < d->store->version) {
+            d->acked = d->store->version; /* held already, its ack repeated */
             s->acks++;
             continue;
         }

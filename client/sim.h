@@ -33,18 +33,16 @@ struct qd_sim_opts {
 struct qd_sim_dev {
     struct qd_ident who;
     const char *profile;
-    int64_t want;    /* the version the last reply named */
+    int64_t want; /* the version the last reply named */
     char want_sha[65];
     char policy[256];
-    int64_t have;    /* the newest verified version received */
-    char have_sha[65];
-    struct qd_agent_store *store; /* what it holds: the agent's store (in memory without
-                                     store_dir) */
+    struct qd_agent_store *store; /* what it holds (version, sha, bytes): the agent's store,
+                                     in memory without store_dir */
     int64_t acked;
-    double acc;      /* on the test images, of the model held; -1 before any */
-    double flash;    /* the decided model's predicted flash */
+    double acc;   /* on the test images, of the model held; -1 before any */
+    double flash; /* the decided model's predicted flash */
     int pushes, rejected;
-    int nofit;       /* the last report: no policy fits (the device keeps its model) */
+    int nofit; /* the last report: no policy fits (the device keeps its model) */
     char nofit_msg[160];
     double t_report; /* when the report that asked for `want` was sent (s) */
     double push_lat; /* last report -> verified push, s */
@@ -71,8 +69,8 @@ qd_err qd_sim_provision(struct qd_sim *s);
 /* Says hello again (a device reconnecting after the daemon restarted). */
 qd_err qd_sim_hello_all(struct qd_sim *s);
 qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx);
-/* Receives notifications and fetches until every device has verified the version it was last told (acking each
- * when ack is set), or timeout_ms passes: QD_ETIMEDOUT naming how many are missing. */
+/* Receives notifications and fetches until every device has verified the version it was last told
+ * (acking each when ack is set), or timeout_ms passes: QD_ETIMEDOUT naming how many are missing. */
 qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack);
 void qd_sim_close(struct qd_sim *s);
 /* Wall clock, seconds (monotonic). */

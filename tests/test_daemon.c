@@ -308,7 +308,7 @@ static void fleet_survives_kill_9(void **st)
     int64_t v1[50];
     double acc1 = 0;
     for (int i = 0; i < s.n; i++) {
-        assert_true(s.dev[i].have >= 1 && s.dev[i].acked == s.dev[i].want);
+        assert_true(s.dev[i].store->version >= 1 && s.dev[i].acked == s.dev[i].want);
         assert_true(s.dev[i].flash <= least[i % P]);
         assert_true(s.dev[i].acc >= 0); /* each device ran its verified model */
         acc1 += s.dev[i].acc / s.n;
@@ -377,7 +377,7 @@ static void fleet_survives_kill_9(void **st)
         snprintf(dir, sizeof dir, "%s/%s", store, s.dev[i].who.id);
         assert_int_equal(qd_agent_store_open(&as, dir), QD_OK);
         assert_int_equal(as.version, s.dev[i].want);
-        assert_string_equal(as.sha, s.dev[i].have_sha);
+        assert_string_equal(as.sha, s.dev[i].store->sha);
         qd_agent_store_close(&as);
     }
     /* the devices held the version before: the new ones came as patches against it */
