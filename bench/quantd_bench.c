@@ -64,24 +64,17 @@ static qd_err provision(struct qd_client *c, struct qd_ident *admin, const char 
                         const char *profile, struct qd_ident *who)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
-        cJSON *j = op("keys"), *r = NULL;
-        cJSON_AddStringToObject(j, "action", attempt ? "rotate" : "add");
-        cJSON_AddStringToObject(j, "id", id);
-        qd_err e = qd_client_call(c, admin, j, &r, NULL, NULL);
-        if (e == QD_EEXIST) {
-            cJSON_Delete(r);
+        char key[2 * QD_PROTO_KEY_BYTES + 1];
+        qd_err e = qd_client_device_key(c, admin, attempt ? "rotate" : "add", id, key);
+        if (e == QD_EEXIST)
             continue;
-        }
-        if (e) {
-            cJSON_Delete(r);
+        if (e)
             return e;
-        }
-        e = qd_ident_init(who, id, cJSON_GetObjectItem(r, "key")->valuestring);
-        cJSON_Delete(r);
+        e = qd_ident_init(who, id, key);
         if (e)
             return e;
         if (profile) {
-            r = NULL;
+            cJSON *r = NULL;
             e = qd_client_hello(c, who, profile, &r);
             cJSON_Delete(r);
         }
@@ -290,9 +283,14 @@ static void *receive(void *p)
 static int bench_push(void)
 {
     struct qd_sim s;
-    struct qd_sim_opts o = {.control = control, .push = pushurl, .admin_key = adminkey,
-                            .devices = devices, .images = 0, .timeout_ms = 20000,
-                            .quiet = 1, .prefix = "pushb"};
+    struct qd_sim_opts o = {.control = control,
+                            .push = pushurl,
+                            .admin_key = adminkey,
+                            .devices = devices,
+                            .images = 0,
+                            .timeout_ms = 20000,
+                            .quiet = 1,
+                            .prefix = "pushb"};
     if (qd_sim_open(&s, &o) || qd_sim_provision(&s)) {
         fprintf(stderr, "bench: %s\n", qd_errmsg());
         return 1;
@@ -393,9 +391,14 @@ static int layers_changed(const char *a, const char *b)
 static int bench_wire(void)
 {
     struct qd_sim s;
-    struct qd_sim_opts o = {.control = control, .push = pushurl, .admin_key = adminkey,
-                            .devices = devices, .images = 0, .timeout_ms = 20000,
-                            .quiet = 1, .prefix = "wireb"};
+    struct qd_sim_opts o = {.control = control,
+                            .push = pushurl,
+                            .admin_key = adminkey,
+                            .devices = devices,
+                            .images = 0,
+                            .timeout_ms = 20000,
+                            .quiet = 1,
+                            .prefix = "wireb"};
     if (qd_sim_open(&s, &o) || qd_sim_provision(&s))
         return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
     struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
@@ -470,8 +473,8 @@ static int bench_wire(void)
     printf("{\"bench\":\"wire\",\"devices\":%d,\"changed\":%d,\"one_layer\":%d,"
            "\"raw_B\":%.0f,\"zstd_B\":%.0f,\"patch_B\":%.0f,\"one_raw_B\":%.0f,"
            "\"one_patch_B\":%.0f,\"broadcast_MB\":%.2f,\"notify_fetch_MB\":%.2f}\n",
-           s.n, changed, one, raw / changed, zst / changed, pat / changed,
-           one ? raw1 / one : 0, one ? pat1 / one : 0, bcast / 1e6, (notes + fetched) / 1e6);
+           s.n, changed, one, raw / changed, zst / changed, pat / changed, one ? raw1 / one : 0,
+           one ? pat1 / one : 0, bcast / 1e6, (notes + fetched) / 1e6);
     for (int i = 0; i < s.n; i++)
         free(old[i]);
     free(old), free(oldn), free(pol), free(v1);
@@ -485,8 +488,8 @@ static int bench_wire(void)
 static int bench_patch(const char *ckpt, const char *data_dir)
 {
     struct qd_decider d;
-    struct qd_decider_opts o = {.ckpt = ckpt, .dir = data_dir, .sens_n = 100, .calib_n = 256,
-                                .quiet = 1};
+    struct qd_decider_opts o = {
+        .ckpt = ckpt, .dir = data_dir, .sens_n = 100, .calib_n = 256, .quiet = 1};
     if (qd_decider_load(&o, &d))
         return fprintf(stderr, "bench: %s\n", qd_errmsg()), 1;
     static const int widths[] = {2, 4, 8};
@@ -578,7 +581,8 @@ static int bench_rss(void)
            "(%.1f before); goal 200 MiB: %.2fx of it\n",
            n, dt, r1, r0, r1 / 200);
     printf("{\"bench\":\"rss\",\"devices\":%.0f,\"rss_mib\":%.1f,\"rss_before_mib\":%.1f,"
-           "\"register_s\":%.1f}\n", n, r1, r0, dt);
+           "\"register_s\":%.1f}\n",
+           n, r1, r0, dt);
     qd_client_close(&c);
     return 0;
 }

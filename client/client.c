@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/file.h"
 #include "proto/pack.h"
 #include "proto/transport.h"
@@ -329,6 +331,34 @@ qd_err qd_client_sign_pub(struct qd_client *c, struct qd_ident *admin,
     qd_err e = qd_proto_str(r, "sign_pub", 64, 1, &hex);
     if (!e)
         e = qd_proto_unhex(hex, pk, QD_PROTO_PUB_BYTES);
+    cJSON_Delete(r);
+    return e;
+}
+
+qd_err qd_client_device_key(struct qd_client *c, struct qd_ident *admin, const char *action,
+                            const char *id, char key[2 * QD_PROTO_KEY_BYTES + 1])
+{
+    uint8_t pk[crypto_box_PUBLICKEYBYTES], sk[crypto_box_SECRETKEYBYTES];
+    uint8_t box[crypto_box_SEALBYTES + QD_PROTO_KEY_BYTES], k[QD_PROTO_KEY_BYTES];
+    char pkhex[2 * sizeof pk + 1];
+    crypto_box_keypair(pk, sk); /* one-time: the key crosses the wire sealed to it */
+    qd_proto_hex(pk, sizeof pk, pkhex);
+    cJSON *j = op("keys"), *r = NULL;
+    cJSON_AddStringToObject(j, "action", action);
+    cJSON_AddStringToObject(j, "id", id);
+    cJSON_AddStringToObject(j, "seal_to", pkhex);
+    qd_err e = qd_client_call(c, admin, j, &r, NULL, NULL);
+    const char *hex = NULL;
+    if (!e)
+        e = qd_proto_str(r, "key_sealed", 2 * sizeof box, 1, &hex);
+    if (!e && (strlen(hex) != 2 * sizeof box || qd_proto_unhex(hex, box, sizeof box)))
+        e = qd_seterr(QD_EFORMAT, "keys: key_sealed is not %zu hex digits", 2 * sizeof box);
+    if (!e && crypto_box_seal_open(k, box, sizeof box, pk, sk))
+        e = qd_seterr(QD_EAUTH, "keys: the sealed key does not open with our key");
+    if (!e)
+        qd_proto_hex(k, sizeof k, key);
+    sodium_memzero(sk, sizeof sk);
+    sodium_memzero(k, sizeof k);
     cJSON_Delete(r);
     return e;
 }

@@ -101,6 +101,10 @@ void qd_client_model_fini(struct qd_client_model *m);
 qd_err qd_client_ack(struct qd_client *c, struct qd_ident *who, int64_t version,
                      const char *sha);
 /* The daemon's model-signing public key (admin). */
+/* keys add|rotate (action) for device id: its new key, 64 hex digits, into key. The key comes
+ * sealed to a one-time X25519 key of ours (crypto_box_seal), never in clear. */
+qd_err qd_client_device_key(struct qd_client *c, struct qd_ident *admin, const char *action,
+                            const char *id, char key[2 * QD_PROTO_KEY_BYTES + 1]);
 qd_err qd_client_sign_pub(struct qd_client *c, struct qd_ident *admin,
                           uint8_t pk[QD_PROTO_PUB_BYTES]);
 

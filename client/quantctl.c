@@ -294,6 +294,37 @@ static int cmd_status(struct args *a, struct qd_client *c)
     return 0;
 }
 
+static void print_keys(const cJSON *r)
+{
+    if (*str(r, "key"))
+        printf("device %s key %s\n", str(r, "id"), str(r, "key"));
+    printf("model signing key (pin it on devices): %s\n", str(r, "sign_pub"));
+}
+
+/* keys add|rotate ID: the reply as the daemon would give it in clear, made from the sealed one. */
+static int keys_sealed(struct args *a, struct qd_client *c, struct qd_ident *admin)
+{
+    char key[2 * QD_PROTO_KEY_BYTES + 1], pkhex[2 * QD_PROTO_PUB_BYTES + 1];
+    uint8_t pk[QD_PROTO_PUB_BYTES];
+    qd_err e = qd_client_device_key(c, admin, a->pos[1], a->pos[2], key);
+    if (!e)
+        e = qd_client_sign_pub(c, admin, pk);
+    if (e)
+        return fail(e);
+    qd_proto_hex(pk, sizeof pk, pkhex);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddBoolToObject(r, "ok", 1);
+    cJSON_AddStringToObject(r, "id", a->pos[2]);
+    cJSON_AddStringToObject(r, "key", key);
+    cJSON_AddStringToObject(r, "sign_pub", pkhex);
+    if (a->json)
+        print_json(r);
+    else
+        print_keys(r);
+    cJSON_Delete(r);
+    return 0;
+}
+
 static int cmd_admin(struct args *a, struct qd_client *c)
 {
     struct qd_ident admin;
@@ -327,8 +358,10 @@ static int cmd_admin(struct args *a, struct qd_client *c)
             return bad("%s", "keys add ID | keys rotate ID | keys pub");
         }
         cJSON_AddStringToObject(j, "action", a->pos[1]);
-        if (a->npos >= 3)
-            cJSON_AddStringToObject(j, "id", a->pos[2]);
+        if (strcmp(a->pos[1], "pub")) { /* the device key comes sealed to a one-time key */
+            cJSON_Delete(j);
+            return keys_sealed(a, c, &admin);
+        }
     }
     e = qd_client_call(c, &admin, j, &r, NULL, NULL);
     if (e)
@@ -351,11 +384,8 @@ static int cmd_admin(struct args *a, struct qd_client *c)
                    str(x, "policy"), cJSON_GetObjectItem(x, "acked_ms") ? "  acked" : "");
     } else if (!strcmp(cmd, "decide"))
         print_decision(r);
-    else if (!strcmp(cmd, "keys")) {
-        if (*str(r, "key"))
-            printf("device %s key %s\n", str(r, "id"), str(r, "key"));
-        printf("model signing key (pin it on devices): %s\n", str(r, "sign_pub"));
-    }
+    else if (!strcmp(cmd, "keys"))
+        print_keys(r);
     cJSON_Delete(r);
     return 0;
 }

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,23 +180,13 @@ qd_err qd_sim_provision(struct qd_sim *s)
         snprintf(id, sizeof id, "%s-%05d", s->o.prefix, i);
         d->profile = s->o.profiles[i % s->o.nprofiles];
         d->acc = -1;
-        cJSON *j = simple("keys"), *r = NULL;
-        cJSON_AddStringToObject(j, "action", "add");
-        cJSON_AddStringToObject(j, "id", id);
-        qd_err e = qd_client_call(&s->c, &s->admin, j, &r, NULL, NULL);
-        if (e == QD_EEXIST) { /* from an earlier run: a fresh key */
-            cJSON_Delete(r);
-            j = simple("keys");
-            cJSON_AddStringToObject(j, "action", "rotate");
-            cJSON_AddStringToObject(j, "id", id);
-            e = qd_client_call(&s->c, &s->admin, j, &r, NULL, NULL);
-        }
-        const char *key = NULL;
-        if (!e)
-            e = qd_proto_str(r, "key", 64, 1, &key);
+        char key[2 * QD_PROTO_KEY_BYTES + 1];
+        qd_err e = qd_client_device_key(&s->c, &s->admin, "add", id, key);
+        if (e == QD_EEXIST) /* from an earlier run: a fresh key */
+            e = qd_client_device_key(&s->c, &s->admin, "rotate", id, key);
         if (!e)
             e = qd_ident_init(&d->who, id, key);
-        cJSON_Delete(r);
+        sodium_memzero(key, sizeof key);
         if (!e)
             e = qd_client_subscribe(&s->c, id);
         if (!e) { /* the agent's store: a directory per device, or in memory */

@@ -19,5 +19,8 @@ qd_err qd_file_write_atomic(const char *path, const void *data, size_t len);
 qd_err qd_file_sync_dir(const char *path);
 /* mkdir -p: every missing directory of path. */
 qd_err qd_file_mkdirs(const char *path);
+/* A directory only its owner may enter (0700; parents as qd_file_mkdirs): created if missing
+ * (and its parent fsynced), its group and other permissions removed if it exists. */
+qd_err qd_file_mkdir_private(const char *path);
 
 #endif

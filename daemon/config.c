@@ -19,9 +19,19 @@ struct key {
     const char *help;
 };
 
-#define S(sec, n, rl, h) {sec, #n, K_STR, offsetof(struct qd_config, n), sizeof(((struct qd_config *)0)->n), 0, 0, rl, h}
-#define I(sec, n, lo, hi, rl, h) {sec, #n, K_INT, offsetof(struct qd_config, n), 0, lo, hi, rl, h}
-#define N(sec, n, lo, hi, rl, h) {sec, #n, K_NUM, offsetof(struct qd_config, n), 0, lo, hi, rl, h}
+#define S(sec, n, rl, h)                                                                           \
+    {                                                                                              \
+        sec, #n, K_STR, offsetof(struct qd_config, n), sizeof(((struct qd_config *)0)->n), 0, 0,   \
+            rl, h                                                                                  \
+    }
+#define I(sec, n, lo, hi, rl, h)                                                                   \
+    {                                                                                              \
+        sec, #n, K_INT, offsetof(struct qd_config, n), 0, lo, hi, rl, h                            \
+    }
+#define N(sec, n, lo, hi, rl, h)                                                                   \
+    {                                                                                              \
+        sec, #n, K_NUM, offsetof(struct qd_config, n), 0, lo, hi, rl, h                            \
+    }
 
 static const struct key KEYS[] = {
     S("quantd", control, 0, "control endpoint (REP)"),
@@ -36,6 +46,9 @@ static const struct key KEYS[] = {
       "zstd level of models packed for fetch (on the loop: higher packs smaller, slower)"),
     N("quantd", manifest_ttl_s, 60, 3.2e8, 1,
       "a model's signed manifest may be installed for this long after its fetch"),
+    I("quantd", keys_in_clear, 0, 1, 1,
+      "1: keys add|rotate may return a device key unsealed on a tcp:// control endpoint (0: "
+      "only sealed to the seal_to key the caller gives, as quantctl does; ipc:// always may)"),
     I("quantd", threads, 1, 128, 0, "libuv thread pool size (decisions, builds, training)"),
     S("backbone", ckpt, 0, "float checkpoint; empty: <state_dir>/backbone.qdck, trained if absent"),
     S("backbone", gate, 0, "a gate (quantlab gate train) for the supernet in ckpt; empty: none"),
@@ -144,7 +157,8 @@ struct ini_ctx {
 
 static int on_ini(void *user, const char *section, const char *name, const char *value
 #if INI_HANDLER_LINENO
-                  , int lineno
+                  ,
+                  int lineno
 #endif
 )
 {
@@ -161,8 +175,8 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         return 0;
     }
     if (strcmp(k->section, section)) {
-        x->err = qd_seterr(QD_EINVAL, "key '%s' belongs in [%s], not [%s]", name, k->section,
-                           section);
+        x->err =
+            qd_seterr(QD_EINVAL, "key '%s' belongs in [%s], not [%s]", name, k->section, section);
         return 0;
     }
     x->err = set(x->c, k, value, where);

@@ -77,7 +77,7 @@ struct qdd_pack {
     enum qd_pack kind;
     uint8_t *b; /* NULL: a free slot */
     size_t n;
-    long used;  /* pack_clock at the last use */
+    long used; /* pack_clock at the last use */
 };
 #define QDD_PACKS 64
 
@@ -112,6 +112,8 @@ struct qd_daemon {
     qd_state_t *st;
     uint8_t admin_key[QD_PROTO_KEY_BYTES], sign_sk[QD_PROTO_SECRET_BYTES],
         sign_pk[QD_PROTO_PUB_BYTES];
+    uint8_t unknown_key[QD_PROTO_KEY_BYTES]; /* random: requests from unknown ids fail as a bad
+                                              * MAC does */
     int64_t admin_nonce;
     /* registry */
     struct qdd_dev **devs;

@@ -42,13 +42,16 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
     QD_TRY(qd_proto_int(c->j, "nonce", 1, INT64_C(1) << 53, 1, &nonce));
     int admin = !strcmp(from, "admin");
     struct qdd_dev *x = admin ? NULL : qdd_dev_find(d, from);
-    if (!admin && !x)
-        return qd_seterr(QD_EAUTH, "unknown sender '%s'", from);
+    if (!admin && !x) { /* the same check, time and reply as a bad MAC: which ids exist is
+                         * not told to whoever asks */
+        qd_err e = qd_proto_verify(msg, len, d->unknown_key);
+        return e ? e : qd_seterr(QD_EAUTH, "bad message authentication code");
+    }
+    QD_TRY(qd_proto_verify(msg, len, admin ? d->admin_key : x->key));
     if ((op->flags & F_ADMIN) && !admin)
         return qd_seterr(QD_EAUTH, "op '%s' needs the admin key", op->name);
     if ((op->flags & F_DEVICE) && admin)
         return qd_seterr(QD_EINVAL, "op '%s' is sent by a device, not by admin", op->name);
-    QD_TRY(qd_proto_verify(msg, len, admin ? d->admin_key : x->key));
     int64_t last = admin ? d->admin_nonce : x->nonce, now = qd_proto_now_us();
     if (nonce <= last)
         return qd_seterr(QD_EREPLAY, "nonce %lld is not above the last accepted (%lld)",
@@ -57,7 +60,7 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
         return qd_seterr(QD_EREPLAY, "nonce %lld is more than %d s from the daemon's clock",
                          (long long)nonce, (int)(QD_PROTO_NONCE_WINDOW_US / 1000000));
     if (!(op->flags & F_OWN_NONCE)) { /* durable before the op runs: a replay after a restart
-                                        * finds it */
+                                       * finds it */
         char v[24];
         snprintf(v, sizeof v, "%lld", (long long)nonce);
         QD_TRY(admin ? qd_state_meta_set(d->st, "admin_nonce", v)

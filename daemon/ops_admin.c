@@ -120,6 +120,22 @@ qd_err qdd_op_keys(struct qdd_call *c, cJSON *r)
     QD_TRY(qd_proto_str(c->j, "id", QD_PROTO_MAX_ID, 1, &id));
     if (!qd_proto_id_ok(id) || !strcmp(id, "admin"))
         return qd_seterr(QD_EINVAL, "device id '%s' is not [A-Za-z0-9._-]{1,63}", id);
+    uint8_t seal_to[crypto_box_PUBLICKEYBYTES];
+    int sealed = cJSON_GetObjectItem(c->j, "seal_to") != NULL;
+    if (sealed) {
+        const char *hex = NULL;
+        QD_TRY(qd_proto_str(c->j, "seal_to", 2 * sizeof seal_to, 1, &hex));
+        if (strlen(hex) != 2 * sizeof seal_to || qd_proto_unhex(hex, seal_to, sizeof seal_to))
+            return qd_seterr(QD_EINVAL,
+                             "field \"seal_to\" must be an X25519 public key, %zu "
+                             "hex digits",
+                             2 * sizeof seal_to);
+    } else if (!d->cfg.keys_in_clear && strncmp(d->cfg.control, "ipc://", 6) &&
+               strncmp(d->cfg.control, "inproc://", 9))
+        return qd_seterr(QD_EAUTH,
+                         "a device key is not sent in clear over %s: give \"seal_to\" "
+                         "(quantctl and the clients do) or set keys_in_clear = 1",
+                         d->cfg.control);
     uint8_t key[QD_PROTO_KEY_BYTES];
     randombytes_buf(key, sizeof key);
     struct qdd_dev *x = qdd_dev_find(d, id);
@@ -140,10 +156,19 @@ qd_err qdd_op_keys(struct qdd_call *c, cJSON *r)
     }
     if (qd_state_event(d->st, id, !strcmp(act, "add") ? "key-added" : "key-rotated", NULL))
         qd_log(QD_LOG_WARN, "%s", qd_errmsg());
-    char hex[2 * QD_PROTO_KEY_BYTES + 1];
-    qd_proto_hex(key, sizeof key, hex);
     cJSON_AddStringToObject(r, "id", id);
-    cJSON_AddStringToObject(r, "key", hex);
-    sodium_memzero(hex, sizeof hex);
+    if (sealed) { /* only the holder of seal_to's secret key can open it */
+        uint8_t box[crypto_box_SEALBYTES + QD_PROTO_KEY_BYTES];
+        char hex[2 * sizeof box + 1];
+        crypto_box_seal(box, key, sizeof key, seal_to);
+        qd_proto_hex(box, sizeof box, hex);
+        cJSON_AddStringToObject(r, "key_sealed", hex);
+    } else {
+        char hex[2 * QD_PROTO_KEY_BYTES + 1];
+        qd_proto_hex(key, sizeof key, hex);
+        cJSON_AddStringToObject(r, "key", hex);
+        sodium_memzero(hex, sizeof hex);
+    }
+    sodium_memzero(key, sizeof key);
     return QD_OK;
 }

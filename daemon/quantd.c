@@ -32,19 +32,35 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
+/* A key file: read if it exists; created (random, owner-only, directory fsynced) only when it is
+ * missing. Any other failure (EACCES, EMFILE, EIO, a short or damaged file) stops the start: a
+ * replaced signing key would make every device pinned to the old one refuse every model. */
 static qd_err key_file(const char *path, uint8_t *buf, size_t n, int sign)
 {
     uint8_t *b;
     size_t len;
-    if (!qd_file_read(path, &b, &len)) {
+    qd_err e = qd_file_read(path, &b, &len);
+    if (!e) {
         char hex[2 * QD_PROTO_SECRET_BYTES + 2];
         snprintf(hex, sizeof hex, "%.*s", (int)(len < sizeof hex - 1 ? len : sizeof hex - 1),
                  (char *)b);
         hex[strcspn(hex, "\r\n ")] = 0;
+        sodium_memzero(b, len);
         free(b);
-        qd_err e = qd_proto_unhex(hex, buf, n);
-        return e ? qd_wraperr(e, path, NULL) : QD_OK;
+        e = strlen(hex) == 2 * n
+                ? qd_proto_unhex(hex, buf, n)
+                : qd_seterr(QD_EFORMAT, "%zu hex digits, not %zu", strlen(hex), 2 * n);
+        sodium_memzero(hex, sizeof hex);
+        struct stat st;
+        if (!e && !stat(path, &st) && (st.st_mode & 077)) {
+            qd_log(QD_LOG_WARN, "%s: was readable by others (mode %03o); made owner-only", path,
+                   (unsigned)(st.st_mode & 0777));
+            chmod(path, 0600);
+        }
+        return e ? qd_wraperr(e, path, ": not a key file (left as it is)") : QD_OK;
     }
+    if (e != QD_ENOENT)
+        return qd_wraperr(e, NULL, " (a key is created only where none exists)");
     if (sign) {
         uint8_t pk[QD_PROTO_PUB_BYTES];
         crypto_sign_keypair(pk, buf);
@@ -54,7 +70,7 @@ static qd_err key_file(const char *path, uint8_t *buf, size_t n, int sign)
     qd_proto_hex(buf, n, hex);
     strcat(hex, "\n");
     mode_t old = umask(077);
-    qd_err e = qd_file_write_atomic(path, hex, strlen(hex));
+    e = qd_file_write_atomic(path, hex, strlen(hex));
     umask(old);
     sodium_memzero(hex, sizeof hex);
     if (!e)
@@ -133,6 +149,7 @@ static void on_hup(uv_signal_t *s, int sig)
         d->cfg.fetch_chunk = c.fetch_chunk;
         d->cfg.manifest_ttl_s = c.manifest_ttl_s;
         d->cfg.pack_level = c.pack_level;
+        d->cfg.keys_in_clear = c.keys_in_clear;
         snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", c.log_level);
         set_log_level(c.log_level);
         qd_log(QD_LOG_INFO, "SIGHUP: configuration reloaded");
@@ -150,7 +167,7 @@ static int run(struct qd_daemon *d)
 {
     struct qd_config *c = &d->cfg;
     char path[1200];
-    qd_err e = qd_file_mkdirs(c->state_dir);
+    qd_err e = qd_file_mkdir_private(c->state_dir); /* keys, device keys and nonces live there */
     if (!e)
         e = qd_state_open(c->state_dir, &d->st);
     if (!e) { /* the last accepted admin nonce: a request captured before a restart stays old */
@@ -167,6 +184,7 @@ static int run(struct qd_daemon *d)
         e = key_file(path, d->sign_sk, QD_PROTO_SECRET_BYTES, 1);
         crypto_sign_ed25519_sk_to_pk(d->sign_pk, d->sign_sk);
     }
+    randombytes_buf(d->unknown_key, sizeof d->unknown_key);
     if (!e)
         e = qd_state_devices_load(d->st, qdd_dev_restore, d);
     if (e) {

@@ -6,7 +6,9 @@
 
 #include "testutil.h"
 
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,18 @@ static char *tmp;
 static char data_dir[1024], control[1200], push[1200], conf[1200], logpath[1200];
 static pid_t pid = -1;
 static int have_data, gate_steps;
+
+/* A TCP port the OS picks (bound, read, released: the daemon binds it next). */
+static inline int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t n = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
 
 static inline void write_conf(const char *extra)
 {

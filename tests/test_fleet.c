@@ -22,18 +22,6 @@ enum { N = 50 };
 static pid_t agent[N];
 static char agentconf[N][1200];
 
-/* A TCP port the OS picks (bound, read, released: the daemon binds it next). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static pid_t start_agent(int i, const char *env)
 {
     char log[1200];
@@ -144,12 +132,8 @@ static void agents_deliver(void **st)
     for (int i = 0; i < N; i++) {
         char id[32];
         snprintf(id, sizeof id, "agent-%02d", i);
-        cJSON *k = op("keys");
-        cJSON_AddStringToObject(k, "action", "add");
-        cJSON_AddStringToObject(k, "id", id);
-        qd_err e;
-        cJSON *kr = call(&c, &admin, k, &e);
-        assert_int_equal(e, QD_OK);
+        char key[2 * QD_PROTO_KEY_BYTES + 1];
+        assert_int_equal(qd_client_device_key(&c, &admin, "add", id, key), QD_OK);
         set_battery(i, 1.0);
         snprintf(agentconf[i], sizeof agentconf[i], "%s/agent-%d.conf", tmp, i);
         f = fopen(agentconf[i], "w");
@@ -157,11 +141,10 @@ static void agents_deliver(void **st)
                 "[agent]\ncontrol = %s\npush = %s\nid = %s\nkey = %s\nsign_pub = %s\n"
                 "dir = %s/agent-%d\nprofile = %s\n%s = %s%s/battery-%d\n"
                 "hysteresis = 0.1\ncheck_s = 0.3\n",
-                control, push, id, cJSON_GetObjectItem(kr, "key")->valuestring, pubf, tmp, i,
-                profs[i % 4], i % 2 ? "battery_cmd" : "battery_file", i % 2 ? "cat " : "", tmp,
+                control, push, id, key, pubf, tmp, i, profs[i % 4],
+                i % 2 ? "battery_cmd" : "battery_file", i % 2 ? "cat " : "", tmp,
                 i); /* odd agents ask a command (an attached MCU's), even ones read a file */
         fclose(f);
-        cJSON_Delete(kr);
         agent[i] = start_agent(i, NULL);
     }
     /* every agent installs and acks its first model */

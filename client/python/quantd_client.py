@@ -133,7 +133,19 @@ class Client:
         return self.call("device", id=id)
 
     def keys(self, action, id=None):
-        return self.call("keys", action=action, **({"id": id} if id else {}))
+        """add|rotate ID returns {"id", "key", "sign_pub"}; the key comes sealed to a one-time
+        X25519 key (python3-nacl's SealedBox). Without nacl it is asked for in clear, which the
+        daemon gives only over ipc:// or with keys_in_clear = 1."""
+        if action == "pub" or not id:
+            return self.call("keys", action=action, **({"id": id} if id else {}))
+        try:
+            from nacl.public import PrivateKey, SealedBox
+        except ImportError:
+            return self.call("keys", action=action, id=id)
+        sk = PrivateKey.generate()
+        r = self.call("keys", action=action, id=id, seal_to=bytes(sk.public_key).hex())
+        r["key"] = SealedBox(sk).decrypt(bytes.fromhex(r.pop("key_sealed"))).hex()
+        return r
 
     def hello(self, profile, flash=None, ram=None):
         extra = {k: v for k, v in (("flash", flash), ("ram", ram)) if v}
