@@ -38,7 +38,9 @@
     X(EROLLBACK, "not newer than the installed version")                                           \
     X(EEXPIRED, "expired")                                                                         \
     X(EBASE, "a patch against a version this device does not hold")                              \
-    X(ESELFTEST, "the model's self-test gave other outputs than its manifest's")
+    X(ESELFTEST, "the model's self-test gave other outputs than its manifest's")                  \
+    X(EBUSY, "busy: too much work in flight; retry later")                                         \
+    X(ELIMIT, "over a limit")
 
 typedef enum {
 #define QD_ERR_ENUM(name, msg) QD_##name,

@@ -1,7 +1,7 @@
 /* Built models ("blobs"): one per distinct (backbone, policy), content-addressed by sha256 in
  * the state directory's models/, signed once with the daemon's Ed25519 key, shared by every
  * device that decides the same policy. The array never moves (MAX_BLOBS slots allocated at
- * start), so the loop may read d->blobs[i] without the lock; adding and loading bytes take
+ * start), so the loop may read qdd_blob(d, i) without the lock; adding and loading bytes take
  * blob_mu, since pool jobs add what they build. */
 #include <stdlib.h>
 #include <string.h>
@@ -15,13 +15,17 @@ int qdd_blob_find_locked(struct qd_daemon *d, const char *policy)
     return qdd_smap_get(&d->blob_by_policy, policy);
 }
 
-/* index: the blob is of the current backbone, so decisions may reuse it by policy. */
+/* index: the blob is of the current backbone, so decisions may reuse it by policy. Takes qm
+ * (may be NULL: read from models/ when needed) only on success. */
 qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
                            const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx)
 {
-    /* the array never moves: the loop reads d->blobs[i] without the lock */
-    if (d->nblob == MAX_BLOBS)
-        return qd_seterr(QD_ENOMEM, "more than %d distinct models", MAX_BLOBS);
+    int page = d->nblob / QDD_BLOB_PAGE;
+    if (page == QDD_BLOB_PAGES)
+        return qd_seterr(QD_ELIMIT, "more than %d distinct models", QDD_BLOB_PAGES * QDD_BLOB_PAGE);
+    if (!d->blob_page[page] &&
+        !(d->blob_page[page] = calloc(QDD_BLOB_PAGE, sizeof *d->blob_page[page])))
+        return qd_seterr(QD_ENOMEM, "blobs: out of memory");
     struct qdd_blob *b = calloc(1, sizeof *b);
     char *p = strdup(policy);
     if (!b || !p) {
@@ -32,21 +36,22 @@ qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *pol
     b->policy = p;
     memcpy(b->sig, sig, QD_PROTO_SIG_BYTES);
     b->qm = qm, b->len = len;
-    qd_err e = index ? qdd_smap_put(&d->blob_by_policy, b->policy, d->nblob) : QD_OK;
-    if (e) {
-        free(b), free(p);
-        return e;
-    }
-    d->blobs[d->nblob] = b;
+    d->blob_page[page][d->nblob % QDD_BLOB_PAGE] = b; /* kept even if not indexed below: the
+                                                       * maps' keys point into it */
     *idx = d->nblob++;
-    return QD_OK;
+    qd_err e = qdd_smap_put(&d->blob_by_sha, b->sha, *idx);
+    if (!e && index)
+        e = qdd_smap_put(&d->blob_by_policy, b->policy, *idx);
+    if (e) /* qm stays the caller's, as on every failure */
+        b->qm = NULL, b->len = 0;
+    return e;
 }
 
 /* The blob's bytes (loaded from models/ on first need; loop thread). */
 qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *len)
 {
     uv_mutex_lock(&d->blob_mu);
-    struct qdd_blob *b = d->blobs[i];
+    struct qdd_blob *b = qdd_blob(d, i);
     qd_err e = QD_OK;
     if (!b->qm) {
         e = qd_state_blob_read(d->cfg.state_dir, b->sha, &b->qm, &b->len);
@@ -67,11 +72,8 @@ qd_err qdd_blob_bytes(struct qd_daemon *d, int i, const uint8_t **qm, size_t *le
 
 int qdd_blob_by_sha(struct qd_daemon *d, const char *sha)
 {
-    int r = -1;
     uv_mutex_lock(&d->blob_mu);
-    for (int i = 0; i < d->nblob && r < 0; i++)
-        if (!strcmp(d->blobs[i]->sha, sha))
-            r = i;
+    int r = qdd_smap_get(&d->blob_by_sha, sha);
     uv_mutex_unlock(&d->blob_mu);
     return r;
 }
@@ -101,7 +103,7 @@ qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const ui
     qd_err e = QD_OK;
     uv_mutex_lock(&d->blob_mu);
     if (qdd_blob_find_locked(d, policy) < 0)
-        e = i >= 0 ? qdd_smap_put(&d->blob_by_policy, d->blobs[i]->policy, i)
+        e = i >= 0 ? qdd_smap_put(&d->blob_by_policy, qdd_blob(d, i)->policy, i)
                    : qdd_blob_add_locked(d, sha, policy, sig, NULL, 0, 1, &i);
     uv_mutex_unlock(&d->blob_mu);
     return e;
@@ -109,7 +111,7 @@ qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const ui
 
 qd_err qdd_blob_selftest(struct qd_daemon *d, int i, const char **sha)
 {
-    struct qdd_blob *b = d->blobs[i];
+    struct qdd_blob *b = qdd_blob(d, i);
     if (!b->test_sha[0]) { /* a blob built before this start: once, here */
         const uint8_t *qm;
         size_t len;

@@ -133,7 +133,6 @@ void qdd_boot_work(uv_work_t *w)
                                        .seed = 5,
                                        .profiles = qd_device_parts,
                                        .nprofiles = QD_DEVICE_PARTS};
-        setenv("QD_DEVICE_DIR", d->cfg.devices_dir, 1);
         qd_log(QD_LOG_INFO, "gate: training over sampled contexts (%d steps)", o.steps);
         struct qd_gate g;
         e = qd_gate_train(&g, &d->dec, &o);

@@ -46,6 +46,11 @@ static const struct key KEYS[] = {
       "zstd level of models packed for fetch (on the loop: higher packs smaller, slower)"),
     N("quantd", manifest_ttl_s, 60, 3.2e8, 1,
       "a model's signed manifest may be installed for this long after its fetch"),
+    I("quantd", max_jobs, 1, 1e6, 1,
+      "decisions and builds queued on the pool at most (more: EBUSY); a device has one at a time"),
+    N("quantd", unauth_rate, 0.01, 1e4, 1,
+      "MB/s of requests that fail to parse or authenticate; past it, requests over 2 KB are "
+      "refused unread (ELIMIT) until it drops"),
     I("quantd", keys_in_clear, 0, 1, 1,
       "1: keys add|rotate may return a device key unsealed on a tcp:// control endpoint (0: "
       "only sealed to the seal_to key the caller gives, as quantctl does; ipc:// always may)"),
@@ -93,6 +98,8 @@ void qd_config_defaults(struct qd_config *c)
     c->manifest_ttl_s = 7 * 86400;
     c->pack_level = 3;
     c->threads = 2;
+    c->max_jobs = 256;
+    c->unauth_rate = 4;
     strcpy(c->model, "custom");
     strcpy(c->data, "fashion-mnist");
     strcpy(c->data_dir, "data");

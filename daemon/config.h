@@ -19,7 +19,8 @@ struct qd_config {
     /* [quantd] */
     char control[256], push[256], state_dir[1024], log_level[16];
     double ack_timeout_ms, max_message, push_rate, fetch_chunk, manifest_ttl_s, pack_level;
-    int threads, keys_in_clear;
+    double unauth_rate;
+    int threads, keys_in_clear, max_jobs;
     /* [backbone] */
     char ckpt[1024], model[32], data[32], data_dir[1024], gate[1024];
     int train_epochs, train_subset, sens_n, calib_n, bn_batches, supernet_epochs, gate_steps;

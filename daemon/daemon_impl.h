@@ -39,7 +39,10 @@
 #include "proto/transport.h"
 
 #define MAX_PROFILES 64
-#define MAX_BLOBS 65536
+/* Blobs live in pages that never move (the loop reads them without the lock): 4096 pages of
+ * 4096, allocated as needed. */
+#define QDD_BLOB_PAGE 4096
+#define QDD_BLOB_PAGES 4096
 #define TICK_MS 20
 #define INLINE_SEARCH_US 200.0
 
@@ -67,8 +70,8 @@ struct qdd_blob {
 struct qdd_profile {
     struct qd_device dev;
     struct qd_decide_tables t;
-    int have_t;
-    double search_us; /* running mean of this profile's search time; 0: none yet */
+    atomic_int have_t; /* set (under tables_mu) once t is built; read without the lock */
+    double search_us;  /* running mean of this profile's search time; 0: none yet */
 };
 
 /* A packed model for fetch replies: the model sha (packed against base: "" for none). */
@@ -121,17 +124,19 @@ struct qd_daemon {
     struct qdd_smap dev_by_id;
     int *pend, npend, cappend; /* devices with an unacked push */
     double push_tokens;        /* bytes that may still be pushed in this tick */
+    double unauth_tokens;      /* bytes of requests failing parse or MAC still allowed */
     /* blobs: loop and jobs, under blob_mu */
     uv_mutex_t blob_mu;
-    struct qdd_blob **blobs;
-    int nblob, capblob;
-    struct qdd_smap blob_by_policy;
+    struct qdd_blob **blob_page[QDD_BLOB_PAGES];
+    int nblob;
+    struct qdd_smap blob_by_policy, blob_by_sha;
     /* backbone */
     struct qd_decider dec;
     struct qd_gate gate;   /* with a supernet: decisions are the gate's, made feasible */
     struct qd_bn_cache bn; /* the supernet's per-policy BatchNorm statistics */
     int have_gate;
-    uv_mutex_t build_mu; /* supernet builds touch the model's statistics: one at a time */
+    uv_mutex_t build_mu;  /* supernet builds touch the model's statistics: one at a time */
+    uv_mutex_t tables_mu; /* a profile's cost tables: built once, on the pool, under it */
     struct qdd_pack packs[QDD_PACKS]; /* fetch replies' packed models, by (sha, base) */
     long pack_clock;
     struct qdd_profile prof[MAX_PROFILES];
@@ -144,7 +149,19 @@ struct qd_daemon {
     /* counters */
     long n_req, n_err, n_push, n_repush, n_ack, n_dec, n_build, n_cache_hit, n_fetch;
     long n_fetch_bytes, n_event; /* model bytes sent by fetch replies; device events */
+    long n_unread;               /* requests refused unread (unauth_rate spent) */
+    long n_batches;              /* drains committed as one transaction */
+    /* replies of the batch being drained, sent after its commit */
+    int batching, nrq, caprq;
+    struct qdd_queued *rq;
     long n_errcode[QD_ERR_COUNT];
+};
+
+/* A reply waiting for its batch's commit. */
+struct qdd_queued {
+    struct qd_tp_req req; /* the routing header */
+    uint8_t *b;
+    size_t n;
 };
 
 enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE };
@@ -154,9 +171,13 @@ struct qdd_job {
     struct qd_daemon *d;
     enum qdd_job_kind kind;
     struct qd_tp_req req;
-    int dev; /* registry index (QDD_JOB_REPORT) */
+    int dev;   /* registry index (QDD_JOB_REPORT) */
+    int holds; /* registry index of the device whose one job this is (its busy flag), or -1 */
     int prof;
-    double budget[QD_BUDGET_COUNT], battery;
+    struct qd_proto_ctx ctx;        /* the context reported (or asked about) */
+    double dev_flash, dev_ram;      /* the device's own figures from hello (0: the profile's) */
+    double budget[QD_BUDGET_COUNT]; /* made of those on the pool (the tables may be built there) */
+    double battery;
     char *context; /* JSON text of the report */
     int64_t nonce;
     /* results */
@@ -203,9 +224,13 @@ struct qdd_dev *qdd_dev_find(struct qd_daemon *d, const char *id);
 int qdd_dev_index(struct qd_daemon *d, const struct qdd_dev *x);
 qd_err qdd_dev_restore(void *ctx, const struct qd_state_device *s); /* qd_state_devices_load */
 int qdd_profile_get(struct qd_daemon *d, const char *name);         /* -1: error set */
-qd_err qdd_profile_tables(struct qd_daemon *d, int i);
+qd_err qdd_profile_tables(struct qd_daemon *d, int i); /* any thread: under tables_mu */
 
 /* blobs.c */
+static inline struct qdd_blob *qdd_blob(const struct qd_daemon *d, int i)
+{
+    return d->blob_page[i / QDD_BLOB_PAGE][i % QDD_BLOB_PAGE];
+}
 int qdd_blob_find_locked(struct qd_daemon *d, const char *policy);
 qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
                            const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx);
@@ -224,6 +249,9 @@ void qdd_packs_fini(struct qd_daemon *d);
 /* reply.c */
 void qdd_reply_raw(struct qd_daemon *d, struct qd_tp_req *r, const void *b, size_t n);
 void qdd_reply_json(struct qd_daemon *d, struct qd_tp_req *r, cJSON *j); /* deletes j */
+/* Sends the batch's queued replies once its state committed (commit == QD_OK), or an error
+ * reply (commit, why) for each when the commit failed. */
+void qdd_reply_flush(struct qd_daemon *d, qd_err commit, const char *why);
 void qdd_reply_err(struct qd_daemon *d, struct qd_tp_req *r, qd_err e, const char *msg);
 
 /* push.c */
@@ -232,7 +260,7 @@ void qdd_push(struct qd_daemon *d, struct qdd_dev *x);
 void qdd_push_tick(uv_timer_t *t);
 
 /* jobs.c */
-void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_profile *p,
+void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const struct qdd_profile *p,
                  const struct qd_proto_ctx *c, double *b);
 qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j); /* takes j */
 void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j);

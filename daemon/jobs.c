@@ -9,18 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/log.h"
 #include "client/selftest.h"
+#include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-/* The budgets of a context on a profile (x: the device, whose own flash and RAM override the
- * profile's; NULL for a dry run by profile). */
-void qdd_budgets(struct qd_daemon *d, const struct qdd_dev *x, const struct qdd_profile *p,
+/* The budgets of a context on a profile (dev_flash, dev_ram: the device's own figures, which
+ * override the profile's; 0 for none). The profile's tables must be built. */
+void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const struct qdd_profile *p,
                  const struct qd_proto_ctx *c, double *b)
 {
     const struct qd_device *v = &p->dev;
-    double fl = (x && x->flash > 0 ? x->flash : v->flash) - v->reserved_flash;
-    double ram = (x && x->ram > 0 ? x->ram : v->ram) - v->reserved_ram;
+    double fl = (dev_flash > 0 ? dev_flash : v->flash) - v->reserved_flash;
+    double ram = (dev_ram > 0 ? dev_ram : v->ram) - v->reserved_ram;
     b[QD_BUDGET_FLASH] = isnan(c->free_flash) ? fl : fmin(fl, c->free_flash);
     b[QD_BUDGET_RAM] = isnan(c->free_ram) ? ram : fmin(ram, c->free_ram);
     b[QD_BUDGET_LATENCY] = isnan(c->latency_ms) ? INFINITY : c->latency_ms;
@@ -35,6 +35,13 @@ static void job_work(uv_work_t *w)
     struct qdd_job *j = w->data;
     struct qd_daemon *d = j->d;
     j->blob = -1;
+    for (int k = 0; k < QD_BUDGET_COUNT; k++)
+        j->budget[k] = NAN;
+    if ((j->err = qdd_profile_tables(d, j->prof))) {
+        snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+        return;
+    }
+    qdd_budgets(d, j->dev_flash, j->dev_ram, &d->prof[j->prof], &j->ctx, j->budget);
     j->err = d->have_gate ? qd_gate_decide(&d->gate, &d->dec, &d->prof[j->prof].t, j->budget,
                                            j->battery, &j->r)
                           : qd_decide(&d->dec, &d->prof[j->prof].t, j->budget, &j->r);
@@ -84,7 +91,7 @@ static void job_work(uv_work_t *w)
         j->err = qdd_blob_add_locked(d, sha, j->policy, sig, qm, len, 1, &j->blob);
         j->built = !j->err;
         if (!j->err)
-            memcpy(d->blobs[j->blob]->test_sha, test, sizeof test);
+            memcpy(qdd_blob(d, j->blob)->test_sha, test, sizeof test);
         if (j->err) {
             snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
             free(qm);
@@ -120,8 +127,8 @@ static void job_done(uv_work_t *w, int status)
     struct qd_daemon *d = j->d;
     d->inflight--;
     struct qdd_dev *x = j->kind == QDD_JOB_REPORT ? d->devs[j->dev] : NULL;
-    if (x)
-        x->busy = 0;
+    if (j->holds >= 0)
+        d->devs[j->holds]->busy = 0;
     if (status == UV_ECANCELED) {
         qdd_reply_err(d, &j->req, QD_ENOTREADY, "the daemon is stopping");
         goto out;
@@ -173,7 +180,7 @@ static void job_done(uv_work_t *w, int status)
     else
         d->n_cache_hit++;
     int changed = x->blob != j->blob || x->version == 0;
-    struct qdd_blob *b = d->blobs[j->blob];
+    struct qdd_blob *b = qdd_blob(d, j->blob);
     char *costs = cJSON_PrintUnformatted(cJSON_GetObjectItem(r, "costs"));
     struct qd_state_decision sd = {.device = x->id,
                                    .context = j->context,
@@ -212,6 +219,12 @@ out:
 
 qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j)
 {
+    if (c->d->inflight >= c->d->cfg.max_jobs) {
+        free(j->context);
+        free(j);
+        return qd_seterr(QD_EBUSY, "%d decisions in flight (max_jobs = %d); retry later",
+                         c->d->inflight, c->d->cfg.max_jobs);
+    }
     j->w.data = j;
     j->d = c->d;
     j->req = *c->req;

@@ -12,6 +12,8 @@
 
 /* F_OWN_NONCE: the handler records the nonce in its own transaction (else authenticate does,
  * before the op runs: every accepted nonce survives a restart, kill -9 included). */
+enum { UNREAD_MAX = 2048 }; /* bytes: larger requests wait while unauth_rate is spent */
+
 enum { F_ADMIN = 1, F_DEVICE = 2, F_AUTH = 4, F_READY = 8, F_NOAUTH = 16, F_OWN_NONCE = 32 };
 
 static const struct op {
@@ -82,8 +84,22 @@ static void handle(struct qd_daemon *d, struct qd_tp_req *req)
     const char *msg = req->body;
     size_t len = req->len;
     struct qdd_call c = {.d = d, .req = req};
+    /* Parsing and the MAC cost the loop time before anyone is known: requests that fail them
+     * spend unauth_rate's bytes; once spent, large requests are refused unread (small ones,
+     * as every device op is, still go through) until the budget refills. */
+    if (d->unauth_tokens < 0 && len > UNREAD_MAX) {
+        d->n_unread++;
+        char m[200];
+        snprintf(m, sizeof m,
+                 "requests failing authentication exceed unauth_rate (%g MB/s): "
+                 "requests over %d bytes are refused unread for now",
+                 d->cfg.unauth_rate, UNREAD_MAX);
+        qdd_reply_err(d, req, QD_ELIMIT, m);
+        return;
+    }
     qd_err e = qd_proto_parse(msg, len, (size_t)d->cfg.max_message, &c.j);
     if (e) {
+        d->unauth_tokens -= (double)len;
         qdd_reply_err(d, req, e, qd_errmsg());
         return;
     }
@@ -100,6 +116,8 @@ static void handle(struct qd_daemon *d, struct qd_tp_req *req)
         return;
     }
     if (!(op->flags & F_NOAUTH) && (e = authenticate(&c, op, msg, len))) {
+        if (e == QD_EAUTH || e == QD_EFORMAT || e == QD_EINVAL)
+            d->unauth_tokens -= (double)len;
         qdd_reply_err(d, req, e, qd_errmsg());
         cJSON_Delete(c.j);
         return;
@@ -137,6 +155,10 @@ void qdd_on_readable(uv_poll_t *p, int status, int events)
         qd_log(QD_LOG_ERROR, "poll: %s", uv_strerror(status));
         return;
     }
+    /* Group commit: every request waiting is handled inside one transaction (their nonces,
+     * hellos, acks, events), committed with one fsync, and only then replied to. If the batch
+     * cannot start (another writer holds the file), each request commits on its own. */
+    d->batching = !qd_state_batch_begin(d->st);
     for (int n = 0; n < 4096 && !d->stopping; n++) {
         struct qd_tp_req r;
         qd_err e = qd_tp_recv_req(d->rep, &r);
@@ -148,4 +170,14 @@ void qdd_on_readable(uv_poll_t *p, int status, int events)
         }
         handle(d, &r); /* replies, or hands r over to a job that will */
     }
+    if (!d->batching)
+        return;
+    qd_err e = qd_state_batch_commit(d->st);
+    char why[600] = "";
+    if (e) {
+        snprintf(why, sizeof why, "not recorded, try again: %s", qd_errmsg());
+        qd_log(QD_LOG_ERROR, "state: %s", qd_errmsg());
+    } else
+        d->n_batches++;
+    qdd_reply_flush(d, e, why);
 }

@@ -60,6 +60,8 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
         unacked += d->devs[i]->version > d->devs[i]->acked;
     cJSON_AddNumberToObject(r, "unacked", unacked);
     cJSON_AddNumberToObject(r, "inflight", d->inflight);
+    cJSON_AddNumberToObject(r, "refused_unread", (double)d->n_unread);
+    cJSON_AddNumberToObject(r, "batches", (double)d->n_batches);
     return QD_OK;
 }
 
@@ -70,8 +72,8 @@ static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o)
     cJSON_AddNumberToObject(o, "version", (double)x->version);
     cJSON_AddNumberToObject(o, "acked", (double)x->acked);
     if (x->blob >= 0) {
-        cJSON_AddStringToObject(o, "sha256", d->blobs[x->blob]->sha);
-        cJSON_AddStringToObject(o, "policy", d->blobs[x->blob]->policy);
+        cJSON_AddStringToObject(o, "sha256", qdd_blob(d, x->blob)->sha);
+        cJSON_AddStringToObject(o, "policy", qdd_blob(d, x->blob)->policy);
     }
     if (!isnan(x->ctx.battery))
         cJSON_AddNumberToObject(o, "battery", x->ctx.battery);

@@ -10,7 +10,7 @@
 
 qd_err qdd_pack_get(struct qd_daemon *d, int bi, int base, const struct qdd_pack **out)
 {
-    const char *sha = d->blobs[bi]->sha, *bsha = base >= 0 ? d->blobs[base]->sha : "";
+    const char *sha = qdd_blob(d, bi)->sha, *bsha = base >= 0 ? qdd_blob(d, base)->sha : "";
     struct qdd_pack *victim = &d->packs[0];
     for (int i = 0; i < QDD_PACKS; i++) {
         struct qdd_pack *p = &d->packs[i];

@@ -38,7 +38,7 @@ void qdd_push(struct qd_daemon *d, struct qdd_dev *x)
         qd_log(QD_LOG_ERROR, "notify %s: %s", x->id, qd_errmsg());
         return;
     }
-    struct qdd_blob *b = d->blobs[x->blob];
+    struct qdd_blob *b = qdd_blob(d, x->blob);
     struct qd_proto_note note = {.version = x->version, .size = (int64_t)len};
     snprintf(note.id, sizeof note.id, "%s", x->id);
     snprintf(note.sha, sizeof note.sha, "%s", b->sha);
@@ -78,6 +78,8 @@ void qdd_push_tick(uv_timer_t *t)
     int w = 0;
     double share = d->cfg.push_rate * 1e6 * TICK_MS / 1e3;
     d->push_tokens = fmin(d->push_tokens + share, 2 * share);
+    double rate = d->cfg.unauth_rate * 1e6; /* bytes/s; up to one second's worth saved up */
+    d->unauth_tokens = fmin(d->unauth_tokens + rate * TICK_MS / 1e3, rate);
     for (int i = 0; i < d->npend; i++) {
         struct qdd_dev *x = d->devs[d->pend[i]];
         if (x->acked >= x->version || x->blob < 0) {

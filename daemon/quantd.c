@@ -150,6 +150,8 @@ static void on_hup(uv_signal_t *s, int sig)
         d->cfg.manifest_ttl_s = c.manifest_ttl_s;
         d->cfg.pack_level = c.pack_level;
         d->cfg.keys_in_clear = c.keys_in_clear;
+        d->cfg.max_jobs = c.max_jobs;
+        d->cfg.unauth_rate = c.unauth_rate;
         snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", c.log_level);
         set_log_level(c.log_level);
         qd_log(QD_LOG_INFO, "SIGHUP: configuration reloaded");
@@ -203,6 +205,7 @@ static int run(struct qd_daemon *d)
     d->tick.data = d;
     uv_timer_start(&d->tick, qdd_push_tick, TICK_MS, TICK_MS);
     d->push_tokens = c->push_rate * 1e6 * TICK_MS / 1e3;
+    d->unauth_tokens = c->unauth_rate * 1e6;
     uv_timer_init(d->loop, &d->watchdog);
     const char *wd = getenv("WATCHDOG_USEC");
     if (wd && atoll(wd) > 0)
@@ -245,14 +248,17 @@ static void fini(struct qd_daemon *d)
         free(d->devs[i]);
     free(d->devs);
     free(d->pend);
+    free(d->rq);
     qdd_smap_fini(&d->dev_by_id);
     for (int i = 0; i < d->nblob; i++) {
-        free(d->blobs[i]->policy);
-        free(d->blobs[i]->qm);
-        free(d->blobs[i]);
+        free(qdd_blob(d, i)->policy);
+        free(qdd_blob(d, i)->qm);
+        free(qdd_blob(d, i));
     }
-    free(d->blobs);
+    for (int p = 0; p < QDD_BLOB_PAGES; p++)
+        free(d->blob_page[p]);
     qdd_smap_fini(&d->blob_by_policy);
+    qdd_smap_fini(&d->blob_by_sha);
     for (int i = 0; i < d->nprof; i++)
         if (d->prof[i].have_t)
             qd_decide_tables_fini(&d->prof[i].t);
@@ -264,6 +270,7 @@ static void fini(struct qd_daemon *d)
     }
     qdd_packs_fini(d);
     uv_mutex_destroy(&d->build_mu);
+    uv_mutex_destroy(&d->tables_mu);
     sodium_memzero(d->sign_sk, sizeof d->sign_sk);
     sodium_memzero(d->admin_key, sizeof d->admin_key);
     uv_mutex_destroy(&d->blob_mu);
@@ -302,13 +309,13 @@ int main(int argc, char **argv)
     char th[16];
     snprintf(th, sizeof th, "%d", d.cfg.threads);
     setenv("UV_THREADPOOL_SIZE", th, 1);
+    /* the gate's training (a pool job) resolves profile names through it: set here, before
+     * any thread exists, never from a pool thread racing getenv on the loop */
+    setenv("QD_DEVICE_DIR", d.cfg.devices_dir, 1);
     signal(SIGPIPE, SIG_IGN);
     uv_mutex_init(&d.blob_mu);
     uv_mutex_init(&d.build_mu);
-    if (!(d.blobs = calloc(MAX_BLOBS, sizeof *d.blobs))) {
-        fprintf(stderr, "quantd: out of memory\n");
-        return 1;
-    }
+    uv_mutex_init(&d.tables_mu);
     d.started = qdd_now_s();
     atomic_store(&d.phase, QDD_PH_LOADING);
     int rc = run(&d);

@@ -80,14 +80,19 @@ int qdd_profile_get(struct qd_daemon *d, const char *name)
 }
 
 /* The profile's cost tables (needs the backbone). */
+/* The profile's cost tables (many .qm builds the first time): called from pool jobs, so that
+ * the loop never builds them. */
 qd_err qdd_profile_tables(struct qd_daemon *d, int i)
 {
     struct qdd_profile *p = &d->prof[i];
-    if (!p->have_t) {
-        QD_TRY(qd_decide_prepare(&d->dec, &p->dev, &p->t));
-        p->have_t = 1;
-    }
-    return QD_OK;
+    qd_err e = QD_OK;
+    if (atomic_load(&p->have_t)) /* (the loop's inline decisions never wait for the lock) */
+        return QD_OK;
+    uv_mutex_lock(&d->tables_mu);
+    if (!atomic_load(&p->have_t) && !(e = qd_decide_prepare(&d->dec, &p->dev, &p->t)))
+        atomic_store(&p->have_t, 1);
+    uv_mutex_unlock(&d->tables_mu);
+    return e;
 }
 
 qd_err qdd_dev_restore(void *ctx, const struct qd_state_device *s)

@@ -1,5 +1,7 @@
 /* Replies on the REP socket: raw bytes, a JSON object, or an error with its stable code (counted
- * by code for stats). Loop thread. */
+ * by code for stats). While the loop drains a batch of requests (whose state writes commit
+ * together), replies wait in a queue: none leaves before what it reports is durable; a failed
+ * commit turns each into an error. Loop thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,8 +10,48 @@
 
 void qdd_reply_raw(struct qd_daemon *d, struct qd_tp_req *r, const void *b, size_t n)
 {
+    if (d->batching) {
+        if (d->nrq == d->caprq) {
+            int cap = d->caprq ? 2 * d->caprq : 64;
+            struct qdd_queued *v = realloc(d->rq, cap * sizeof *v);
+            if (!v) {
+                qd_log(QD_LOG_ERROR, "reply: out of memory (a reply dropped)");
+                qd_tp_req_drop(r);
+                return;
+            }
+            d->rq = v, d->caprq = cap;
+        }
+        struct qdd_queued *q = &d->rq[d->nrq];
+        if (!(q->b = malloc(n ? n : 1))) {
+            qd_log(QD_LOG_ERROR, "reply: out of memory (a reply dropped)");
+            qd_tp_req_drop(r);
+            return;
+        }
+        memcpy(q->b, b, n);
+        q->n = n;
+        q->req = *r;
+        q->req.body = NULL;
+        r->control = NULL; /* the queue holds the routing header now */
+        qd_tp_req_drop(r);
+        d->nrq++;
+        return;
+    }
     if (qd_tp_reply(d->rep, r, b, n))
         qd_log(QD_LOG_WARN, "reply: %s", qd_errmsg());
+}
+
+void qdd_reply_flush(struct qd_daemon *d, qd_err commit, const char *why)
+{
+    d->batching = 0;
+    for (int i = 0; i < d->nrq; i++) {
+        struct qdd_queued *q = &d->rq[i];
+        if (commit)
+            qdd_reply_err(d, &q->req, commit, why);
+        else
+            qdd_reply_raw(d, &q->req, q->b, q->n);
+        free(q->b);
+    }
+    d->nrq = 0;
 }
 
 void qdd_reply_json(struct qd_daemon *d, struct qd_tp_req *r, cJSON *j)

@@ -1,5 +1,5 @@
-/* An open-addressing map from a string to an index: devices by id, blobs by policy. The keys
- * are not copied (each points into the object it names, which outlives the map); the table
+/* An open-addressing map from a string to an index: devices by id, blobs by policy and sha. The
+ * keys are not copied (each points into the object it names, which outlives the map); the table
  * doubles at half full, so a lookup probes about two slots. Loop thread, or under blob_mu. */
 #include <stdlib.h>
 #include <string.h>

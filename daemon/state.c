@@ -12,10 +12,34 @@
 #include "core/file.h"
 
 enum {
-    S_META_GET, S_META_SET, S_DEV_ALL, S_DEV_ADD, S_DEV_KEY, S_DEV_HELLO, S_DEV_NONCE,
-    S_DEC_INS, S_VER_INS, S_DEV_VER, S_BLOB_INS, S_ACK_VER, S_ACK_DEV, S_VER_SHA, S_BLOB_META,
-    S_BLOB_ALL, S_BLOB_BB, S_HIST_VER, S_HIST_DEC, S_HIST_EVT, S_EVENT, S_BEGIN, S_COMMIT,
-    S_ROLLBACK, S_COUNT
+    S_META_GET,
+    S_META_SET,
+    S_DEV_ALL,
+    S_DEV_ADD,
+    S_DEV_KEY,
+    S_DEV_HELLO,
+    S_DEV_NONCE,
+    S_DEC_INS,
+    S_VER_INS,
+    S_DEV_VER,
+    S_BLOB_INS,
+    S_ACK_VER,
+    S_ACK_DEV,
+    S_VER_SHA,
+    S_BLOB_META,
+    S_BLOB_ALL,
+    S_BLOB_BB,
+    S_HIST_VER,
+    S_HIST_DEC,
+    S_HIST_EVT,
+    S_EVENT,
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_SAVE,
+    S_RELEASE,
+    S_ROLLBACK_TO,
+    S_COUNT
 };
 
 static const char *const SQL[S_COUNT] = {
@@ -51,6 +75,9 @@ static const char *const SQL[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
+    [S_SAVE] = "SAVEPOINT op",
+    [S_RELEASE] = "RELEASE op",
+    [S_ROLLBACK_TO] = "ROLLBACK TO op",
 };
 
 static const char SCHEMA[] =
@@ -74,11 +101,19 @@ static const char SCHEMA[] =
 struct qd_state {
     sqlite3 *db;
     sqlite3_stmt *st[S_COUNT];
+    int batch; /* inside qd_state_batch_begin: transactions are savepoints of the batch's */
 };
+
+enum {
+    BUSY_MS = 250
+}; /* another writer on state.db (a backup, sqlite3): wait this long, then
+    * EBUSY: the loop never stalls for seconds */
 
 static qd_err dberr(qd_state_t *s, const char *what)
 {
-    return qd_seterr(QD_EIO, "state: %s: %s", what, sqlite3_errmsg(s->db));
+    int rc = sqlite3_errcode(s->db);
+    return qd_seterr(rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? QD_EBUSY : QD_EIO, "state: %s: %s",
+                     what, sqlite3_errmsg(s->db));
 }
 
 static int64_t now_ms(void)
@@ -108,7 +143,7 @@ static void bind_text(sqlite3_stmt *q, int i, const char *t)
 static qd_err run(qd_state_t *s, sqlite3_stmt *q, const char *what)
 {
     int rc = sqlite3_step(q);
-    qd_err e = rc == SQLITE_DONE ? QD_OK
+    qd_err e = rc == SQLITE_DONE         ? QD_OK
                : rc == SQLITE_CONSTRAINT ? qd_seterr(QD_EEXIST, "state: %s: already exists", what)
                                          : dberr(s, what);
     sqlite3_reset(q);
@@ -125,16 +160,19 @@ qd_err qd_state_open(const char *dir, qd_state_t **out)
     if (!s)
         return qd_seterr(QD_ENOMEM, "state: out of memory");
     qd_err e = QD_OK;
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         e = qd_seterr(QD_EIO, "state: open %s: %s", path,
                       s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, BUSY_MS);
     char *msg = NULL;
-    if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                            "PRAGMA cache_size=-8000;", NULL, NULL, &msg) != SQLITE_OK ||
+    if (sqlite3_exec(s->db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "PRAGMA cache_size=-8000;",
+                     NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(s->db, SCHEMA, NULL, NULL, &msg) != SQLITE_OK) {
         e = qd_seterr(QD_EIO, "state: %s: %s", path, msg ? msg : "schema");
         sqlite3_free(msg);
@@ -174,8 +212,7 @@ static qd_err text_of(qd_state_t *s, int which, const char *key, char *buf, size
     if (rc == SQLITE_ROW)
         snprintf(buf, len, "%s", (const char *)sqlite3_column_text(q, 0));
     else
-        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s %s", what, key)
-                              : dberr(s, what);
+        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s %s", what, key) : dberr(s, what);
     sqlite3_reset(q);
     return e;
 }
@@ -262,9 +299,44 @@ qd_err qd_state_device_nonce(qd_state_t *s, const char *id, int64_t nonce)
     return run(s, q, "nonce");
 }
 
+/* A transaction of its own, or a savepoint inside the open batch. */
 static qd_err tx(qd_state_t *s, int which)
 {
-    return run(s, prep(s, which), which == S_BEGIN ? "begin" : "commit");
+    if (s->batch)
+        which = which == S_BEGIN ? S_SAVE : S_RELEASE;
+    return run(s, prep(s, which), which == S_BEGIN || which == S_SAVE ? "begin" : "commit");
+}
+
+static void tx_rollback(qd_state_t *s)
+{
+    int which = s->batch ? S_ROLLBACK_TO : S_ROLLBACK;
+    sqlite3_step(prep(s, which));
+    sqlite3_reset(s->st[which]);
+    if (s->batch) { /* (ROLLBACK TO leaves the savepoint open) */
+        sqlite3_step(prep(s, S_RELEASE));
+        sqlite3_reset(s->st[S_RELEASE]);
+    }
+}
+
+qd_err qd_state_batch_begin(qd_state_t *s)
+{
+    QD_TRY(run(s, prep(s, S_BEGIN), "begin batch"));
+    s->batch = 1;
+    return QD_OK;
+}
+
+qd_err qd_state_batch_commit(qd_state_t *s)
+{
+    s->batch = 0;
+    qd_err e = run(s, prep(s, S_COMMIT), "commit batch");
+    if (e) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qd_errmsg());
+        sqlite3_step(prep(s, S_ROLLBACK));
+        sqlite3_reset(s->st[S_ROLLBACK]);
+        e = qd_seterr(e, "%s", msg);
+    }
+    return e;
 }
 
 qd_err qd_state_decision(qd_state_t *s, const struct qd_state_decision *d)
@@ -313,8 +385,7 @@ qd_err qd_state_decision(qd_state_t *s, const struct qd_state_decision *d)
     if (e) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qd_errmsg());
-        sqlite3_step(prep(s, S_ROLLBACK));
-        sqlite3_reset(s->st[S_ROLLBACK]);
+        tx_rollback(s);
         e = qd_seterr(e, "%s", msg);
     }
     return e;
@@ -339,10 +410,8 @@ qd_err qd_state_ack(qd_state_t *s, const char *id, int64_t version, int64_t nonc
     }
     if (!e)
         e = tx(s, S_COMMIT);
-    if (e) {
-        sqlite3_step(prep(s, S_ROLLBACK));
-        sqlite3_reset(s->st[S_ROLLBACK]);
-    }
+    if (e)
+        tx_rollback(s);
     return e;
 }
 
@@ -356,9 +425,9 @@ qd_err qd_state_version_sha(qd_state_t *s, const char *id, int64_t version, char
     if (rc == SQLITE_ROW)
         snprintf(sha, 65, "%s", (const char *)sqlite3_column_text(q, 0));
     else
-        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "device %s has no version %lld", id,
-                                          (long long)version)
-                              : dberr(s, "version");
+        e = rc == SQLITE_DONE
+                ? qd_seterr(QD_ENOENT, "device %s has no version %lld", id, (long long)version)
+                : dberr(s, "version");
     sqlite3_reset(q);
     return e;
 }

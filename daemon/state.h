@@ -12,8 +12,12 @@
  * version), blobs (sha256, backbone, policy, size, signature), versions (device, version, sha256,
  * acked time), decisions (every decision with its context, policy, costs or error), events.
  * Blobs live in <dir>/models/<sha256>.qm, written to a temporary file, fsynced and renamed
- * before the row that names them commits. With synchronous=NORMAL in WAL mode a committed
- * transaction survives the process being killed at any instant. Single-threaded: only the
+ * before the row that names them commits. WAL mode with synchronous=FULL: a committed
+ * transaction survives the process being killed and the power failing at any instant (keys,
+ * versions and nonces replied to must not come back older). A batch (the loop drains every
+ * request waiting, then commits once, then replies) shares one fsync among its requests; inside
+ * it each function's transaction is a savepoint. Another writer on the file makes a call wait
+ * 250 ms at most, then fail with EBUSY. Single-threaded: only the
  * daemon's loop thread calls these (qd_state_blob_write excepted: it only touches files). */
 #ifndef QD_DAEMON_STATE_H
 #define QD_DAEMON_STATE_H
@@ -33,8 +37,8 @@ struct qd_state_device {
     char profile[QD_PROTO_MAX_ID + 1]; /* "" until hello */
     const char *context;               /* JSON text or NULL */
     int64_t nonce, version, acked;
-    char sha[65];                      /* the current version's blob ("" when none) */
-    double flash, ram;                 /* hello's own figures (0: the profile's) */
+    char sha[65];      /* the current version's blob ("" when none) */
+    double flash, ram; /* hello's own figures (0: the profile's) */
 };
 
 /* A decision to record: a new version when version > 0 (its blob row is added if new). */
@@ -48,6 +52,9 @@ struct qd_state_decision {
 
 qd_err qd_state_open(const char *dir, qd_state_t **st);
 void qd_state_close(qd_state_t *st);
+/* One transaction around the calls until the commit (a failed commit rolls all of them back). */
+qd_err qd_state_batch_begin(qd_state_t *st);
+qd_err qd_state_batch_commit(qd_state_t *st);
 
 qd_err qd_state_meta_get(qd_state_t *st, const char *key, char *buf, size_t len);
 qd_err qd_state_meta_set(qd_state_t *st, const char *key, const char *value);

@@ -27,6 +27,13 @@ const char *qd_op_name(enum qd_op op)
 
 /* ---------------------------------------------------------------- parsing */
 
+/* Caps, so that every shape and count the parser derives fits its type (ints for shapes,
+ * size_t offsets) and a spec cannot ask for more than a host could hold: a layer's output of
+ * one sample at most 2^26 elements (the .qm format's cap, runtime/qm_format.h), the model at
+ * most 2^28 parameters (2 GiB with their gradients). */
+#define MAX_ELEMS ((int64_t)1 << 26)
+#define MAX_PARAMS ((size_t)1 << 28)
+
 static int find_node(const struct qd_model *m, int upto, const char *name)
 {
     for (int i = upto - 1; i >= 0; i--)
@@ -201,10 +208,13 @@ static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *
         n->h = (a->h - n->k) / n->stride + 1;
         n->w = (a->w - n->k) / n->stride + 1;
         break;
-    case QD_OP_GAP:
+    case QD_OP_GAP: /* a square window: what the executor and the .qm's pooling run */
+        if (a->h != a->w)
+            return qd_seterr(QD_ESPEC, "spec line %d: gap of a non-square %dx%d input", line, a->h,
+                             a->w);
         n->c = a->c, n->h = n->w = 1;
         break;
-    case QD_OP_FLATTEN:
+    case QD_OP_FLATTEN: /* a's elements are below MAX_ELEMS: an int */
         n->c = a->c * a->h * a->w, n->h = n->w = 1;
         break;
     case QD_OP_ADD: {
@@ -218,6 +228,12 @@ static qd_err parse_line(struct qd_model *m, char *s, int line, int *in_c, int *
     default: /* relu, relu6 */
         n->c = a->c, n->h = a->h, n->w = a->w;
     }
+    if ((int64_t)n->c * n->h * n->w > MAX_ELEMS)
+        return qd_seterr(QD_ESPEC, "spec line %d: an output of %lld elements (at most %lld)", line,
+                         (long long)n->c * n->h * n->w, (long long)MAX_ELEMS);
+    if (m->nparam > MAX_PARAMS)
+        return qd_seterr(QD_ESPEC, "spec line %d: %zu parameters so far (at most %zu)", line,
+                         m->nparam, MAX_PARAMS);
     m->nnodes++;
     return QD_OK;
 }

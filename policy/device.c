@@ -28,6 +28,8 @@ qd_err qd_parse_size(const char *s, double *bytes)
         mul = 1024.0 * 1024 * 1024, end++;
     if (*end)
         return qd_seterr(QD_EINVAL, "bad size \"%s\" (want a number with k, M or G)", s);
+    if (!isfinite(v * mul)) /* "1e308G": a finite number, an infinite size */
+        return qd_seterr(QD_EINVAL, "bad size \"%s\" (too large)", s);
     *bytes = v * mul;
     return QD_OK;
 }

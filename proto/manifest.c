@@ -23,22 +23,32 @@ static qd_err message(const char *text, size_t len, uint8_t *buf, size_t *n)
     return QD_OK;
 }
 
+/* An integer member written exactly: cJSON prints a double with 15 significant digits when
+ * that reads back within a relative DBL_EPSILON, which changes integers above 2^52 (a version
+ * of 2^53 - 1 became 2^53 - 2: another version than the one signed for). */
+static void add_int(cJSON *j, const char *name, int64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", (long long)v);
+    cJSON_AddRawToObject(j, name, t);
+}
+
 qd_err qd_manifest_sign(const struct qd_manifest *m, const uint8_t sk[QD_PROTO_SECRET_BYTES],
                         char **text, size_t *len, uint8_t sig[QD_PROTO_SIG_BYTES])
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "v", 1);
+    add_int(j, "v", 1);
     cJSON_AddStringToObject(j, "device", m->device);
-    cJSON_AddNumberToObject(j, "version", (double)m->version);
-    cJSON_AddNumberToObject(j, "prev", (double)m->prev);
+    add_int(j, "version", m->version);
+    add_int(j, "prev", m->prev);
     cJSON_AddStringToObject(j, "sha256", m->sha);
-    cJSON_AddNumberToObject(j, "size", (double)m->size);
+    add_int(j, "size", m->size);
     cJSON_AddStringToObject(j, "backbone", m->backbone);
     cJSON_AddStringToObject(j, "policy", m->policy);
-    cJSON_AddNumberToObject(j, "created", (double)m->created);
-    cJSON_AddNumberToObject(j, "expires", (double)m->expires);
-    cJSON_AddNumberToObject(j, "test_seed", (double)m->test_seed);
-    cJSON_AddNumberToObject(j, "test_n", (double)m->test_n);
+    add_int(j, "created", m->created);
+    add_int(j, "expires", m->expires);
+    add_int(j, "test_seed", m->test_seed);
+    add_int(j, "test_n", m->test_n);
     cJSON_AddStringToObject(j, "test_sha256", m->test_sha);
     char *t = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

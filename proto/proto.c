@@ -269,9 +269,12 @@ qd_err qd_proto_note_decode(const uint8_t *buf, size_t len, struct qd_proto_note
         return qd_seterr(QD_EFORMAT, "notify: %zu bytes", len);
     cJSON *j = cJSON_ParseWithLength((const char *)z + 1, len - ni);
     const char *dev = NULL, *sha = NULL;
+    uint8_t digest[32];
     qd_err e = cJSON_IsObject(j) ? QD_OK : qd_seterr(QD_EFORMAT, "notify: malformed");
     if (!e)
         e = qd_proto_str(j, "device", QD_PROTO_MAX_ID, 1, &dev);
+    if (!e && !qd_proto_id_ok(dev))
+        e = qd_seterr(QD_EFORMAT, "notify: device id is not [A-Za-z0-9._-]{1,63}");
     if (!e && strcmp(dev, (const char *)buf))
         e = qd_seterr(QD_EFORMAT, "notify: topic '%s' names device '%s'", (const char *)buf, dev);
     if (!e)
@@ -280,6 +283,9 @@ qd_err qd_proto_note_decode(const uint8_t *buf, size_t len, struct qd_proto_note
         e = qd_proto_int(j, "size", 1, INT64_C(1) << 53, 1, &n->size);
     if (!e)
         e = qd_proto_str(j, "sha256", 64, 1, &sha);
+    /* as qd_proto_note_encode writes it: a note that decodes re-encodes to itself */
+    if (!e && qd_proto_unhex(sha, digest, sizeof digest))
+        e = qd_seterr(QD_EFORMAT, "notify: sha256 is not 64 hex digits");
     if (!e) {
         snprintf(n->id, sizeof n->id, "%s", dev);
         snprintf(n->sha, sizeof n->sha, "%s", sha);

@@ -22,9 +22,12 @@ static qd_err open_sock(int domain, int proto, const char *url, int bind, int *s
     int s = nn_socket(domain, proto);
     if (s < 0)
         return nnerr("nn_socket", url);
-    int zero = 0, big = 64 << 20;
+    /* the largest message a peer can make us take: a reply carries at most one model chunk
+     * (fetch_chunk: 256 KB by default, 16 MB at most) or a page of the registry; notifications
+     * are a few hundred bytes */
+    int zero = 0, max = proto == NN_SUB ? 64 << 10 : 17 << 20;
     nn_setsockopt(s, NN_SOL_SOCKET, NN_LINGER, &zero, sizeof zero);
-    nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVMAXSIZE, &big, sizeof big);
+    nn_setsockopt(s, NN_SOL_SOCKET, NN_RCVMAXSIZE, &max, sizeof max);
     if ((bind ? nn_bind(s, url) : nn_connect(s, url)) < 0) {
         qd_err e = nnerr(bind ? "bind" : "connect", url);
         nn_close(s);
@@ -63,8 +66,8 @@ qd_err qd_tp_recv_req(int sock, struct qd_tp_req *r)
 {
     memset(r, 0, sizeof *r);
     struct nn_iovec iov = {&r->body, NN_MSG};
-    struct nn_msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &r->control,
-                          .msg_controllen = NN_MSG};
+    struct nn_msghdr h = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &r->control, .msg_controllen = NN_MSG};
     int n = nn_recvmsg(sock, &h, NN_DONTWAIT);
     if (n < 0) {
         if (nn_errno() == EAGAIN)
@@ -90,8 +93,8 @@ qd_err qd_tp_reply(int sock, struct qd_tp_req *r, const void *buf, size_t len)
         nn_freemsg(r->body);
     r->body = NULL;
     struct nn_iovec iov = {(void *)buf, len};
-    struct nn_msghdr h = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &r->control,
-                          .msg_controllen = NN_MSG};
+    struct nn_msghdr h = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &r->control, .msg_controllen = NN_MSG};
     if (!r->control)
         return qd_seterr(QD_EINVAL, "reply: no routing header");
     int n = nn_sendmsg(sock, &h, NN_DONTWAIT);

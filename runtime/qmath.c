@@ -44,13 +44,17 @@ void qd_qparam_make(float lo, float hi, int bits, enum qd_qscheme s, struct qd_q
         q->scale = span > 0 ? span / (float)(q->qmax - q->qmin) : 1.0f;
         /* zero point: the integer that 0.0 maps to, nudged into range */
         double z = qd_round(q->qmin - lo / (double)q->scale);
-        q->zero = z < q->qmin ? q->qmin : z > q->qmax ? q->qmax : (int32_t)z;
+        /* NaN (an infinite lo over an infinite span): qmin, never a cast of NaN, whose result
+         * differs between targets */
+        q->zero = !(z >= q->qmin) ? q->qmin : z > q->qmax ? q->qmax : (int32_t)z;
     }
 }
 
 int32_t qd_quantize(float x, const struct qd_qparam *q)
 {
     double v = qd_round((double)x / q->scale) + q->zero; /* half away from zero */
+    if (v != v) /* NaN (x NaN, or infinite over an infinite scale): as 0.0 */
+        return q->zero;
     if (v < q->qmin)
         return q->qmin;
     if (v > q->qmax)

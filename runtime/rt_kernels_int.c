@@ -81,7 +81,8 @@ void rt_add_int_ref(const struct qd_rt *rt, int i)
         int64_t vb = (int64_t)(rt_ld(pb, j, b->s.bits) - b->zero) * ((int64_t)1 << nd->add_shift);
         int64_t s = (int64_t)qd_requant(va, nd->add_ma, nd->add_sa) +
                     qd_requant(vb, nd->add_mb, nd->add_sb);
-        int32_t v = qd_requant(s, nd->add_mo, nd->add_so) + o->zero;
+        /* the zero point added in 64 bits: a saturated requantization stays saturated */
+        int64_t v = (int64_t)qd_requant(s, nd->add_mo, nd->add_so) + o->zero;
         rt_st(py, j, o->s.bits, rt_clampi(v, nd->amin, nd->amax));
     }
 }
@@ -101,7 +102,7 @@ void rt_add_s8(const struct qd_rt *rt, int i)
         int32_t va = (pa[j] - za) * (1 << sh), vb = (pb[j] - zb) * (1 << sh);
         int64_t s = (int64_t)rt_requant(va, nd->add_ma, nd->add_sa) +
                     rt_requant(vb, nd->add_mb, nd->add_sb);
-        int32_t v = rt_requant(s, nd->add_mo, nd->add_so) + zo;
+        int64_t v = (int64_t)rt_requant(s, nd->add_mo, nd->add_so) + zo;
         py[j] = (int8_t)rt_clampi(v, nd->amin, nd->amax);
     }
 }

@@ -10,7 +10,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libuv1-dev libnanomsg-dev libopenblas-dev libsqlite3-dev libcjson-dev libinih-dev
       libsodium-dev libzstd-dev libpng-dev libcmocka-dev zlib1g-dev
       dataset-fashion-mnist gnuplot-nox python3 python3-nacl
-      gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+      gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+      clang libclang-rt-14-dev)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()

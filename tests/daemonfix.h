@@ -17,7 +17,7 @@
 static char *tmp;
 static char data_dir[1024], control[1200], push[1200], conf[1200], logpath[1200];
 static pid_t pid = -1;
-static int have_data, gate_steps;
+static int have_data __attribute__((unused)), gate_steps;
 
 /* A TCP port the OS picks (bound, read, released: the daemon binds it next). */
 static inline int free_port(void)

@@ -11,6 +11,8 @@
 #include "nn/model.h"
 #include "nn/zoo.h"
 
+#include "fuzzregress.h"
+
 static void spec_errors_name_the_line(void **st)
 {
     static const struct {
@@ -426,6 +428,59 @@ static void checkpoint_round_trip_and_damage(void **st)
     free(dir);
 }
 
+/* The fuzzers' regression specs and checkpoints (tests/fuzz-regress/{spec,ckpt}/,
+ * scripts/fuzz.sh): refused with the code the file name ends in; one that parses runs a
+ * forward pass (the executor trusts the shapes the parser inferred). */
+static void regress_spec_model(struct qd_model *m, qd_err e, const char *name)
+{
+    const char *want = fuzz_regress_code(name);
+    if (*want && strcmp(qd_err_name(e), want))
+        fail_msg("%s: %s (%s)", name, qd_err_name(e), qd_errmsg());
+    if (e)
+        return;
+    struct qd_exec x;
+    const struct qd_node *in = &m->nodes[0];
+    if (qd_model_macs(m) < 10000000 && qd_exec_init(&x, m, 1) == QD_OK) {
+        float *px = calloc((size_t)in->c * in->h * in->w, sizeof *px);
+        qd_exec_forward(&x, 1, px, 0);
+        free(px);
+        qd_exec_fini(&x);
+    }
+    qd_model_fini(m);
+}
+
+static void regress_spec(const uint8_t *b, size_t n, const char *name)
+{
+    char *t = malloc(n + 1);
+    memcpy(t, b, n);
+    t[n] = 0;
+    struct qd_model m;
+    qd_err e = qd_model_parse(t, &m);
+    free(t);
+    regress_spec_model(&m, e, name);
+}
+
+static void regress_ckpt(const uint8_t *b, size_t n, const char *name)
+{
+    char *dir = make_tmpdir(), p[512], ds[32];
+    snprintf(p, sizeof p, "%s/r.qdck", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+    struct qd_model m;
+    struct qd_norm nm;
+    regress_spec_model(&m, qd_ckpt_load(p, &m, ds, &nm), name);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void fuzz_regressions_are_refused(void **st)
+{
+    assert_true(fuzz_regress_each("spec", regress_spec) > 0);
+    fuzz_regress_each("ckpt", regress_ckpt);
+}
+
 int main(void)
 {
     qd_kernels_init(2);
@@ -437,6 +492,7 @@ int main(void)
         cmocka_unit_test(forward_is_batch_independent_in_eval),
         cmocka_unit_test(forward_from_matches_the_whole_forward),
         cmocka_unit_test(checkpoint_round_trip_and_damage),
+        cmocka_unit_test(fuzz_regressions_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,8 @@
 
 #include <zlib.h>
 
+#include "fuzzregress.h"
+
 static void random_policy(struct qd_rng *r, int n, struct qd_policy *p)
 {
     static const int wb[] = {2, 4, 8, 16}, ab[] = {8, 16};
@@ -458,6 +460,78 @@ static void requantization_matches_exact_arithmetic(void **st)
     }
 }
 
+/* The fuzzers' regression models (tests/fuzz-regress/qm/): the host validator agrees with the
+ * runtime, and every one that loads gives the same logits, bit for bit, on the reference, the
+ * portable fast, the DSP and each SIMD kernel set (what fuzz/fuzz_qm.c checks; the sanitizer
+ * pass also sees the arithmetic: an add whose saturated requantization wrapped when its zero
+ * point was added in 32 bits). */
+static void regress_qm(const uint8_t *b, size_t n, const char *name)
+{
+    uint8_t *blob = aligned_alloc(16, (n + 15) & ~(size_t)15);
+    memcpy(blob, b, n);
+    size_t need;
+    qd_err e = qd_qm_validate(blob, n);
+    if (e || qd_rt_arena_size(blob, n, &need) || need > (64u << 20)) {
+        free(blob);
+        return;
+    }
+    qd_rt_t *rt;
+    uint8_t *arena = load(blob, n, &rt, &need);
+    struct qd_qm_header h;
+    qd_qm_header_read(blob, &h);
+    size_t npx = (size_t)h.in_c * h.in_h * h.in_w, nc = h.nclass;
+    uint8_t *px = malloc(npx);
+    for (size_t i = 0; i < npx; i++)
+        px[i] = (uint8_t)(i * 37 + 11);
+    float *ref = malloc(nc * sizeof *ref), *got = malloc(nc * sizeof *got);
+    qd_rt_set_reference(rt, 1);
+    qd_rt_run(rt, px, ref);
+    qd_rt_set_reference(rt, 0);
+    for (int isa = QD_RT_ISA_PORTABLE; rt->integer && isa <= QD_RT_ISA_AUTO; isa++) {
+        size_t an = 0;
+        if (isa == QD_RT_ISA_AUTO) /* the DSP kernels */
+            rt->dsp = 1;
+        else if (isa != QD_RT_ISA_PORTABLE && qd_rt_accel_size(rt, isa, &an))
+            continue;
+        void *buf = an ? aligned_alloc(64, (an + 63) & ~(size_t)63) : NULL;
+        assert_int_equal(qd_rt_accel(rt, isa == QD_RT_ISA_AUTO ? 0 : isa, buf, an), QD_RT_OK);
+        qd_rt_run(rt, px, got);
+        if (memcmp(ref, got, nc * sizeof *ref))
+            fail_msg("%s: %s and reference logits differ", name,
+                     isa == QD_RT_ISA_AUTO ? "dsp" : qd_rt_isa_name(isa));
+        qd_rt_accel(rt, QD_RT_ISA_PORTABLE, NULL, 0);
+        free(buf);
+    }
+    free(px), free(ref), free(got), free(arena), free(blob);
+}
+
+/* Device profiles the profile fuzzer broke (tests/fuzz-regress/device/): refused with the
+ * code their name ends in ("flash = 1e308G" loaded as an infinite flash). */
+static void regress_device(const uint8_t *b, size_t n, const char *name)
+{
+    char *dir = make_tmpdir(), p[512];
+    snprintf(p, sizeof p, "%s/r.ini", dir);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+    struct qd_device d;
+    qd_err e = qd_device_load(p, &d);
+    const char *want = fuzz_regress_code(name);
+    if (*want && strcmp(qd_err_name(e), want))
+        fail_msg("%s: %s (%s)", name, qd_err_name(e), qd_errmsg());
+    if (!e)
+        assert_true(isfinite(d.flash) && isfinite(d.ram) && d.flash > d.reserved_flash);
+    rm_rf(dir);
+    free(dir);
+}
+
+static void fuzz_regressions(void **st)
+{
+    assert_true(fuzz_regress_each("qm", regress_qm) > 0);
+    assert_true(fuzz_regress_each("device", regress_device) > 0);
+}
+
 /* The microcontroller cost model (policy/cost_mcu.c) counts the kernel the runtime runs:
  * for every layer of every family under random policies (2..16-bit weights, 8/16-bit
  * activations), the features it fills are those of the kernel the runtime picks with the DSP
@@ -520,6 +594,7 @@ int main(void)
         cmocka_unit_test(runtime_follows_the_simulation),
         cmocka_unit_test(damaged_and_hostile_blobs_are_rejected),
         cmocka_unit_test(mcu_cost_model_picks_the_runtimes_kernels),
+        cmocka_unit_test(fuzz_regressions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

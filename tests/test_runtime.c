@@ -19,6 +19,8 @@
 #include "runtime/qmath.h"
 #include "runtime/runtime.h"
 
+#include "fuzzregress.h"
+
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 static uint64_t rnd(void) /* xorshift64* */
 {
@@ -494,6 +496,41 @@ static void hostile_fields_are_refused(void **st)
     }
 }
 
+/* The fuzzer's regression inputs and the crafted ones of issue 20's named defects (32-bit size
+ * arithmetic that wraps, input channels beyond the header's mean/std: fuzz/regress_qm.py makes
+ * them), tests/fuzz-regress/qm/: each is refused with the code its name ends in, or, without
+ * one, refused or run inside its arena. */
+static void fuzz_regress_one(const uint8_t *b, size_t n, const char *name)
+{
+    static _Alignas(16) uint8_t arena[1 << 20];
+    static uint8_t blob[1 << 16];
+    if (n > sizeof blob)
+        fail_msg("%s: %zu bytes", name, n);
+    memcpy(blob, b, n); /* as loaded: aligned */
+    qd_rt_t *rt;
+    size_t need = 0;
+    struct qd_rt_diag d = {0};
+    qd_rt_err e = qd_rt_load(blob, n, arena, sizeof arena, &rt, &need, &d);
+    const char *want = fuzz_regress_code(name);
+    if (*want && strcmp(qd_rt_err_name(e), want))
+        fail_msg("%s: %s (%s)", name, qd_rt_err_name(e), d.msg ? d.msg : "-");
+    if (e == QD_RT_OK) {
+        static uint8_t px[1 << 16];
+        static float logits[1 << 16];
+        struct qd_qm_header h;
+        qd_qm_header_read(blob, &h);
+        assert_true((size_t)h.in_c * h.in_h * h.in_w <= sizeof px);
+        qd_rt_run(rt, px, logits);
+    } else
+        assert_non_null(d.msg);
+}
+
+static void fuzz_regressions_are_refused(void **st)
+{
+    (void)st;
+    assert_true(fuzz_regress_each("qm", fuzz_regress_one) >= 8);
+}
+
 /* Random byte edits, CRC fixed up each time: whatever the validator accepts must load and run
  * inside its arena (ASan and the cross runs see any read or write out of bounds). */
 static void mutated_models_run_in_bounds(void **st)
@@ -735,6 +772,7 @@ int main(void)
         cmocka_unit_test(valid_models_load_and_run),
         cmocka_unit_test(hostile_fields_are_refused),
         cmocka_unit_test(mutated_models_run_in_bounds),
+        cmocka_unit_test(fuzz_regressions_are_refused),
         cmocka_unit_test(simd_kernels_match_reference_on_odd_shapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
