@@ -65,6 +65,7 @@ struct qdd_blob {
     uint8_t *qm; /* NULL until needed (read from models/) */
     size_t len;
     char test_sha[65]; /* its self-test digest ("" until computed) */
+    int rebuilding;    /* its file is being built again (loop thread) */
 };
 
 struct qdd_profile {
@@ -164,7 +165,7 @@ struct qdd_queued {
     size_t n;
 };
 
-enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE };
+enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE, QDD_JOB_REBUILD };
 
 struct qdd_job {
     uv_work_t w;
@@ -264,6 +265,9 @@ void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const st
                  const struct qd_proto_ctx *c, double *b);
 qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j); /* takes j */
 void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j);
+/* A blob whose file is missing or damaged: queues its rebuild (once) and returns the EBUSY that
+ * tells the caller to fetch again; ENOENT when it is not the current backbone's. */
+qd_err qdd_blob_rebuild(struct qd_daemon *d, int bi);
 
 /* ops.c, ops_admin.c, ops_device.c */
 void qdd_on_readable(uv_poll_t *p, int status, int events);

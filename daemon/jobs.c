@@ -30,10 +30,63 @@ void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const st
             b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&p->t, c->battery, d->cfg.battery_floor));
 }
 
+/* The model for a policy of the current backbone (BatchNorm recalibrated for it when a supernet
+ * serves). Pool thread. */
+static qd_err build(struct qd_daemon *d, const struct qd_policy *p, uint8_t **qm, size_t *len)
+{
+    if (!d->have_gate)
+        return qd_decider_build(&d->dec, p, qm, len);
+    uv_mutex_lock(&d->build_mu); /* a supernet: BatchNorm recalibrated for the policy (cached) */
+    const float *st;
+    qd_err e = qd_bn_cache_get(&d->bn, &d->dec.m, &d->dec.nm, &d->dec.g, &d->dec.tr, p,
+                               d->cfg.bn_batches, &st);
+    if (!e)
+        e = qd_supernet_build(&d->dec.m, &d->dec.nm, st, &d->dec.tr, d->cfg.calib_n, p, qm, len);
+    uv_mutex_unlock(&d->build_mu);
+    return e;
+}
+
+/* A blob whose file went missing or bad: built again from its policy; the bytes must hash to
+ * the blob's sha (builds are deterministic), then the file is written again. */
+static void rebuild_work(struct qdd_job *j)
+{
+    struct qd_daemon *d = j->d;
+    struct qdd_blob *b = qdd_blob(d, j->blob);
+    int nodes[QD_POLICY_MAX];
+    struct qd_policy p;
+    uint8_t *qm = NULL;
+    size_t len = 0;
+    char sha[65];
+    j->err = qd_policy_parse(b->policy, qd_policy_layers(&d->dec.m, nodes), &p);
+    if (!j->err)
+        j->err = build(d, &p, &qm, &len);
+    if (!j->err) {
+        qd_proto_sha256_hex(qm, len, sha);
+        if (strcmp(sha, b->sha))
+            j->err = qd_seterr(QD_ECHECKSUM, "rebuilt %s: the bytes hash to %.12s...", b->sha, sha);
+    }
+    if (!j->err)
+        j->err = qd_state_blob_write(d->cfg.state_dir, b->sha, qm, len);
+    if (j->err) {
+        snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+        free(qm);
+        return;
+    }
+    uv_mutex_lock(&d->blob_mu);
+    if (!b->qm)
+        b->qm = qm, b->len = len, qm = NULL;
+    uv_mutex_unlock(&d->blob_mu);
+    free(qm);
+}
+
 static void job_work(uv_work_t *w)
 {
     struct qdd_job *j = w->data;
     struct qd_daemon *d = j->d;
+    if (j->kind == QDD_JOB_REBUILD) {
+        rebuild_work(j);
+        return;
+    }
     j->blob = -1;
     for (int k = 0; k < QD_BUDGET_COUNT; k++)
         j->budget[k] = NAN;
@@ -57,19 +110,9 @@ static void job_work(uv_work_t *w)
     uv_mutex_unlock(&d->blob_mu);
     if (j->blob >= 0)
         return;
-    uint8_t *qm;
-    size_t len;
-    if (d->have_gate) { /* a supernet: BatchNorm recalibrated for the policy (cached) */
-        uv_mutex_lock(&d->build_mu);
-        const float *st;
-        j->err = qd_bn_cache_get(&d->bn, &d->dec.m, &d->dec.nm, &d->dec.g, &d->dec.tr, &j->r.policy,
-                                 d->cfg.bn_batches, &st);
-        if (!j->err)
-            j->err = qd_supernet_build(&d->dec.m, &d->dec.nm, st, &d->dec.tr, d->cfg.calib_n,
-                                       &j->r.policy, &qm, &len);
-        uv_mutex_unlock(&d->build_mu);
-    } else
-        j->err = qd_decider_build(&d->dec, &j->r.policy, &qm, &len);
+    uint8_t *qm = NULL;
+    size_t len = 0;
+    j->err = build(d, &j->r.policy, &qm, &len);
     char sha[65];
     uint8_t sig[QD_PROTO_SIG_BYTES];
     char test[65] = "";
@@ -83,6 +126,7 @@ static void job_work(uv_work_t *w)
         j->err = qd_state_blob_write(d->cfg.state_dir, sha, qm, len);
     if (j->err) {
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
+        free(qm); /* (a model that could not be stored: ENOSPC, EIO) */
         return;
     }
     uv_mutex_lock(&d->blob_mu);
@@ -126,6 +170,18 @@ static void job_done(uv_work_t *w, int status)
     struct qdd_job *j = w->data;
     struct qd_daemon *d = j->d;
     d->inflight--;
+    if (j->kind == QDD_JOB_REBUILD) { /* no reply: the device fetches again */
+        qdd_blob(d, j->blob)->rebuilding = 0;
+        if (j->err || status)
+            qd_log(QD_LOG_ERROR, "models/%s.qm: not rebuilt: %s", qdd_blob(d, j->blob)->sha,
+                   status ? "the daemon is stopping" : j->msg);
+        else
+            qd_log(QD_LOG_WARN, "models/%s.qm: was missing or damaged; rebuilt",
+                   qdd_blob(d, j->blob)->sha);
+        free(j);
+        qdd_maybe_finish_stop(d);
+        return;
+    }
     struct qdd_dev *x = j->kind == QDD_JOB_REPORT ? d->devs[j->dev] : NULL;
     if (j->holds >= 0)
         d->devs[j->holds]->busy = 0;
@@ -237,6 +293,40 @@ qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j)
     c->d->inflight++;
     c->deferred = 1;
     return QD_OK;
+}
+
+qd_err qdd_blob_rebuild(struct qd_daemon *d, int bi)
+{
+    struct qdd_blob *b = qdd_blob(d, bi);
+    uv_mutex_lock(&d->blob_mu);
+    int mine = qdd_blob_find_locked(d, b->policy) == bi; /* of the current backbone */
+    uv_mutex_unlock(&d->blob_mu);
+    if (!mine)
+        return qd_seterr(QD_ENOENT,
+                         "models/%s.qm is missing or damaged and is another "
+                         "backbone's: it cannot be rebuilt",
+                         b->sha);
+    if (!b->rebuilding) {
+        struct qdd_job *j = calloc(1, sizeof *j);
+        if (!j)
+            return qd_seterr(QD_ENOMEM, "out of memory");
+        j->kind = QDD_JOB_REBUILD;
+        j->d = d;
+        j->blob = bi;
+        j->holds = -1;
+        j->w.data = j;
+        int rc = uv_queue_work(d->loop, &j->w, job_work, job_done);
+        if (rc) {
+            free(j);
+            return qd_seterr(QD_EIO, "queue: %s", uv_strerror(rc));
+        }
+        d->inflight++;
+        b->rebuilding = 1;
+    }
+    return qd_seterr(QD_EBUSY,
+                     "models/%s.qm was missing or damaged: it is being rebuilt; "
+                     "fetch again shortly",
+                     b->sha);
 }
 
 /* Runs a job on the loop itself (a dry run whose searches have been quick): its completion

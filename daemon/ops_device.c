@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "client/selftest.h"
+#include "core/log.h"
 #include "daemon/daemon_impl.h"
 #include "proto/manifest.h"
 
@@ -159,7 +160,11 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
         base = -1;
     const uint8_t *qm;
     size_t len;
-    QD_TRY(qdd_blob_bytes(d, bi, &qm, &len));
+    qd_err e = qdd_blob_bytes(d, bi, &qm, &len);
+    if (e) { /* the file went missing or bad: build it again, the device retries */
+        qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
+        return qdd_blob_rebuild(d, bi);
+    }
     struct qdd_pack raw = {.kind = QD_PACK_RAW, .b = (uint8_t *)qm, .n = len};
     const struct qdd_pack *pk = &raw;
     if (!want || strcmp(want, "raw"))
@@ -191,7 +196,7 @@ qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r)
              (long long)v, (long long)off, pk->n, qd_pack_name(pk->kind),
              (long long)(pk->kind == QD_PACK_PATCH ? have : 0), tl);
     size_t on;
-    qd_err e = qd_proto_chunk_encode(hdr, text, tl, sig, pk->b + off, n, &out, &on);
+    e = qd_proto_chunk_encode(hdr, text, tl, sig, pk->b + off, n, &out, &on);
     free(text);
     QD_TRY(e);
     qdd_reply_raw(d, c->req, out, on);

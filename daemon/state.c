@@ -479,8 +479,14 @@ qd_err qd_state_blob_write(const char *dir, const char *sha, const uint8_t *b, s
     char path[4200];
     snprintf(path, sizeof path, "%s/models/%s.qm", dir, sha);
     struct stat st;
-    if (!stat(path, &st) && (size_t)st.st_size == n)
-        return QD_OK; /* content-addressed: already there */
+    if (!stat(path, &st) && (size_t)st.st_size == n) { /* content-addressed: there already, */
+        uint8_t *old = NULL;                            /* unless damaged */
+        size_t len = 0;
+        int same = !qd_file_read(path, &old, &len) && len == n && !memcmp(old, b, n);
+        free(old);
+        if (same)
+            return QD_OK;
+    }
     return qd_file_write_atomic(path, b, n);
 }
 

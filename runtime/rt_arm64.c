@@ -76,6 +76,8 @@ int rt_accel_eligible(const struct qd_rt *rt, int i)
         return 0;
     struct rt_geom g;
     rt_geom_of(rt, i, &g);
+    if (!rt_accel_plane_ok(&g))
+        return 0;
     int64_t bound = 255LL * 128 * g.C * g.K * g.K, bmax = 0;
     for (int c = 0; c < r->c; c++) {
         int64_t b = rt_bias_at(r, c);

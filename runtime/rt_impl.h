@@ -209,6 +209,17 @@ static inline void rt_geom_of(const struct qd_rt *rt, int i, struct rt_geom *g)
     g->Hp = g->H + 2 * g->P, g->Wp = g->W + 2 * g->P;
 }
 
+/* Whether the SIMD back ends may take a layer of geometry g: their scratch is the input plane
+ * with its padding laid out (rt_accel_scratch_bytes), and the format allows any padding, so a
+ * padding far past the window would make a tiny model ask gigabytes of the host. The plane,
+ * channels rounded up to 4, is held to the format's tensor cap; past it the portable kernels
+ * (which never lay the padding out) run the layer. */
+static inline int rt_accel_plane_ok(const struct rt_geom *g)
+{
+    return (uint64_t)g->Hp * (uint64_t)g->Wp * (((uint64_t)g->C + 3) & ~(uint64_t)3) <=
+           QD_QM_MAX_ELEMS;
+}
+
 /* Elements per output channel of a conv or dense node. */
 static inline size_t rt_per(const struct qd_qm_rec *r)
 {

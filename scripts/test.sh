@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test suite: set up, fetch the real datasets (the data tests then require them), build,
 # run every test with ctest, the device builds under QEMU (scripts/cross.sh), then the whole
-# suite again under ASan + UBSan.
-#   --fast   skip the sanitizer pass
+# suite again under ASan + UBSan, the daemon test under ThreadSanitizer, and every fuzz target
+# for a few seconds (scripts/fuzz.sh).
+#   --fast   skip the sanitizer and fuzz passes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0; [ "${1:-}" = --fast ] && fast=1
@@ -18,4 +19,11 @@ if ((!fast)); then
   echo "== the same suite under ASan + UBSan =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --test-dir build-asan --output-on-failure --timeout 1800
+  echo "== the daemon test under ThreadSanitizer =="
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQD_TSAN=ON >/dev/null
+  ninja -C build-tsan quantd quantctl quantlab test_daemon >&2
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
+    ctest --test-dir build-tsan -R '^daemon$' --output-on-failure --timeout 1800
+  echo "== every fuzz target, briefly =="
+  scripts/fuzz.sh --seconds "${QD_FUZZ_SECONDS:-5}"
 fi

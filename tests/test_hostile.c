@@ -12,7 +12,8 @@
  *   - faults: model files that cannot be written (ENOSPC), a state database that cannot be
  *     fsynced (EIO) or is locked by another writer (SQLITE_BUSY): the requests they touch get
  *     errors, everything else is served, nothing replied to is lost, and once the fault clears
- *     the same requests succeed and the models fetched verify;
+ *     the same requests succeed and the models fetched verify; a model file found damaged or
+ *     missing is built again (EBUSY meanwhile) to the same bytes;
  *   - kill -9 at random instants of a fleet's life (deciding, building, writing models,
  *     committing, notifying, fetching): after each restart every version a reply named and every
  *     ack replied to is there, every current model fetches and verifies, and in the end every
@@ -511,7 +512,44 @@ static void faults_refused_then_recovered(void **st)
     wait_ready(&c, 120);
     assert_int_equal(version_of(&c, &dev), now);
     assert_int_equal(qd_client_fetch(&c, &dev, NULL, now, 0, NULL, 0, pk, &m), QD_OK);
+    char sha[65], file[1400];
+    snprintf(sha, sizeof sha, "%s", m.m.sha);
     qd_client_model_fini(&m);
+
+    /* its model file damaged, then missing: noticed at the fetch, built again, fetched */
+    snprintf(file, sizeof file, "%s/models/%s.qm", statedir, sha);
+    for (int round = 0; round < 2; round++) {
+        kill(pid, SIGTERM);
+        assert_int_equal(wait_exit(pid, 30), 0);
+        if (round == 0) {
+            FILE *f = fopen(file, "r+b");
+            assert_non_null(f);
+            fseek(f, 100, SEEK_SET);
+            int ch = fgetc(f);
+            fseek(f, 100, SEEK_SET);
+            fputc(0x5a ^ ch, f);
+            fclose(f);
+        } else
+            assert_int_equal(unlink(file), 0);
+        pid = start_with(0);
+        wait_ready(&c, 120);
+        int busy = 0;
+        while ((e = qd_client_fetch(&c, &dev, NULL, now, 0, NULL, 0, pk, &m)) == QD_EBUSY &&
+               busy < 300) {
+            busy++;
+            usleep(100000);
+        }
+        assert_int_equal(e, QD_OK);
+        assert_true(busy >= 1); /* it was noticed, not served damaged */
+        assert_string_equal(m.m.sha, sha);
+        qd_client_model_fini(&m);
+        char *b = slurp(file), got[65];
+        struct stat fs;
+        assert_int_equal(stat(file, &fs), 0);
+        qd_proto_sha256_hex((uint8_t *)b, (size_t)fs.st_size, got);
+        assert_string_equal(got, sha); /* and the file is whole again */
+        free(b);
+    }
     kill(pid, SIGTERM);
     assert_int_equal(wait_exit(pid, 30), 0);
     pid = -1;
