@@ -50,6 +50,11 @@ static int hostile_setup(void **st)
 /* Starts quantd with the faults in `faults` in force (the shim preloaded) when shim is set. */
 static pid_t start_with(int shim)
 {
+    if (pid > 0) { /* one left by a failed test: never two daemons on one state */
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = -1;
+    }
     if (shim) {
         setenv("LD_PRELOAD", getenv("QD_FAULTSHIM"), 1);
         setenv("QD_FAULT_FILE", faults, 1);
@@ -508,6 +513,7 @@ static void faults_refused_then_recovered(void **st)
     /* and after a restart every version replied to is there, the acked one fetches again */
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    pid = -1;
     pid = start_with(0);
     wait_ready(&c, 120);
     assert_int_equal(version_of(&c, &dev), now);
@@ -521,6 +527,7 @@ static void faults_refused_then_recovered(void **st)
     for (int round = 0; round < 2; round++) {
         kill(pid, SIGTERM);
         assert_int_equal(wait_exit(pid, 30), 0);
+        pid = -1;
         if (round == 0) {
             FILE *f = fopen(file, "r+b");
             assert_non_null(f);
@@ -633,6 +640,7 @@ static void kill9_at_random_instants(void **st)
         qd_sim_collect(&s, 2500 - (int)(1000 * (qd_sim_now() - t0)), 1);
         pthread_join(t, NULL);
         waitpid(pid, NULL, 0);
+        pid = -1;
         pid = start_with(0);
         wait_ready(&c, 120);
         /* nothing replied to is lost: versions named, acks accepted */
