@@ -17,7 +17,8 @@ scripts/cross.sh cortex-m4 --limit 10
 scripts/cross.sh cortex-m7 --limit 10
 if ((!fast)); then
   echo "== the same suite under ASan + UBSan =="
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  QD_KILLS=2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
     ctest --test-dir build-asan --output-on-failure --timeout 1800
   # TSan's checks of the NN code's memcpy/memset (uninstrumented, but one module with the
   # daemon) make training ~20x slower: CI runs the hostile test (limits, concurrent jobs,
@@ -31,5 +32,5 @@ if ((!fast)); then
   QD_KILLS=2 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     ctest --test-dir build-tsan -R "$tsan" --output-on-failure --timeout 1800
   echo "== every fuzz target, briefly =="
-  scripts/fuzz.sh --seconds "${QD_FUZZ_SECONDS:-5}"
+  scripts/fuzz.sh --seconds "${QD_FUZZ_SECONDS:-3}"
 fi

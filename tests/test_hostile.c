@@ -393,7 +393,6 @@ static void limits_name_themselves(void **st)
     }
     if (!own || !pool)
         fail_msg("no EBUSY seen in 40 rounds (device: %d, pool: %d): %s / %s", own, pool, ca, cb);
-    fprintf(stderr, "EBUSY seen: device %d, pool %d\n", own, pool);
     r = call(&c, &admin, op("health"), &e); /* and everyone else is served */
     assert_int_equal(e, QD_OK);
     cJSON_Delete(r);
@@ -603,7 +602,7 @@ static void kill9_at_random_instants(void **st)
                             .data_dir = data_dir,
                             .devices = 12,
                             .images = 0,
-                            .timeout_ms = 1500,
+                            .timeout_ms = 60000,
                             .quiet = 1,
                             .prefix = "k9"};
     struct qd_client c;
@@ -614,10 +613,16 @@ static void kill9_at_random_instants(void **st)
         fail_msg("provision: %s", qd_errmsg());
     for (int i = 0; i < s.n; i++) { /* every device served once before the kills */
         struct qd_client_ctx x = QD_CLIENT_CTX_NONE;
-        assert_int_equal(qd_sim_report(&s, i, &x), QD_OK);
+        double t0 = qd_sim_now();
+        if (qd_sim_report(&s, i, &x))
+            fail_msg("first report of %s: %s (after %.1f s)", s.dev[i].who.id, qd_errmsg(),
+                     qd_sim_now() - t0);
     }
     if (qd_sim_collect(&s, 60000, 1))
         fail_msg("first round: %s", qd_errmsg());
+    int to = 3000; /* from now on a request the kill cut off is given up after 3 s */
+    nn_setsockopt(s.c.req, NN_SOL_SOCKET, NN_RCVTIMEO, &to, sizeof to);
+    long acks0 = s.acks;
     const char *env = getenv("QD_KILLS");
     int rounds = env ? atoi(env) : 8, lost = 0, checked = 0, served = 0, cut = 0;
     struct qd_rng rng;
@@ -674,7 +679,7 @@ static void kill9_at_random_instants(void **st)
             "kill -9: %d rounds; reports served %d, cut off %d; after the restarts %d models "
             "fetched and verified, 0 versions or acks lost\n",
             rounds, served, cut, checked);
-    assert_true(served > 0 && cut > 0); /* the kills fell amid the work */
+    assert_true((served > 0 || s.acks > acks0) && cut > 0); /* the kills fell amid the work */
     qd_sim_close(&s);
     kill(pid, SIGTERM);
     assert_int_equal(wait_exit(pid, 30), 0);
