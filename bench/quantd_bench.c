@@ -13,10 +13,17 @@
  *           alone for those one layer changed. Against broadcast, the delivery before
  *           notify + fetch: PUB filters at the subscriber, so every model went to every
  *           connected device, N x the models' bytes (computed from the measured sizes).
+ *   health  `health` every 5 ms on its own connection while K loader threads keep the pool
+ *           building: each of N devices (six profiles: the first report of each builds its
+ *           cost tables) reports a new free flash (40..100% of its model) again and again, so
+ *           decisions change and models are built. Health round trips p50/p99/max against
+ *           the same calls on an idle daemon, and the builds done meanwhile (goal: every
+ *           health answered within 50 ms).
  *   rss     registers N devices (keys add + hello) and prints quantd's VmRSS.
  *   patch   (no daemon) a checkpoint's models one layer apart: raw, zstd, patch sizes.
  * Usage: quantd_bench patch --ckpt F [--data-dir D]
- *        quantd_bench decide|push|wire|rss --control URL [--push URL] --admin-key F [--pid P]
+ *        quantd_bench decide|push|wire|health|rss --control URL [--push URL] --admin-key F [--pid
+ * P]
  *        [--clients K] [--seconds S] [--devices N] [--echo URL] */
 #include <math.h>
 #include <nanomsg/nn.h>
@@ -537,6 +544,145 @@ static int bench_patch(const char *ckpt, const char *data_dir)
     return n > 0 ? 0 : 1;
 }
 
+/* Health round trips every 5 ms for `secs` seconds (stops early when *stop is set). */
+struct prober {
+    pthread_t t;
+    double secs, *lat;
+    long n, cap, errors;
+    volatile int *stop;
+};
+
+static void *probe(void *p)
+{
+    struct prober *h = p;
+    struct qd_client c;
+    if (qd_client_open(&c, control, NULL, 10000)) {
+        h->errors++;
+        return NULL;
+    }
+    double t0 = qd_sim_now();
+    while (!*h->stop && qd_sim_now() - t0 < h->secs) {
+        cJSON *r = NULL;
+        double t = qd_sim_now();
+        qd_err e = qd_client_call(&c, NULL, op("health"), &r, NULL, NULL);
+        double dt = qd_sim_now() - t;
+        cJSON_Delete(r);
+        if (e) {
+            h->errors++;
+            continue;
+        }
+        if (h->n == h->cap) {
+            h->cap = h->cap ? 2 * h->cap : 4096;
+            h->lat = realloc(h->lat, h->cap * sizeof *h->lat);
+        }
+        h->lat[h->n++] = dt;
+        usleep(5000);
+    }
+    qd_client_close(&c);
+    return NULL;
+}
+
+struct loader {
+    pthread_t t;
+    struct qd_sim s;
+    long reports, errors;
+    volatile int *stop;
+    unsigned seed;
+};
+
+static void *load(void *p)
+{
+    struct loader *l = p;
+    for (int k = 0; !*l->stop; k++) {
+        int i = k % l->s.n;
+        struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
+        c.battery = 1.0;
+        c.free_flash = (0.4 + 0.6 * rand_r(&l->seed) / (double)RAND_MAX) * l->s.dev[i].flash;
+        if (qd_sim_report(&l->s, i, &c))
+            l->errors++;
+        l->reports++;
+    }
+    return NULL;
+}
+
+static double stat_of(struct qd_client *c, struct qd_ident *admin, const char *name)
+{
+    cJSON *r = NULL;
+    double v = NAN;
+    if (!qd_client_call(c, admin, op("stats"), &r, NULL, NULL) && cJSON_GetObjectItem(r, name))
+        v = cJSON_GetObjectItem(r, name)->valuedouble;
+    cJSON_Delete(r);
+    return v;
+}
+
+static void probe_summary(const char *name, struct prober *h)
+{
+    qsort(h->lat, h->n, sizeof *h->lat, cmp);
+    printf("health (%s): %ld calls, p50 %.2f ms, p99 %.2f ms, max %.2f ms, %ld errors\n", name,
+           h->n, 1e3 * pct(h->lat, h->n, 0.5), 1e3 * pct(h->lat, h->n, 0.99),
+           h->n ? 1e3 * h->lat[h->n - 1] : NAN, h->errors);
+}
+
+static int bench_health(void)
+{
+    volatile int stop = 0;
+    struct prober idle = {.secs = 2, .stop = &stop}, busy = {.secs = seconds, .stop = &stop};
+    probe(&idle);
+    struct qd_client c;
+    struct qd_ident admin;
+    if (qd_client_open(&c, control, NULL, 10000) || qd_ident_init(&admin, "admin", adminkey)) {
+        fprintf(stderr, "bench: %s\n", qd_errmsg());
+        return 1;
+    }
+    struct loader *l = calloc(clients, sizeof *l);
+    for (int k = 0; k < clients; k++) {
+        char prefix[16];
+        snprintf(prefix, sizeof prefix, "hl%d", k);
+        struct qd_sim_opts o = {.control = control,
+                                .push = pushurl,
+                                .admin_key = adminkey,
+                                .devices = devices,
+                                .timeout_ms = 60000,
+                                .quiet = 1,
+                                .prefix = strdup(prefix)};
+        if (qd_sim_open(&l[k].s, &o) || qd_sim_provision(&l[k].s)) {
+            fprintf(stderr, "bench: %s\n", qd_errmsg());
+            return 1;
+        }
+        l[k].stop = &stop;
+        l[k].seed = 7u + (unsigned)k;
+    }
+    double b0 = stat_of(&c, &admin, "builds");
+    pthread_create(&busy.t, NULL, probe, &busy);
+    for (int k = 0; k < clients; k++)
+        pthread_create(&l[k].t, NULL, load, &l[k]);
+    pthread_join(busy.t, NULL);
+    stop = 1;
+    long reports = 0, errors = 0;
+    for (int k = 0; k < clients; k++) {
+        pthread_join(l[k].t, NULL);
+        reports += l[k].reports, errors += l[k].errors;
+    }
+    double builds = stat_of(&c, &admin, "builds") - b0;
+    probe_summary("idle daemon", &idle);
+    probe_summary("while building", &busy);
+    double worst = busy.n ? 1e3 * busy.lat[busy.n - 1] : NAN;
+    printf("meanwhile: %d loaders, %ld reports (%ld refused: busy or nothing fits), %.0f models "
+           "built; goal: every health within 50 ms: %s\n",
+           clients, reports, errors, builds, worst <= 50 ? "met" : "NOT met");
+    printf("{\"bench\":\"health\",\"calls\":%ld,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+           "\"idle_p99_ms\":%.3f,\"builds\":%.0f,\"reports\":%ld}\n",
+           busy.n, 1e3 * pct(busy.lat, busy.n, 0.5), 1e3 * pct(busy.lat, busy.n, 0.99), worst,
+           1e3 * pct(idle.lat, idle.n, 0.99), builds, reports);
+    for (int k = 0; k < clients; k++) {
+        free((char *)l[k].s.o.prefix);
+        qd_sim_close(&l[k].s);
+    }
+    free(l), free(idle.lat), free(busy.lat);
+    qd_client_close(&c);
+    return busy.errors || idle.errors || !(builds > 0);
+}
+
 static double rss_mib(void)
 {
     char path[64], line[256];
@@ -590,8 +736,9 @@ static int bench_rss(void)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: quantd_bench decide|push|rss --control URL [--push URL] "
-                        "--admin-key F [--pid P] [--clients K] [--seconds S] [--devices N]\n");
+        fprintf(stderr,
+                "usage: quantd_bench decide|push|wire|health|rss --control URL [--push URL] "
+                "--admin-key F [--pid P] [--clients K] [--seconds S] [--devices N]\n");
         return 2;
     }
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -633,6 +780,8 @@ int main(int argc, char **argv)
         return pushurl ? bench_push() : 2;
     if (!strcmp(argv[1], "wire"))
         return pushurl ? bench_wire() : 2;
+    if (!strcmp(argv[1], "health"))
+        return bench_health();
     if (!strcmp(argv[1], "rss"))
         return pid ? bench_rss() : 2;
     fprintf(stderr, "quantd_bench: unknown bench %s\n", argv[1]);

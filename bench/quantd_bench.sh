@@ -5,9 +5,10 @@
 # bytes on the wire for a fleet-wide update (broadcast against notify + fetch, and the patch
 # saving on a one-layer change), and quantd's
 # RSS with 100,000 registered devices (quantd deciding with a gate it trains briefly on its
-# start). Goals: >= 20k req/s, push p99 <= 10 ms, RSS <= 200 MiB.
+# start), and health round trips while the pool builds models. Goals: >= 20k req/s, push p99
+# <= 10 ms, RSS <= 200 MiB, health within 50 ms.
 #   bench/quantd_bench.sh [--clients K] [--seconds S] [--push-devices N] [--rss-devices N]
-#                         [--only decide|push|wire|patch|rss]
+#                         [--only decide|push|wire|patch|health|rss]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=4 seconds=5 pushn=1000 rssn=100000 only=
@@ -55,6 +56,11 @@ fi
 if want patch; then
 echo "== patches against a one-layer change (the daemon's backbone)"
 $B patch --ckpt "$T/backbone.qdck" --data-dir data
+fi
+if want health; then
+echo "== health while the pool builds models ($clients loaders, 100 devices each, ${seconds}s)"
+$B health --control "$CTL" --push "$PUB" --admin-key "$T/admin.key" --clients "$clients" \
+  --devices 100 --seconds "$seconds"
 fi
 if want rss; then
 echo "== RSS with $rssn registered devices"

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "client/client.h"
+#include "client/quantctl.h"
 #include "client/sim.h"
 #include "core/file.h"
 #include "nn/kernels.h"
@@ -20,10 +20,22 @@ static const char USAGE[] =
     "commands:\n"
     "  status [--wait]               health, progress and counters (--wait: until ready,\n"
     "                                one progress line, updated in place on a terminal)\n"
-    "  devices [--offset N] [--limit N]\n"
+    "  devices [--offset N] [--limit N] [--group G] [--profile P] [--unacked]\n"
+    "          [--unseen S] [--status active|revoked|deleted]   (S: not heard from for S s)\n"
     "  device ID                     one device: versions and decisions\n"
     "  decide --profile P [CONTEXT]  dry run: the policy quantd would choose\n"
     "  keys add ID | keys rotate ID | keys pub\n"
+    "  group G ID...                 put devices in group G (G = none: out of their group)\n"
+    "  groups                        the groups, their sizes and settings\n"
+    "  set ID | --group G SETTINGS   a device's or a group's settings; re-decides at once\n"
+    "      [--flash B|P%] [--ram B|P%] [--latency-ms MS|P%] [--energy-mj MJ|P%] (caps; P%:\n"
+    "      of the int8 model's figure) [--accuracy-floor F] [--bits 4,8] [--pin N|current]\n"
+    "      [--clear all|budgets|flash|...|pin[,...]]\n"
+    "  rollback ID | --group G [--to V]  a new version carrying an earlier model (default:\n"
+    "                                the last acked before the current); the device stays\n"
+    "                                pinned there until set --clear pin\n"
+    "  revoke ID | delete ID         its key stops working now (keys rotate brings it back)\n"
+    "  events [--device ID] [--group G] [--kind K] [--since UNIX_S] [--limit N]\n"
     "  hello ID --key K --profile P  (as the device)\n"
     "  report ID --key K [CONTEXT]   (as the device) report a context; prints the decision\n"
     "  fetch ID --key K [--version N] -o F.qm   (as the device) fetch and verify a model\n"
@@ -34,16 +46,7 @@ static const char USAGE[] =
     "CONTEXT: [--free-flash B] [--free-ram B] [--latency MS] [--energy MJ] [--battery F]\n"
     "         (sizes take k/M suffixes)\n";
 
-struct args {
-    const char *control, *push, *admin_key, *state_dir, *key, *profile, *out, *data_dir, *sha;
-    int json, timeout, devices, images, help, wait, count;
-    long offset, limit, version;
-    struct qd_client_ctx ctx;
-    const char *pos[4];
-    int npos;
-};
-
-static int bad(const char *fmt, const char *a)
+int ctl_bad(const char *fmt, const char *a)
 {
     fprintf(stderr, "quantctl: ");
     fprintf(stderr, fmt, a);
@@ -51,7 +54,7 @@ static int bad(const char *fmt, const char *a)
     return 2;
 }
 
-static int fail(qd_err e)
+int ctl_fail(qd_err e)
 {
     fprintf(stderr, "quantctl: %s: %s\n", qd_err_name(e), qd_errmsg());
     return 1;
@@ -75,8 +78,8 @@ static int parse(int argc, char **argv, struct args *a)
                 a->out = argv[++i];
                 continue;
             }
-            if (a->npos == 4)
-                return bad("too many arguments at %s", f);
+            if (a->npos == 64)
+                return ctl_bad("too many arguments at %s", f);
             a->pos[a->npos++] = f;
             continue;
         }
@@ -92,8 +95,12 @@ static int parse(int argc, char **argv, struct args *a)
             a->wait = 1;
             continue;
         }
+        if (!strcmp(f, "--unacked")) {
+            a->unacked = 1;
+            continue;
+        }
         if (i + 1 >= argc)
-            return bad("flag %s needs a value", f);
+            return ctl_bad("flag %s needs a value", f);
         const char *v = argv[++i];
         char *end;
         double num = strtod(v, &end);
@@ -106,7 +113,7 @@ static int parse(int argc, char **argv, struct args *a)
 #define NUM(name, field, lo, hi)                                                                   \
     if (!strcmp(f, name)) {                                                                        \
         if (!isnum || num < (lo) || num > (hi))                                                    \
-            return bad("%s: out of range or not a number", f);                                     \
+            return ctl_bad("%s: out of range or not a number", f);                                 \
         a->field = num;                                                                            \
         continue;                                                                                  \
     }
@@ -118,6 +125,20 @@ static int parse(int argc, char **argv, struct args *a)
         STR("--profile", profile)
         STR("--data-dir", data_dir)
         STR("--sha", sha)
+        STR("--group", group)
+        STR("--flash", flash)
+        STR("--ram", ram)
+        STR("--latency-ms", latency_ms)
+        STR("--energy-mj", energy_mj)
+        STR("--accuracy-floor", floor)
+        STR("--bits", bits)
+        STR("--pin", pin)
+        STR("--clear", clear)
+        STR("--kind", kind)
+        STR("--status", status)
+        NUM("--to", to, 1, 1e15)
+        NUM("--since", since, 0, 1e12)
+        NUM("--unseen", unseen, 1, 1e12)
         NUM("--count", count, 1, 1e9)
         NUM("--timeout", timeout, 1, 3.6e6)
         NUM("--devices", devices, 1, 1e6)
@@ -131,25 +152,25 @@ static int parse(int argc, char **argv, struct args *a)
         if (!strcmp(f, "--free-flash") || !strcmp(f, "--free-ram")) {
             double b;
             if (qd_parse_size(v, &b))
-                return bad("%s", qd_errmsg());
+                return ctl_bad("%s", qd_errmsg());
             *(!strcmp(f, "--free-flash") ? &a->ctx.free_flash : &a->ctx.free_ram) = b;
             continue;
         }
-        return bad("unknown flag %s", f);
+        return ctl_bad("unknown flag %s", f);
     }
     if (!a->npos)
-        return bad("%s", "no command");
+        return ctl_bad("%s", "no command");
     return 0;
 }
 
-static void print_json(const cJSON *j)
+void ctl_print_json(const cJSON *j)
 {
     char *t = cJSON_PrintUnformatted(j);
     puts(t ? t : "null");
     free(t);
 }
 
-static qd_err admin_ident(const struct args *a, struct qd_ident *who)
+qd_err ctl_admin_ident(const struct args *a, struct qd_ident *who)
 {
     char path[1100];
     if (a->admin_key)
@@ -163,20 +184,20 @@ static qd_err admin_ident(const struct args *a, struct qd_ident *who)
     return qd_ident_init(who, "admin", path);
 }
 
-static cJSON *op(const char *name)
+cJSON *ctl_op(const char *name)
 {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "op", name);
     return j;
 }
 
-static double num(const cJSON *o, const char *k)
+double ctl_num(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItem(o, k);
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
-static const char *str(const cJSON *o, const char *k)
+const char *ctl_str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItem(o, k);
     return cJSON_IsString(v) ? v->valuestring : "";
@@ -185,28 +206,30 @@ static const char *str(const cJSON *o, const char *k)
 static void print_decision(const cJSON *r)
 {
     const cJSON *c = cJSON_GetObjectItem(r, "costs"), *b = cJSON_GetObjectItem(r, "budget");
-    printf("policy %s\n", str(r, "policy"));
-    printf("  flash   %10.0f bytes  budget %.0f\n", num(c, "flash"), num(b, "flash"));
-    printf("  RAM     %10.0f bytes  budget %.0f\n", num(c, "ram"), num(b, "ram"));
-    printf("  latency %10.3f ms     budget %g\n", num(c, "latency_ms"), num(b, "latency_ms"));
-    printf("  energy  %10.4f mJ     budget %g\n", num(c, "energy_mj"), num(b, "energy_mj"));
-    printf("  predicted loss %.4f; search %.0f us%s\n", num(r, "predicted_loss"),
-           num(r, "search_us"),
+    printf("policy %s\n", ctl_str(r, "policy"));
+    printf("  flash   %10.0f bytes  budget %.0f\n", ctl_num(c, "flash"), ctl_num(b, "flash"));
+    printf("  RAM     %10.0f bytes  budget %.0f\n", ctl_num(c, "ram"), ctl_num(b, "ram"));
+    printf("  latency %10.3f ms     budget %g\n", ctl_num(c, "latency_ms"),
+           ctl_num(b, "latency_ms"));
+    printf("  energy  %10.4f mJ     budget %g\n", ctl_num(c, "energy_mj"), ctl_num(b, "energy_mj"));
+    printf("  predicted loss %.4f; search %.0f us%s\n", ctl_num(r, "predicted_loss"),
+           ctl_num(r, "search_us"),
            cJSON_IsFalse(cJSON_GetObjectItem(r, "proven")) ? " (stopped at the node limit: the "
                                                              "best policy found, not proven)"
                                                            : "");
     if (cJSON_GetObjectItem(r, "version"))
-        printf("  version %.0f%s, sha256 %s\n", num(r, "version"),
-               cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "", str(r, "sha256"));
+        printf("  version %.0f%s, sha256 %s\n", ctl_num(r, "version"),
+               cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) ? " (new)" : "",
+               ctl_str(r, "sha256"));
 }
 
 /* Prints an error reply's extra fields (EBUDGET: the smallest achievable figures). */
-static int fail_reply(qd_err e, cJSON *r, int json)
+int ctl_fail_reply(qd_err e, cJSON *r, int json)
 {
     if (json && r)
-        print_json(r);
+        ctl_print_json(r);
     const cJSON *s = cJSON_GetObjectItem(r, "smallest");
-    int rc = fail(e);
+    int rc = ctl_fail(e);
     if (!json && s) {
         char *t = cJSON_PrintUnformatted(s);
         fprintf(stderr, "quantctl: smallest achievable: %s\n", t);
@@ -224,14 +247,14 @@ static qd_err wait_ready(struct qd_client *c, int json)
     int tty = isatty(STDOUT_FILENO) && !json;
     for (;;) {
         cJSON *r = NULL;
-        QD_TRY(qd_client_call(c, NULL, op("health"), &r, NULL, NULL));
+        QD_TRY(qd_client_call(c, NULL, ctl_op("health"), &r, NULL, NULL));
         char line[256];
-        int n = snprintf(line, sizeof line, "quantd: %s", str(r, "phase"));
+        int n = snprintf(line, sizeof line, "quantd: %s", ctl_str(r, "phase"));
         if (cJSON_GetObjectItem(r, "epoch"))
             snprintf(line + n, sizeof line - (size_t)n, " (epoch %.0f of %.0f done)",
-                     num(r, "epoch"), num(r, "epochs"));
+                     ctl_num(r, "epoch"), ctl_num(r, "epochs"));
         int done =
-            cJSON_IsTrue(cJSON_GetObjectItem(r, "ready")) || !strcmp(str(r, "phase"), "failed");
+            cJSON_IsTrue(cJSON_GetObjectItem(r, "ready")) || !strcmp(ctl_str(r, "phase"), "failed");
         cJSON_Delete(r);
         if (!json && strcmp(line, last)) {
             if (tty)
@@ -255,37 +278,38 @@ static int cmd_status(struct args *a, struct qd_client *c)
     cJSON *r = NULL;
     qd_err e = a->wait ? wait_ready(c, a->json) : QD_OK;
     if (!e)
-        e = qd_client_call(c, NULL, op("health"), &r, NULL, NULL);
+        e = qd_client_call(c, NULL, ctl_op("health"), &r, NULL, NULL);
     if (e)
-        return fail_reply(e, r, a->json);
+        return ctl_fail_reply(e, r, a->json);
     struct qd_ident admin;
     cJSON *s = NULL;
-    if (!admin_ident(a, &admin)) {
-        if ((e = qd_client_call(c, &admin, op("stats"), &s, NULL, NULL))) {
+    if (!ctl_admin_ident(a, &admin)) {
+        if ((e = qd_client_call(c, &admin, ctl_op("stats"), &s, NULL, NULL))) {
             cJSON_Delete(r);
-            return fail_reply(e, s, a->json);
+            return ctl_fail_reply(e, s, a->json);
         }
     }
     const cJSON *src = s ? s : r;
     if (a->json)
-        print_json(src);
+        ctl_print_json(src);
     else {
-        printf("quantd: %s", str(src, "phase"));
+        printf("quantd: %s", ctl_str(src, "phase"));
         if (cJSON_GetObjectItem(src, "epoch"))
-            printf(" (epoch %.0f of %.0f done)", num(src, "epoch"), num(src, "epochs"));
-        if (*str(src, "message"))
-            printf(": %s", str(src, "message"));
-        printf(", up %.0f s, %.0f devices\n", num(src, "uptime_s"), num(src, "devices"));
-        if (*str(src, "model"))
-            printf("backbone: %s on %s, %.0f layers (%s)\n", str(src, "model"), str(src, "data"),
-                   num(src, "layers"), str(src, "backbone"));
+            printf(" (epoch %.0f of %.0f done)", ctl_num(src, "epoch"), ctl_num(src, "epochs"));
+        if (*ctl_str(src, "message"))
+            printf(": %s", ctl_str(src, "message"));
+        printf(", up %.0f s, %.0f devices\n", ctl_num(src, "uptime_s"), ctl_num(src, "devices"));
+        if (*ctl_str(src, "model"))
+            printf("backbone: %s on %s, %.0f layers (%s)\n", ctl_str(src, "model"),
+                   ctl_str(src, "data"), ctl_num(src, "layers"), ctl_str(src, "backbone"));
         if (s)
             printf("requests %.0f, errors %.0f, decisions %.0f, builds %.0f, blobs %.0f, "
                    "notifications %.0f (+%.0f repeated), fetches %.0f (%.0f model bytes), acks "
                    "%.0f, unacked %.0f\n",
-                   num(s, "requests"), num(s, "errors"), num(s, "decisions"), num(s, "builds"),
-                   num(s, "blobs"), num(s, "pushes"), num(s, "repushes"), num(s, "fetches"),
-                   num(s, "fetch_bytes"), num(s, "acks"), num(s, "unacked"));
+                   ctl_num(s, "requests"), ctl_num(s, "errors"), ctl_num(s, "decisions"),
+                   ctl_num(s, "builds"), ctl_num(s, "blobs"), ctl_num(s, "pushes"),
+                   ctl_num(s, "repushes"), ctl_num(s, "fetches"), ctl_num(s, "fetch_bytes"),
+                   ctl_num(s, "acks"), ctl_num(s, "unacked"));
         else
             printf("(no admin key: counters not shown)\n");
     }
@@ -296,9 +320,9 @@ static int cmd_status(struct args *a, struct qd_client *c)
 
 static void print_keys(const cJSON *r)
 {
-    if (*str(r, "key"))
-        printf("device %s key %s\n", str(r, "id"), str(r, "key"));
-    printf("model signing key (pin it on devices): %s\n", str(r, "sign_pub"));
+    if (*ctl_str(r, "key"))
+        printf("device %s key %s\n", ctl_str(r, "id"), ctl_str(r, "key"));
+    printf("model signing key (pin it on devices): %s\n", ctl_str(r, "sign_pub"));
 }
 
 /* keys add|rotate ID: the reply as the daemon would give it in clear, made from the sealed one. */
@@ -310,7 +334,7 @@ static int keys_sealed(struct args *a, struct qd_client *c, struct qd_ident *adm
     if (!e)
         e = qd_client_sign_pub(c, admin, pk);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     qd_proto_hex(pk, sizeof pk, pkhex);
     cJSON *r = cJSON_CreateObject();
     cJSON_AddBoolToObject(r, "ok", 1);
@@ -318,7 +342,7 @@ static int keys_sealed(struct args *a, struct qd_client *c, struct qd_ident *adm
     cJSON_AddStringToObject(r, "key", key);
     cJSON_AddStringToObject(r, "sign_pub", pkhex);
     if (a->json)
-        print_json(r);
+        ctl_print_json(r);
     else
         print_keys(r);
     cJSON_Delete(r);
@@ -328,24 +352,34 @@ static int keys_sealed(struct args *a, struct qd_client *c, struct qd_ident *adm
 static int cmd_admin(struct args *a, struct qd_client *c)
 {
     struct qd_ident admin;
-    qd_err e = admin_ident(a, &admin);
+    qd_err e = ctl_admin_ident(a, &admin);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     const char *cmd = a->pos[0];
-    cJSON *j = op(cmd), *r = NULL;
+    cJSON *j = ctl_op(cmd), *r = NULL;
     if (!strcmp(cmd, "devices")) {
         cJSON_AddNumberToObject(j, "offset", (double)a->offset);
         cJSON_AddNumberToObject(j, "limit", (double)a->limit);
+        if (a->group)
+            cJSON_AddStringToObject(j, "group", a->group);
+        if (a->profile)
+            cJSON_AddStringToObject(j, "profile", a->profile);
+        if (a->status)
+            cJSON_AddStringToObject(j, "status", a->status);
+        if (a->unacked)
+            cJSON_AddTrueToObject(j, "unacked");
+        if (a->unseen)
+            cJSON_AddNumberToObject(j, "unseen_s", (double)a->unseen);
     } else if (!strcmp(cmd, "device")) {
         if (a->npos < 2) {
             cJSON_Delete(j);
-            return bad("%s", "device needs an ID");
+            return ctl_bad("%s", "device needs an ID");
         }
         cJSON_AddStringToObject(j, "id", a->pos[1]);
     } else if (!strcmp(cmd, "decide")) {
         if (!a->profile && a->npos < 2) {
             cJSON_Delete(j);
-            return bad("%s", "decide needs --profile P or a device ID");
+            return ctl_bad("%s", "decide needs --profile P or a device ID");
         }
         if (a->profile)
             cJSON_AddStringToObject(j, "profile", a->profile);
@@ -355,7 +389,7 @@ static int cmd_admin(struct args *a, struct qd_client *c)
     } else if (!strcmp(cmd, "keys")) {
         if (a->npos < 2 || (strcmp(a->pos[1], "pub") && a->npos < 3)) {
             cJSON_Delete(j);
-            return bad("%s", "keys add ID | keys rotate ID | keys pub");
+            return ctl_bad("%s", "keys add ID | keys rotate ID | keys pub");
         }
         cJSON_AddStringToObject(j, "action", a->pos[1]);
         if (strcmp(a->pos[1], "pub")) { /* the device key comes sealed to a one-time key */
@@ -365,23 +399,33 @@ static int cmd_admin(struct args *a, struct qd_client *c)
     }
     e = qd_client_call(c, &admin, j, &r, NULL, NULL);
     if (e)
-        return fail_reply(e, r, a->json);
+        return ctl_fail_reply(e, r, a->json);
     if (a->json)
-        print_json(r);
+        ctl_print_json(r);
     else if (!strcmp(cmd, "devices")) {
-        printf("%.0f devices\n%-20s %-16s %8s %8s  %s\n", num(r, "total"), "id", "profile",
-               "version", "acked", "policy");
+        printf("%.0f devices\n%-20s %-16s %-10s %8s %8s %9s  %s\n", ctl_num(r, "total"), "id",
+               "profile", "group", "version", "acked", "seen", "policy");
         const cJSON *x;
+        double now = (double)qd_proto_now_us() / 1e6;
         cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "devices"))
-            printf("%-20s %-16s %8.0f %8.0f  %s\n", str(x, "id"), str(x, "profile"),
-                   num(x, "version"), num(x, "acked"), str(x, "policy"));
+        {
+            char seen[32] = "never";
+            if (!isnan(ctl_num(x, "seen_ms")))
+                snprintf(seen, sizeof seen, "%.0fs ago", now - ctl_num(x, "seen_ms") / 1e3);
+            printf("%-20s %-16s %-10s %8.0f %8.0f %9s  %s%s%s\n", ctl_str(x, "id"),
+                   ctl_str(x, "profile"), *ctl_str(x, "group") ? ctl_str(x, "group") : "-",
+                   ctl_num(x, "version"), ctl_num(x, "acked"), seen, ctl_str(x, "policy"),
+                   strcmp(ctl_str(x, "status"), "active") ? "  " : "",
+                   strcmp(ctl_str(x, "status"), "active") ? ctl_str(x, "status") : "");
+        }
     } else if (!strcmp(cmd, "device")) {
         const cJSON *d = cJSON_GetObjectItem(r, "device"), *x;
-        printf("%s (%s): version %.0f, acked %.0f, policy %s\n", str(d, "id"), str(d, "profile"),
-               num(d, "version"), num(d, "acked"), str(d, "policy"));
+        printf("%s (%s): version %.0f, acked %.0f, policy %s\n", ctl_str(d, "id"),
+               ctl_str(d, "profile"), ctl_num(d, "version"), ctl_num(d, "acked"),
+               ctl_str(d, "policy"));
         cJSON_ArrayForEach(x, cJSON_GetObjectItem(d, "versions"))
-            printf("  version %3.0f  %s  %s%s\n", num(x, "version"), str(x, "sha256"),
-                   str(x, "policy"), cJSON_GetObjectItem(x, "acked_ms") ? "  acked" : "");
+            printf("  version %3.0f  %s  %s%s\n", ctl_num(x, "version"), ctl_str(x, "sha256"),
+                   ctl_str(x, "policy"), cJSON_GetObjectItem(x, "acked_ms") ? "  acked" : "");
     } else if (!strcmp(cmd, "decide"))
         print_decision(r);
     else if (!strcmp(cmd, "keys"))
@@ -394,38 +438,38 @@ static int cmd_device(struct args *a, struct qd_client *c)
 {
     const char *cmd = a->pos[0];
     if (a->npos < 2 || !a->key)
-        return bad("%s needs ID and --key K", cmd);
+        return ctl_bad("%s needs ID and --key K", cmd);
     struct qd_ident who;
     qd_err e = qd_ident_init(&who, a->pos[1], a->key);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     cJSON *r = NULL;
     if (!strcmp(cmd, "hello")) {
         if (!a->profile)
-            return bad("%s", "hello needs --profile P");
+            return ctl_bad("%s", "hello needs --profile P");
         e = qd_client_hello(c, &who, a->profile, &r);
     } else if (!strcmp(cmd, "report"))
         e = qd_client_report(c, &who, &a->ctx, &r);
     else if (!strcmp(cmd, "ack")) {
         if (!a->version || !a->sha)
-            return bad("%s", "ack needs --version N and --sha S");
-        cJSON *j = op("ack");
+            return ctl_bad("%s", "ack needs --version N and --sha S");
+        cJSON *j = ctl_op("ack");
         cJSON_AddNumberToObject(j, "version", (double)a->version);
         cJSON_AddStringToObject(j, "sha256", a->sha);
         e = qd_client_call(c, &who, j, &r, NULL, NULL);
     } else { /* fetch: verify with the daemon's key (admin) */
         if (!a->out)
-            return bad("%s", "fetch needs -o FILE");
+            return ctl_bad("%s", "fetch needs -o FILE");
         struct qd_ident admin;
         uint8_t pk[QD_PROTO_PUB_BYTES];
         struct qd_client_model m;
-        if ((e = admin_ident(a, &admin)) || (e = qd_client_sign_pub(c, &admin, pk)) ||
+        if ((e = ctl_admin_ident(a, &admin)) || (e = qd_client_sign_pub(c, &admin, pk)) ||
             (e = qd_client_fetch(c, &who, NULL, a->version, 0, NULL, 0, pk, &m)))
-            return fail(e);
+            return ctl_fail(e);
         e = qd_file_write_atomic(a->out, m.qm, m.len);
         if (e) {
             qd_client_model_fini(&m);
-            return fail(e);
+            return ctl_fail(e);
         }
         if (a->json)
             printf("{\"file\":\"%s\",\"bytes\":%zu,\"version\":%lld,\"sha256\":\"%s\","
@@ -439,13 +483,13 @@ static int cmd_device(struct args *a, struct qd_client *c)
         return 0;
     }
     if (e)
-        return fail_reply(e, r, a->json);
+        return ctl_fail_reply(e, r, a->json);
     if (a->json)
-        print_json(r);
+        ctl_print_json(r);
     else if (!strcmp(cmd, "report"))
         print_decision(r);
     else
-        printf("hello: version %.0f, acked %.0f\n", num(r, "version"), num(r, "acked"));
+        printf("hello: version %.0f, acked %.0f\n", ctl_num(r, "version"), ctl_num(r, "acked"));
     cJSON_Delete(r);
     return 0;
 }
@@ -486,7 +530,7 @@ static int cmd_simulate(struct args *a)
     struct qd_sim s;
     qd_err e = qd_sim_open(&s, &o);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     int64_t *before = calloc((size_t)s.n, sizeof *before);
     double t0 = qd_sim_now();
     if (!a->json)
@@ -537,7 +581,7 @@ static int cmd_simulate(struct args *a)
     if (e) {
         free(before);
         qd_sim_close(&s);
-        return fail(e);
+        return ctl_fail(e);
     }
     if (a->json)
         printf("{\"devices\":%d,\"pushes\":%ld,\"verified\":%ld,\"rejected\":%ld,\"acks\":%ld,"
@@ -564,7 +608,7 @@ static int cmd_watch(struct args *a)
     struct qd_client c;
     qd_err e = qd_client_open(&c, a->control, a->push, a->timeout);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     for (int i = 1; !e && i < a->npos; i++)
         e = qd_client_subscribe(&c, a->pos[i]);
     if (!e && a->npos < 2)
@@ -588,7 +632,7 @@ static int cmd_watch(struct args *a)
         fflush(stdout);
     }
     qd_client_close(&c);
-    return e ? fail(e) : 0;
+    return e ? ctl_fail(e) : 0;
 }
 
 int main(int argc, char **argv)
@@ -609,17 +653,19 @@ int main(int argc, char **argv)
     struct qd_client c;
     qd_err e = qd_client_open(&c, a.control, NULL, a.timeout);
     if (e)
-        return fail(e);
+        return ctl_fail(e);
     if (!strcmp(cmd, "status"))
         rc = cmd_status(&a, &c);
     else if (!strcmp(cmd, "devices") || !strcmp(cmd, "device") || !strcmp(cmd, "decide") ||
              !strcmp(cmd, "keys"))
         rc = cmd_admin(&a, &c);
+    else if (ctl_fleet_cmd(cmd))
+        rc = ctl_fleet(&a, &c);
     else if (!strcmp(cmd, "hello") || !strcmp(cmd, "report") || !strcmp(cmd, "fetch") ||
              !strcmp(cmd, "ack"))
         rc = cmd_device(&a, &c);
     else
-        rc = bad("unknown command %s", cmd);
+        rc = ctl_bad("unknown command %s", cmd);
     qd_client_close(&c);
     return rc;
 }

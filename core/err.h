@@ -37,10 +37,14 @@
     X(EFOREIGN, "meant for another device")                                                        \
     X(EROLLBACK, "not newer than the installed version")                                           \
     X(EEXPIRED, "expired")                                                                         \
-    X(EBASE, "a patch against a version this device does not hold")                              \
-    X(ESELFTEST, "the model's self-test gave other outputs than its manifest's")                  \
+    X(EBASE, "a patch against a version this device does not hold")                                \
+    X(ESELFTEST, "the model's self-test gave other outputs than its manifest's")                   \
     X(EBUSY, "busy: too much work in flight; retry later")                                         \
-    X(ELIMIT, "over a limit")
+    X(ELIMIT, "over a limit")                                                                      \
+    X(ENOGROUP, "no such group")                                                                   \
+    X(ENOVERSION, "no such version of the device")                                                 \
+    X(ECONFLICT, "conflicts with an operation in progress")                                        \
+    X(EREVOKED, "the device is revoked")
 
 typedef enum {
 #define QD_ERR_ENUM(name, msg) QD_##name,

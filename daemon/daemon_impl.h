@@ -13,6 +13,9 @@
  *   ops.c         the request path: parse, look up the op, authenticate, dispatch; the op table
  *   ops_admin.c   the operator's ops (health, stats, devices, device, keys)
  *   ops_device.c  the devices' ops (hello, report, decide, fetch, ack)
+ *   fleet.c       groups, settings (budget caps, accuracy floor, widths, pins), reverts to an
+ *                 earlier version, and the re-decisions a changed setting queues
+ *   ops_fleet.c   the operator's fleet ops (group, set, rollback, revoke, delete, events)
  *   boot.c        the backbone: loaded, or trained on the first start (supernet and gate too)
  *   quantd.c      start, reload, stop, main
  *
@@ -46,6 +49,25 @@
 #define TICK_MS 20
 #define INLINE_SEARCH_US 200.0
 
+/* An operator's settings of a device or a group (fleet.c); a device's override its group's
+ * field by field. */
+struct qdd_settings {
+    double budget[QD_BUDGET_COUNT]; /* caps in bytes, ms, mJ, bytes; NAN: none */
+    double share[QD_BUDGET_COUNT];  /* caps as a fraction of the int8 model's figure; NAN: none */
+    double floor;                   /* predicted accuracy at least this (0..1); NAN: none */
+    unsigned bits;                  /* weight widths allowed (bit b: b bits); 0: any */
+    int64_t pin;                    /* the version held whatever the context says (a device);
+                                       QDD_PIN_CURRENT: each stays on its current; 0: none */
+};
+#define QDD_PIN_CURRENT (-1)
+#define QDD_MAX_GROUPS 4096
+
+struct qdd_group {
+    char name[QD_PROTO_MAX_ID + 1];
+    struct qdd_settings set;
+    int has_set;
+};
+
 struct qdd_dev {
     char id[QD_PROTO_MAX_ID + 1];
     uint8_t key[QD_PROTO_KEY_BYTES];
@@ -56,6 +78,11 @@ struct qdd_dev {
     int blob;                 /* the current version's blob; -1 none */
     int64_t push_due;         /* ms; 0: nothing to push */
     int tries, busy, pending; /* pushes of this version; a decision in flight; in pend[] */
+    int group;                /* index into groups; -1: none */
+    int status;               /* enum qd_state_status */
+    int redo;                 /* waits in redo[] for a re-decision (a setting changed) */
+    int64_t seen_ms;          /* wall clock of the last request heard from it */
+    struct qdd_settings *set; /* its own settings; NULL: none */
 };
 
 struct qdd_blob {
@@ -124,8 +151,11 @@ struct qd_daemon {
     int ndev, capdev;
     struct qdd_smap dev_by_id;
     int *pend, npend, cappend; /* devices with an unacked push */
-    double push_tokens;        /* bytes that may still be pushed in this tick */
-    double unauth_tokens;      /* bytes of requests failing parse or MAC still allowed */
+    int *redo, nredo, capredo; /* devices waiting for a re-decision (fleet.c) */
+    struct qdd_group *groups;  /* fleet.c */
+    int ngroup, capgroup;
+    double push_tokens;   /* bytes that may still be pushed in this tick */
+    double unauth_tokens; /* bytes of requests failing parse or MAC still allowed */
     /* blobs: loop and jobs, under blob_mu */
     uv_mutex_t blob_mu;
     struct qdd_blob **blob_page[QDD_BLOB_PAGES];
@@ -152,6 +182,7 @@ struct qd_daemon {
     long n_fetch_bytes, n_event; /* model bytes sent by fetch replies; device events */
     long n_unread;               /* requests refused unread (unauth_rate spent) */
     long n_batches;              /* drains committed as one transaction */
+    long n_redecide, n_revert;   /* re-decisions after a setting; reverts (rollback, pin) */
     /* replies of the batch being drained, sent after its commit */
     int batching, nrq, caprq;
     struct qdd_queued *rq;
@@ -178,6 +209,8 @@ struct qdd_job {
     struct qd_proto_ctx ctx;        /* the context reported (or asked about) */
     double dev_flash, dev_ram;      /* the device's own figures from hello (0: the profile's) */
     double budget[QD_BUDGET_COUNT]; /* made of those on the pool (the tables may be built there) */
+    struct qdd_settings set;        /* the operator's (effective: the device's over its group's) */
+    int internal;                   /* queued by the daemon itself (a re-decision): no reply */
     double battery;
     char *context; /* JSON text of the report */
     int64_t nonce;
@@ -262,8 +295,10 @@ void qdd_push_tick(uv_timer_t *t);
 
 /* jobs.c */
 void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const struct qdd_profile *p,
-                 const struct qd_proto_ctx *c, double *b);
+                 const struct qd_proto_ctx *c, const struct qdd_settings *set, double *b);
 qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j); /* takes j */
+/* A report job for device x from its last context (a re-decision): no reply. */
+qd_err qdd_job_redecide(struct qd_daemon *d, struct qdd_dev *x);
 void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j);
 /* A blob whose file is missing or damaged: queues its rebuild (once) and returns the EBUSY that
  * tells the caller to fetch again; ENOENT when it is not the current backbone's. */
@@ -282,6 +317,31 @@ qd_err qdd_op_decide(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_fetch(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_ack(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_event(struct qdd_call *c, cJSON *r);
+
+/* fleet.c */
+void qdd_settings_none(struct qdd_settings *s);
+int qdd_settings_empty(const struct qdd_settings *s);
+/* Reads the fields of j that are settings into s (others untouched); EINVAL names a bad one. */
+qd_err qdd_settings_read(const cJSON *j, int group, struct qdd_settings *s);
+cJSON *qdd_settings_json(const struct qdd_settings *s);
+/* Removes the named fields ("budgets", a budget's name, "accuracy_floor", "bits", "pin"). */
+qd_err qdd_settings_clear(struct qdd_settings *s, const char *field);
+/* What applies to x: its own settings over its group's. */
+void qdd_settings_of(const struct qd_daemon *d, const struct qdd_dev *x, struct qdd_settings *s);
+int qdd_group_find(const struct qd_daemon *d, const char *name);              /* -1: none */
+qd_err qdd_group_get(struct qd_daemon *d, const char *name, int *idx);        /* created if new */
+qd_err qdd_settings_restore(void *ctx, const char *target, const char *body); /* at start */
+/* A new version of x carrying version v's model (a rollback, a pin): recorded and pushed. */
+qd_err qdd_revert(struct qd_daemon *d, struct qdd_dev *x, int64_t v, const char *why);
+/* Queues x for a re-decision from its last context (pinned devices: reverted if needed). */
+void qdd_redecide(struct qd_daemon *d, struct qdd_dev *x);
+/* Starts queued re-decisions while the pool has room (tick). */
+void qdd_redecide_pump(struct qd_daemon *d);
+qd_err qdd_op_group(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_set(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_rollback(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_revoke(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_events(struct qdd_call *c, cJSON *r);
 
 /* boot.c */
 void qdd_boot_work(uv_work_t *w);

@@ -16,7 +16,7 @@
 /* The budgets of a context on a profile (dev_flash, dev_ram: the device's own figures, which
  * override the profile's; 0 for none). The profile's tables must be built. */
 void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const struct qdd_profile *p,
-                 const struct qd_proto_ctx *c, double *b)
+                 const struct qd_proto_ctx *c, const struct qdd_settings *set, double *b)
 {
     const struct qd_device *v = &p->dev;
     double fl = (dev_flash > 0 ? dev_flash : v->flash) - v->reserved_flash;
@@ -28,6 +28,19 @@ void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const st
     if (!isnan(c->battery))
         b[QD_BUDGET_ENERGY] = fmin(
             b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&p->t, c->battery, d->cfg.battery_floor));
+    if (!set)
+        return;
+    const struct qd_costs *i8 = &p->t.int8; /* a share is of the uniform int8 model's figure */
+    const double int8[QD_BUDGET_COUNT] = {[QD_BUDGET_FLASH] = i8->flash,
+                                          [QD_BUDGET_LATENCY] = i8->latency_ms,
+                                          [QD_BUDGET_ENERGY] = i8->energy_mj,
+                                          [QD_BUDGET_RAM] = i8->ram};
+    for (int k = 0; k < QD_BUDGET_COUNT; k++) { /* an operator's caps: the smaller figure wins */
+        if (!isnan(set->budget[k]))
+            b[k] = fmin(b[k], set->budget[k]);
+        if (!isnan(set->share[k]))
+            b[k] = fmin(b[k], set->share[k] * int8[k]);
+    }
 }
 
 /* The model for a policy of the current backbone (BatchNorm recalibrated for it when a supernet
@@ -94,10 +107,12 @@ static void job_work(uv_work_t *w)
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
         return;
     }
-    qdd_budgets(d, j->dev_flash, j->dev_ram, &d->prof[j->prof], &j->ctx, j->budget);
-    j->err = d->have_gate ? qd_gate_decide(&d->gate, &d->dec, &d->prof[j->prof].t, j->budget,
-                                           j->battery, &j->r)
-                          : qd_decide(&d->dec, &d->prof[j->prof].t, j->budget, &j->r);
+    qdd_budgets(d, j->dev_flash, j->dev_ram, &d->prof[j->prof], &j->ctx, &j->set, j->budget);
+    const struct qd_decide_limits lim = {.wbits = j->set.bits, .floor = j->set.floor};
+    const struct qd_decide_tables *t = &d->prof[j->prof].t;
+    j->err = d->have_gate
+                 ? qd_gate_decide_limited(&d->gate, &d->dec, t, j->budget, j->battery, &lim, &j->r)
+                 : qd_decide_under(&d->dec, t, j->budget, &lim, &j->r);
     if (j->err) {
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
         return;
@@ -165,6 +180,24 @@ static cJSON *budget_json(const double *b)
     return c;
 }
 
+/* A job's reply; none for the daemon's own re-decisions. */
+static void job_reply(struct qdd_job *j, cJSON *r)
+{
+    if (j->internal)
+        cJSON_Delete(r);
+    else
+        qdd_reply_json(j->d, &j->req, r);
+}
+
+static void job_reply_err(struct qdd_job *j, qd_err e, const char *msg)
+{
+    if (j->internal)
+        qd_log(QD_LOG_INFO, "re-decision of %s: %s: %s", j->d->devs[j->dev]->id, qd_err_name(e),
+               msg);
+    else
+        qdd_reply_err(j->d, &j->req, e, msg);
+}
+
 static void job_done(uv_work_t *w, int status)
 {
     struct qdd_job *j = w->data;
@@ -186,7 +219,7 @@ static void job_done(uv_work_t *w, int status)
     if (j->holds >= 0)
         d->devs[j->holds]->busy = 0;
     if (status == UV_ECANCELED) {
-        qdd_reply_err(d, &j->req, QD_ENOTREADY, "the daemon is stopping");
+        job_reply_err(j, QD_ENOTREADY, "the daemon is stopping");
         goto out;
     }
     d->n_dec++;
@@ -213,11 +246,11 @@ static void job_done(uv_work_t *w, int status)
             cJSON_AddStringToObject(er, "message", j->msg);
             cJSON_AddItemToObject(r, "budget", budget_json(j->budget));
             cJSON_AddItemToObject(r, "smallest", budget_json(j->r.r.cost));
-            d->n_err++;
-            d->n_errcode[QD_EBUDGET]++;
-            qdd_reply_json(d, &j->req, r);
+            if (!j->internal)
+                d->n_err++, d->n_errcode[QD_EBUDGET]++;
+            job_reply(j, r);
         } else
-            qdd_reply_err(d, &j->req, j->err, j->msg);
+            job_reply_err(j, j->err, j->msg);
         goto out;
     }
     cJSON *r = qd_proto_ok();
@@ -227,15 +260,23 @@ static void job_done(uv_work_t *w, int status)
     cJSON_AddNumberToObject(r, "predicted_loss", j->r.predicted_loss);
     cJSON_AddNumberToObject(r, "search_us", 1e6 * j->r.r.seconds);
     cJSON_AddBoolToObject(r, "proven", j->r.r.proven); /* false: stopped at the node limit */
+    double acc = qd_decide_accuracy(&d->dec, &j->r.policy);
+    if (!isnan(acc))
+        cJSON_AddNumberToObject(r, "predicted_accuracy", acc);
     if (!x) {
-        qdd_reply_json(d, &j->req, r);
+        job_reply(j, r);
         goto out;
     }
     if (j->built)
         d->n_build++;
     else
         d->n_cache_hit++;
-    int changed = x->blob != j->blob || x->version == 0;
+    d->n_redecide += j->internal;
+    struct qdd_settings now; /* pinned while the job ran: the decision is recorded, not used */
+    qdd_settings_of(d, x, &now);
+    int changed = !now.pin && (x->blob != j->blob || x->version == 0);
+    if (now.pin)
+        cJSON_AddNumberToObject(r, "pinned", (double)now.pin);
     struct qdd_blob *b = qdd_blob(d, j->blob);
     char *costs = cJSON_PrintUnformatted(cJSON_GetObjectItem(r, "costs"));
     struct qd_state_decision sd = {.device = x->id,
@@ -252,7 +293,7 @@ static void job_done(uv_work_t *w, int status)
     free(costs);
     if (e) {
         cJSON_Delete(r);
-        qdd_reply_err(d, &j->req, e, qd_errmsg());
+        job_reply_err(j, e, qd_errmsg());
         goto out;
     }
     if (changed) {
@@ -264,7 +305,7 @@ static void job_done(uv_work_t *w, int status)
     cJSON_AddNumberToObject(r, "version", (double)x->version);
     cJSON_AddStringToObject(r, "sha256", b->sha);
     cJSON_AddNumberToObject(r, "size", (double)b->len);
-    qdd_reply_json(d, &j->req, r);
+    job_reply(j, r);
     if (changed)
         qdd_push(d, x);
 out:
@@ -292,6 +333,36 @@ qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j)
     }
     c->d->inflight++;
     c->deferred = 1;
+    return QD_OK;
+}
+
+qd_err qdd_job_redecide(struct qd_daemon *d, struct qdd_dev *x)
+{
+    struct qdd_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return qd_seterr(QD_ENOMEM, "out of memory");
+    j->kind = QDD_JOB_REPORT;
+    j->internal = 1;
+    j->battery = x->ctx.battery;
+    j->dev = j->holds = qdd_dev_index(d, x);
+    j->prof = x->prof;
+    j->ctx = x->ctx, j->dev_flash = x->flash, j->dev_ram = x->ram;
+    qdd_settings_of(d, x, &j->set);
+    cJSON *cj = cJSON_CreateObject();
+    qd_proto_ctx_write(cj, &x->ctx);
+    cJSON_AddStringToObject(cj, "by", "settings");
+    j->context = cJSON_PrintUnformatted(cj);
+    cJSON_Delete(cj);
+    j->w.data = j;
+    j->d = d;
+    int rc = uv_queue_work(d->loop, &j->w, job_work, job_done);
+    if (rc) {
+        free(j->context);
+        free(j);
+        return qd_seterr(QD_EIO, "queue: %s", uv_strerror(rc));
+    }
+    d->inflight++;
+    x->busy = 1;
     return QD_OK;
 }
 

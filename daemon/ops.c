@@ -32,6 +32,12 @@ static const struct op {
     {"fetch", qdd_op_fetch, F_AUTH | F_READY},
     {"ack", qdd_op_ack, F_DEVICE | F_READY | F_OWN_NONCE},
     {"event", qdd_op_event, F_DEVICE},
+    {"group", qdd_op_group, F_ADMIN},
+    {"set", qdd_op_set, F_ADMIN},
+    {"rollback", qdd_op_rollback, F_ADMIN | F_READY},
+    {"revoke", qdd_op_revoke, F_ADMIN},
+    {"delete", qdd_op_revoke, F_ADMIN},
+    {"events", qdd_op_events, F_ADMIN},
 };
 
 /* MAC and nonce; sets c->dev / c->admin. */
@@ -50,6 +56,9 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
         return e ? e : qd_seterr(QD_EAUTH, "bad message authentication code");
     }
     QD_TRY(qd_proto_verify(msg, len, admin ? d->admin_key : x->key));
+    if (x && x->status != QD_STATE_ACTIVE) /* told only to the holder of its key */
+        return qd_seterr(QD_EREVOKED, "device '%s' is %s; the operator's keys rotate ends it",
+                         x->id, x->status == QD_STATE_DELETED ? "deleted" : "revoked");
     if ((op->flags & F_ADMIN) && !admin)
         return qd_seterr(QD_EAUTH, "op '%s' needs the admin key", op->name);
     if ((op->flags & F_DEVICE) && admin)
@@ -71,7 +80,7 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
     if (admin)
         d->admin_nonce = nonce;
     else
-        x->nonce = nonce;
+        x->nonce = nonce, x->seen_ms = qd_proto_now_us() / 1000;
     c->admin = admin;
     c->dev = x;
     c->nonce = nonce;

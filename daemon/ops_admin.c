@@ -62,6 +62,10 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
     cJSON_AddNumberToObject(r, "inflight", d->inflight);
     cJSON_AddNumberToObject(r, "refused_unread", (double)d->n_unread);
     cJSON_AddNumberToObject(r, "batches", (double)d->n_batches);
+    cJSON_AddNumberToObject(r, "redecisions", (double)d->n_redecide);
+    cJSON_AddNumberToObject(r, "reverts", (double)d->n_revert);
+    cJSON_AddNumberToObject(r, "groups", d->ngroup);
+    cJSON_AddNumberToObject(r, "redo_queued", d->nredo);
     return QD_OK;
 }
 
@@ -77,21 +81,64 @@ static void dev_json(struct qd_daemon *d, const struct qdd_dev *x, cJSON *o)
     }
     if (!isnan(x->ctx.battery))
         cJSON_AddNumberToObject(o, "battery", x->ctx.battery);
+    if (x->group >= 0)
+        cJSON_AddStringToObject(o, "group", d->groups[x->group].name);
+    static const char *const status[] = {"active", "revoked", "deleted"};
+    cJSON_AddStringToObject(o, "status", status[x->status]);
+    if (x->seen_ms)
+        cJSON_AddNumberToObject(o, "seen_ms", (double)x->seen_ms);
+    if (x->set && !qdd_settings_empty(x->set))
+        cJSON_AddItemToObject(o, "settings", qdd_settings_json(x->set));
+    if (x->group >= 0 || x->set) {
+        struct qdd_settings s;
+        qdd_settings_of(d, x, &s);
+        if (!qdd_settings_empty(&s))
+            cJSON_AddItemToObject(o, "effective", qdd_settings_json(&s));
+    }
 }
 
+/* The registry, paged, filtered by group, profile, unacknowledged version, not heard from for
+ * unseen_s seconds, and status (deleted devices only when asked for). */
 qd_err qdd_op_devices(struct qdd_call *c, cJSON *r)
 {
     struct qd_daemon *d = c->d;
-    int64_t off = 0, lim = 1000;
+    int64_t off = 0, lim = 1000, unseen = 0;
+    const char *grp = NULL, *prof = NULL, *status = NULL;
     QD_TRY(qd_proto_int(c->j, "offset", 0, INT32_MAX, 0, &off));
     QD_TRY(qd_proto_int(c->j, "limit", 1, 10000, 0, &lim));
-    cJSON_AddNumberToObject(r, "total", d->ndev);
+    QD_TRY(qd_proto_int(c->j, "unseen_s", 0, INT64_C(1) << 40, 0, &unseen));
+    QD_TRY(qd_proto_str(c->j, "group", QD_PROTO_MAX_ID, 0, &grp));
+    QD_TRY(qd_proto_str(c->j, "profile", QD_PROTO_MAX_ID, 0, &prof));
+    QD_TRY(qd_proto_str(c->j, "status", 16, 0, &status));
+    const cJSON *un = cJSON_GetObjectItemCaseSensitive(c->j, "unacked");
+    if (un && !cJSON_IsBool(un))
+        return qd_seterr(QD_EINVAL, "field \"unacked\" must be true or false");
+    int g = grp ? qdd_group_find(d, grp) : -1, want = -1;
+    if (grp && g < 0)
+        return qd_seterr(QD_ENOGROUP, "no group '%s'", grp);
+    static const char *const names[] = {"active", "revoked", "deleted"};
+    for (int k = 0; status && k < 3; k++)
+        want = strcmp(status, names[k]) ? want : k;
+    if (status && want < 0)
+        return qd_seterr(QD_EINVAL, "field \"status\" must be active, revoked or deleted");
+    int64_t now = qd_proto_now_us() / 1000, n = 0;
     cJSON *a = cJSON_AddArrayToObject(r, "devices");
-    for (int64_t i = off; i < d->ndev && i < off + lim; i++) {
+    for (int i = 0; i < d->ndev; i++) {
+        const struct qdd_dev *x = d->devs[i];
+        if ((want >= 0 ? x->status != want : x->status == QD_STATE_DELETED) ||
+            (grp && x->group != g) ||
+            (prof && (x->prof < 0 || strcmp(d->prof[x->prof].dev.name, prof))) ||
+            (cJSON_IsTrue(un) && x->acked >= x->version) ||
+            (un && cJSON_IsFalse(un) && x->acked < x->version) ||
+            (unseen && now - x->seen_ms < unseen * 1000))
+            continue;
+        if (n++ < off || n > off + lim)
+            continue;
         cJSON *o = cJSON_CreateObject();
-        dev_json(d, d->devs[i], o);
+        dev_json(d, x, o);
         cJSON_AddItemToArray(a, o);
     }
+    cJSON_AddNumberToObject(r, "total", (double)n);
     return QD_OK;
 }
 
@@ -153,8 +200,11 @@ qd_err qdd_op_keys(struct qdd_call *c, cJSON *r)
         if (!x)
             return qd_seterr(QD_ENODEV, "no device '%s'", id);
         QD_TRY(qd_state_device_set_key(d->st, id, key));
+        if (x->status != QD_STATE_ACTIVE)
+            QD_TRY(qd_state_device_status(d->st, id, QD_STATE_ACTIVE));
         memcpy(x->key, key, sizeof key);
         x->nonce = 0;
+        x->status = QD_STATE_ACTIVE; /* a revoked or deleted device comes back with the new key */
     }
     if (qd_state_event(d->st, id, !strcmp(act, "add") ? "key-added" : "key-rotated", NULL))
         qd_log(QD_LOG_WARN, "%s", qd_errmsg());

@@ -21,9 +21,17 @@ qd_err qdd_op_hello(struct qdd_call *c, cJSON *r)
     QD_TRY(qd_proto_str(c->j, "profile", QD_PROTO_MAX_ID, 1, &prof));
     QD_TRY(qd_proto_num(c->j, "flash", 1, 1e12, 0, &fl));
     QD_TRY(qd_proto_num(c->j, "ram", 1, 1e12, 0, &ram));
+    const char *grp = NULL; /* a device may declare its group */
+    QD_TRY(qd_proto_str(c->j, "group", QD_PROTO_MAX_ID, 0, &grp));
     int p = qdd_profile_get(d, prof);
     if (p < 0)
         return qd_wraperr(QD_EINVAL, "hello: ", NULL);
+    int g = x->group;
+    if (grp && grp[0])
+        QD_TRY(qdd_group_get(d, grp, &g));
+    if (g != x->group)
+        QD_TRY(qd_state_device_group(d->st, x->id, grp));
+    x->group = g;
     QD_TRY(qd_state_device_hello(d->st, x->id, prof, fl, ram, c->nonce));
     x->prof = p;
     x->flash = fl, x->ram = ram;
@@ -36,6 +44,38 @@ qd_err qdd_op_hello(struct qdd_call *c, cJSON *r)
     if (x->version > x->acked && x->blob >= 0) {
         x->push_due = qdd_now_ms();
         qdd_push_pending(d, x);
+    }
+    return QD_OK;
+}
+
+static qd_err pinned_report(struct qdd_call *c, const struct qd_proto_ctx *ctx,
+                            const struct qdd_settings *set, cJSON *r)
+{
+    struct qd_daemon *d = c->d;
+    struct qdd_dev *x = c->dev;
+    cJSON *cj = cJSON_CreateObject();
+    qd_proto_ctx_write(cj, ctx);
+    char *text = cJSON_PrintUnformatted(cj), why[160];
+    cJSON_Delete(cj);
+    if (set->pin == QDD_PIN_CURRENT)
+        snprintf(why, sizeof why,
+                 "{\"code\":\"PINNED\",\"message\":\"held on its current "
+                 "version by its group\"}");
+    else
+        snprintf(why, sizeof why, "{\"code\":\"PINNED\",\"message\":\"pinned to version %lld\"}",
+                 (long long)set->pin);
+    struct qd_state_decision sd = {
+        .device = x->id, .context = text, .error = why, .nonce = c->nonce};
+    qd_err e = qd_state_decision(d->st, &sd);
+    free(text);
+    QD_TRY(e);
+    x->ctx = *ctx;
+    cJSON_AddBoolToObject(r, "changed", 0);
+    cJSON_AddNumberToObject(r, "version", (double)x->version);
+    cJSON_AddNumberToObject(r, "pinned", (double)set->pin);
+    if (x->blob >= 0) {
+        cJSON_AddStringToObject(r, "sha256", qdd_blob(d, x->blob)->sha);
+        cJSON_AddStringToObject(r, "policy", qdd_blob(d, x->blob)->policy);
     }
     return QD_OK;
 }
@@ -53,9 +93,14 @@ qd_err qdd_op_report(struct qdd_call *c, cJSON *r)
                          x->id);
     struct qd_proto_ctx ctx;
     QD_TRY(qd_proto_ctx_read(c->j, &ctx));
+    struct qdd_settings set;
+    qdd_settings_of(d, x, &set);
+    if (set.pin) /* held on a version by the operator: the context is recorded, no decision */
+        return pinned_report(c, &ctx, &set, r);
     struct qdd_job *j = calloc(1, sizeof *j);
     if (!j)
         return qd_seterr(QD_ENOMEM, "out of memory");
+    j->set = set;
     j->kind = QDD_JOB_REPORT;
     j->battery = ctx.battery;
     j->dev = j->holds = qdd_dev_index(d, x);
@@ -101,6 +146,10 @@ qd_err qdd_op_decide(struct qdd_call *c, cJSON *r)
     if (!j)
         return qd_seterr(QD_ENOMEM, "out of memory");
     j->kind = QDD_JOB_DECIDE;
+    if (x)
+        qdd_settings_of(d, x, &j->set); /* a device's dry run under its operator's settings */
+    else
+        qdd_settings_none(&j->set);
     j->battery = ctx.battery;
     j->prof = p;
     j->holds = c->dev ? qdd_dev_index(d, c->dev) : -1;

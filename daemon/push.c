@@ -82,7 +82,7 @@ void qdd_push_tick(uv_timer_t *t)
     d->unauth_tokens = fmin(d->unauth_tokens + rate * TICK_MS / 1e3, rate);
     for (int i = 0; i < d->npend; i++) {
         struct qdd_dev *x = d->devs[d->pend[i]];
-        if (x->acked >= x->version || x->blob < 0) {
+        if (x->acked >= x->version || x->blob < 0 || x->status != QD_STATE_ACTIVE) {
             x->pending = 0;
             x->push_due = 0;
             continue;
@@ -92,4 +92,5 @@ void qdd_push_tick(uv_timer_t *t)
             qdd_push(d, x); /* still pending: qdd_push() does not add it twice */
     }
     d->npend = w;
+    qdd_redecide_pump(d);
 }

@@ -189,6 +189,8 @@ static int run(struct qd_daemon *d)
     randombytes_buf(d->unknown_key, sizeof d->unknown_key);
     if (!e)
         e = qd_state_devices_load(d->st, qdd_dev_restore, d);
+    if (!e)
+        e = qd_state_settings_load(d->st, qdd_settings_restore, d);
     if (e) {
         fprintf(stderr, "quantd: %s\n", qd_errmsg());
         return 1;
@@ -244,10 +246,14 @@ static int run(struct qd_daemon *d)
 
 static void fini(struct qd_daemon *d)
 {
-    for (int i = 0; i < d->ndev; i++)
+    for (int i = 0; i < d->ndev; i++) {
+        free(d->devs[i]->set);
         free(d->devs[i]);
+    }
     free(d->devs);
     free(d->pend);
+    free(d->redo);
+    free(d->groups);
     free(d->rq);
     qdd_smap_fini(&d->dev_by_id);
     for (int i = 0; i < d->nblob; i++) {

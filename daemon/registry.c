@@ -30,7 +30,12 @@ qd_err qdd_dev_insert(struct qd_daemon *d, const struct qd_state_device *s, stru
     x->ctx = QD_PROTO_CTX_NONE;
     x->nonce = s->nonce, x->version = s->version, x->acked = s->acked;
     x->blob = -1;
-    qd_err e = qdd_smap_put(&d->dev_by_id, x->id, d->ndev);
+    x->group = -1;
+    x->status = s->status;
+    x->seen_ms = s->seen_ms;
+    qd_err e = s->group[0] ? qdd_group_get(d, s->group, &x->group) : QD_OK;
+    if (!e)
+        e = qdd_smap_put(&d->dev_by_id, x->id, d->ndev);
     if (e) {
         free(x);
         return e;

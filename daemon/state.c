@@ -1,6 +1,6 @@
 /* SQLite state of quantd (see state.h). Prepared statements are made once at open; every
  * multi-row change is one transaction. The schema version is in meta("schema"). */
-#include "daemon/state.h"
+#include "daemon/state_impl.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -11,42 +11,12 @@
 
 #include "core/file.h"
 
-enum {
-    S_META_GET,
-    S_META_SET,
-    S_DEV_ALL,
-    S_DEV_ADD,
-    S_DEV_KEY,
-    S_DEV_HELLO,
-    S_DEV_NONCE,
-    S_DEC_INS,
-    S_VER_INS,
-    S_DEV_VER,
-    S_BLOB_INS,
-    S_ACK_VER,
-    S_ACK_DEV,
-    S_VER_SHA,
-    S_BLOB_META,
-    S_BLOB_ALL,
-    S_BLOB_BB,
-    S_HIST_VER,
-    S_HIST_DEC,
-    S_HIST_EVT,
-    S_EVENT,
-    S_BEGIN,
-    S_COMMIT,
-    S_ROLLBACK,
-    S_SAVE,
-    S_RELEASE,
-    S_ROLLBACK_TO,
-    S_COUNT
-};
-
 static const char *const SQL[S_COUNT] = {
     [S_META_GET] = "SELECT v FROM meta WHERE k=?1",
     [S_META_SET] = "INSERT INTO meta(k,v) VALUES(?1,?2) ON CONFLICT(k) DO UPDATE SET v=?2",
     [S_DEV_ALL] = "SELECT d.id,d.key,d.profile,d.context,d.nonce,d.version,d.acked,"
-                  "IFNULL(v.sha,''),d.flash,d.ram FROM devices d LEFT JOIN versions v "
+                  "IFNULL(v.sha,''),d.flash,d.ram,d.grp,d.status,IFNULL(d.seen,0) "
+                  "FROM devices d LEFT JOIN versions v "
                   "ON v.device=d.id AND v.version=d.version",
     [S_DEV_ADD] = "INSERT INTO devices(id,key,created) VALUES(?1,?2,?3)",
     [S_DEV_KEY] = "UPDATE devices SET key=?2,nonce=0 WHERE id=?1",
@@ -72,6 +42,15 @@ static const char *const SQL[S_COUNT] = {
     [S_HIST_EVT] = "SELECT ts,kind,detail FROM events WHERE device=?1 ORDER BY rowid DESC "
                    "LIMIT ?2",
     [S_EVENT] = "INSERT INTO events(ts,device,kind,detail) VALUES(?1,?2,?3,?4)",
+    [S_DEV_GROUP] = "UPDATE devices SET grp=?2 WHERE id=?1",
+    [S_DEV_STATUS] = "UPDATE devices SET status=?2 WHERE id=?1",
+    [S_SET_PUT] = "INSERT INTO settings(target,body) VALUES(?1,?2) "
+                  "ON CONFLICT(target) DO UPDATE SET body=?2",
+    [S_SET_DEL] = "DELETE FROM settings WHERE target=?1",
+    [S_SET_ALL] = "SELECT target,body FROM settings",
+    [S_ROLL_TARGET] = "SELECT version,sha FROM versions WHERE device=?1 AND version<?2 AND "
+                      "acked_at IS NOT NULL ORDER BY version DESC LIMIT 1",
+    [S_VER_ACKED] = "SELECT acked_at IS NOT NULL FROM versions WHERE device=?1 AND version=?2",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -98,32 +77,62 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS events(ts INTEGER, device TEXT, kind TEXT, detail TEXT);"
     "INSERT OR IGNORE INTO meta(k,v) VALUES('schema','1');";
 
-struct qd_state {
-    sqlite3 *db;
-    sqlite3_stmt *st[S_COUNT];
-    int batch; /* inside qd_state_batch_begin: transactions are savepoints of the batch's */
-};
+/* Schema 1 -> 2 (fleet operations): devices' group and status (0 active, 1 revoked, 2 deleted),
+ * per device and per group settings, events found by device. One transaction. */
+static const char MIGRATE_2[] =
+    "BEGIN IMMEDIATE;"
+    "ALTER TABLE devices ADD COLUMN grp TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE devices ADD COLUMN status INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE settings(target TEXT PRIMARY KEY, body TEXT NOT NULL);"
+    "CREATE INDEX events_device ON events(device);"
+    "UPDATE meta SET v='2' WHERE k='schema';"
+    "COMMIT;";
+#define SCHEMA_VERSION 2
+
+/* Brings an older state.db up to SCHEMA_VERSION; refuses a newer one. */
+static qd_err migrate(qd_state_t *s, const char *path)
+{
+    sqlite3_stmt *q;
+    int v = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT CAST(v AS INTEGER) FROM meta WHERE k='schema'", -1, &q,
+                           NULL) != SQLITE_OK)
+        return qds_dberr(s, "schema");
+    if (sqlite3_step(q) == SQLITE_ROW)
+        v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (v > SCHEMA_VERSION || v < 1)
+        return qd_seterr(QD_EVERSION, "state: %s has schema %d; this quantd reads 1 to %d", path, v,
+                         SCHEMA_VERSION);
+    char *msg = NULL;
+    if (v == 1 && sqlite3_exec(s->db, MIGRATE_2, NULL, NULL, &msg) != SQLITE_OK) {
+        qd_err e = qd_seterr(QD_EIO, "state: %s: schema 1 -> 2: %s", path, msg ? msg : "?");
+        sqlite3_free(msg);
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        return e;
+    }
+    return QD_OK;
+}
 
 enum {
     BUSY_MS = 250
 }; /* another writer on state.db (a backup, sqlite3): wait this long, then
     * EBUSY: the loop never stalls for seconds */
 
-static qd_err dberr(qd_state_t *s, const char *what)
+qd_err qds_dberr(qd_state_t *s, const char *what)
 {
     int rc = sqlite3_errcode(s->db);
     return qd_seterr(rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? QD_EBUSY : QD_EIO, "state: %s: %s",
                      what, sqlite3_errmsg(s->db));
 }
 
-static int64_t now_ms(void)
+int64_t qds_now_ms(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-static sqlite3_stmt *prep(qd_state_t *s, int i)
+sqlite3_stmt *qds_prep(qd_state_t *s, int i)
 {
     sqlite3_stmt *q = s->st[i];
     sqlite3_reset(q);
@@ -131,7 +140,7 @@ static sqlite3_stmt *prep(qd_state_t *s, int i)
     return q;
 }
 
-static void bind_text(sqlite3_stmt *q, int i, const char *t)
+void qds_bind_text(sqlite3_stmt *q, int i, const char *t)
 {
     if (t)
         sqlite3_bind_text(q, i, t, -1, SQLITE_STATIC);
@@ -140,12 +149,12 @@ static void bind_text(sqlite3_stmt *q, int i, const char *t)
 }
 
 /* Runs a statement with no rows to return. */
-static qd_err run(qd_state_t *s, sqlite3_stmt *q, const char *what)
+qd_err qds_run(qd_state_t *s, sqlite3_stmt *q, const char *what)
 {
     int rc = sqlite3_step(q);
     qd_err e = rc == SQLITE_DONE         ? QD_OK
                : rc == SQLITE_CONSTRAINT ? qd_seterr(QD_EEXIST, "state: %s: already exists", what)
-                                         : dberr(s, what);
+                                         : qds_dberr(s, what);
     sqlite3_reset(q);
     return e;
 }
@@ -178,10 +187,12 @@ qd_err qd_state_open(const char *dir, qd_state_t **out)
         sqlite3_free(msg);
         goto fail;
     }
+    if ((e = migrate(s, path)))
+        goto fail;
     for (int i = 0; i < S_COUNT; i++)
         if (sqlite3_prepare_v3(s->db, SQL[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
             SQLITE_OK) {
-            e = dberr(s, SQL[i]);
+            e = qds_dberr(s, SQL[i]);
             goto fail;
         }
     *out = s;
@@ -205,14 +216,15 @@ void qd_state_close(qd_state_t *s)
 static qd_err text_of(qd_state_t *s, int which, const char *key, char *buf, size_t len,
                       const char *what)
 {
-    sqlite3_stmt *q = prep(s, which);
-    bind_text(q, 1, key);
+    sqlite3_stmt *q = qds_prep(s, which);
+    qds_bind_text(q, 1, key);
     int rc = sqlite3_step(q);
     qd_err e = QD_OK;
     if (rc == SQLITE_ROW)
         snprintf(buf, len, "%s", (const char *)sqlite3_column_text(q, 0));
     else
-        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s %s", what, key) : dberr(s, what);
+        e = rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "state: no %s %s", what, key)
+                              : qds_dberr(s, what);
     sqlite3_reset(q);
     return e;
 }
@@ -224,16 +236,16 @@ qd_err qd_state_meta_get(qd_state_t *s, const char *key, char *buf, size_t len)
 
 qd_err qd_state_meta_set(qd_state_t *s, const char *key, const char *value)
 {
-    sqlite3_stmt *q = prep(s, S_META_SET);
-    bind_text(q, 1, key);
-    bind_text(q, 2, value);
-    return run(s, q, "meta");
+    sqlite3_stmt *q = qds_prep(s, S_META_SET);
+    qds_bind_text(q, 1, key);
+    qds_bind_text(q, 2, value);
+    return qds_run(s, q, "meta");
 }
 
 qd_err qd_state_devices_load(qd_state_t *s,
                              qd_err (*cb)(void *ctx, const struct qd_state_device *d), void *ctx)
 {
-    sqlite3_stmt *q = prep(s, S_DEV_ALL);
+    sqlite3_stmt *q = qds_prep(s, S_DEV_ALL);
     int rc;
     qd_err e = QD_OK;
     while (!e && (rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -252,75 +264,78 @@ qd_err qd_state_devices_load(qd_state_t *s,
         snprintf(d.sha, sizeof d.sha, "%s", (const char *)sqlite3_column_text(q, 7));
         d.flash = sqlite3_column_double(q, 8);
         d.ram = sqlite3_column_double(q, 9);
+        snprintf(d.group, sizeof d.group, "%s", (const char *)sqlite3_column_text(q, 10));
+        d.status = sqlite3_column_int(q, 11);
+        d.seen_ms = sqlite3_column_int64(q, 12);
         e = cb(ctx, &d);
     }
     if (!e && rc != SQLITE_DONE)
-        e = dberr(s, "load devices");
+        e = qds_dberr(s, "load devices");
     sqlite3_reset(q);
     return e;
 }
 
 qd_err qd_state_device_add(qd_state_t *s, const char *id, const uint8_t *key)
 {
-    sqlite3_stmt *q = prep(s, S_DEV_ADD);
-    bind_text(q, 1, id);
+    sqlite3_stmt *q = qds_prep(s, S_DEV_ADD);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_blob(q, 2, key, QD_PROTO_KEY_BYTES, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 3, now_ms());
-    return run(s, q, "add device");
+    sqlite3_bind_int64(q, 3, qds_now_ms());
+    return qds_run(s, q, "add device");
 }
 
 qd_err qd_state_device_set_key(qd_state_t *s, const char *id, const uint8_t *key)
 {
-    sqlite3_stmt *q = prep(s, S_DEV_KEY);
-    bind_text(q, 1, id);
+    sqlite3_stmt *q = qds_prep(s, S_DEV_KEY);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_blob(q, 2, key, QD_PROTO_KEY_BYTES, SQLITE_STATIC);
-    return run(s, q, "set key");
+    return qds_run(s, q, "set key");
 }
 
 qd_err qd_state_device_hello(qd_state_t *s, const char *id, const char *profile, double flash,
                              double ram, int64_t nonce)
 {
-    sqlite3_stmt *q = prep(s, S_DEV_HELLO);
-    bind_text(q, 1, id);
-    bind_text(q, 2, profile);
+    sqlite3_stmt *q = qds_prep(s, S_DEV_HELLO);
+    qds_bind_text(q, 1, id);
+    qds_bind_text(q, 2, profile);
     sqlite3_bind_double(q, 3, flash);
     sqlite3_bind_double(q, 4, ram);
     sqlite3_bind_int64(q, 5, nonce);
-    sqlite3_bind_int64(q, 6, now_ms());
-    return run(s, q, "hello");
+    sqlite3_bind_int64(q, 6, qds_now_ms());
+    return qds_run(s, q, "hello");
 }
 
 qd_err qd_state_device_nonce(qd_state_t *s, const char *id, int64_t nonce)
 {
-    sqlite3_stmt *q = prep(s, S_DEV_NONCE);
-    bind_text(q, 1, id);
+    sqlite3_stmt *q = qds_prep(s, S_DEV_NONCE);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int64(q, 2, nonce);
-    sqlite3_bind_int64(q, 3, now_ms());
-    return run(s, q, "nonce");
+    sqlite3_bind_int64(q, 3, qds_now_ms());
+    return qds_run(s, q, "nonce");
 }
 
 /* A transaction of its own, or a savepoint inside the open batch. */
-static qd_err tx(qd_state_t *s, int which)
+qd_err qds_tx(qd_state_t *s, int which)
 {
     if (s->batch)
         which = which == S_BEGIN ? S_SAVE : S_RELEASE;
-    return run(s, prep(s, which), which == S_BEGIN || which == S_SAVE ? "begin" : "commit");
+    return qds_run(s, qds_prep(s, which), which == S_BEGIN || which == S_SAVE ? "begin" : "commit");
 }
 
-static void tx_rollback(qd_state_t *s)
+void qds_tx_rollback(qd_state_t *s)
 {
     int which = s->batch ? S_ROLLBACK_TO : S_ROLLBACK;
-    sqlite3_step(prep(s, which));
+    sqlite3_step(qds_prep(s, which));
     sqlite3_reset(s->st[which]);
     if (s->batch) { /* (ROLLBACK TO leaves the savepoint open) */
-        sqlite3_step(prep(s, S_RELEASE));
+        sqlite3_step(qds_prep(s, S_RELEASE));
         sqlite3_reset(s->st[S_RELEASE]);
     }
 }
 
 qd_err qd_state_batch_begin(qd_state_t *s)
 {
-    QD_TRY(run(s, prep(s, S_BEGIN), "begin batch"));
+    QD_TRY(qds_run(s, qds_prep(s, S_BEGIN), "begin batch"));
     s->batch = 1;
     return QD_OK;
 }
@@ -328,11 +343,11 @@ qd_err qd_state_batch_begin(qd_state_t *s)
 qd_err qd_state_batch_commit(qd_state_t *s)
 {
     s->batch = 0;
-    qd_err e = run(s, prep(s, S_COMMIT), "commit batch");
+    qd_err e = qds_run(s, qds_prep(s, S_COMMIT), "commit batch");
     if (e) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qd_errmsg());
-        sqlite3_step(prep(s, S_ROLLBACK));
+        sqlite3_step(qds_prep(s, S_ROLLBACK));
         sqlite3_reset(s->st[S_ROLLBACK]);
         e = qd_seterr(e, "%s", msg);
     }
@@ -341,51 +356,51 @@ qd_err qd_state_batch_commit(qd_state_t *s)
 
 qd_err qd_state_decision(qd_state_t *s, const struct qd_state_decision *d)
 {
-    int64_t t = now_ms();
-    QD_TRY(tx(s, S_BEGIN));
-    sqlite3_stmt *q = prep(s, S_DEC_INS);
-    bind_text(q, 1, d->device);
+    int64_t t = qds_now_ms();
+    QD_TRY(qds_tx(s, S_BEGIN));
+    sqlite3_stmt *q = qds_prep(s, S_DEC_INS);
+    qds_bind_text(q, 1, d->device);
     sqlite3_bind_int64(q, 2, t);
-    bind_text(q, 3, d->context);
-    bind_text(q, 4, d->policy);
-    bind_text(q, 5, d->costs);
+    qds_bind_text(q, 3, d->context);
+    qds_bind_text(q, 4, d->policy);
+    qds_bind_text(q, 5, d->costs);
     sqlite3_bind_int64(q, 6, d->version);
-    bind_text(q, 7, d->error);
-    qd_err e = run(s, q, "decision");
+    qds_bind_text(q, 7, d->error);
+    qd_err e = qds_run(s, q, "decision");
     if (!e && d->version > 0 && d->sig) {
-        q = prep(s, S_BLOB_INS);
-        bind_text(q, 1, d->sha);
-        bind_text(q, 2, d->backbone);
-        bind_text(q, 3, d->policy);
+        q = qds_prep(s, S_BLOB_INS);
+        qds_bind_text(q, 1, d->sha);
+        qds_bind_text(q, 2, d->backbone);
+        qds_bind_text(q, 3, d->policy);
         sqlite3_bind_int64(q, 4, (int64_t)d->size);
         sqlite3_bind_blob(q, 5, d->sig, QD_PROTO_SIG_BYTES, SQLITE_STATIC);
         sqlite3_bind_int64(q, 6, t);
-        e = run(s, q, "blob");
+        e = qds_run(s, q, "blob");
     }
     if (!e && d->version > 0) {
-        q = prep(s, S_VER_INS);
-        bind_text(q, 1, d->device);
+        q = qds_prep(s, S_VER_INS);
+        qds_bind_text(q, 1, d->device);
         sqlite3_bind_int64(q, 2, d->version);
-        bind_text(q, 3, d->sha);
-        bind_text(q, 4, d->policy);
+        qds_bind_text(q, 3, d->sha);
+        qds_bind_text(q, 4, d->policy);
         sqlite3_bind_int64(q, 5, t);
-        e = run(s, q, "version");
+        e = qds_run(s, q, "version");
     }
     if (!e) {
-        q = prep(s, S_DEV_VER);
-        bind_text(q, 1, d->device);
-        bind_text(q, 2, d->context);
+        q = qds_prep(s, S_DEV_VER);
+        qds_bind_text(q, 1, d->device);
+        qds_bind_text(q, 2, d->context);
         sqlite3_bind_int64(q, 3, d->nonce);
         sqlite3_bind_int64(q, 4, t);
         sqlite3_bind_int64(q, 5, d->version);
-        e = run(s, q, "device");
+        e = qds_run(s, q, "device");
     }
     if (!e)
-        e = tx(s, S_COMMIT);
+        e = qds_tx(s, S_COMMIT);
     if (e) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", qd_errmsg());
-        tx_rollback(s);
+        qds_tx_rollback(s);
         e = qd_seterr(e, "%s", msg);
     }
     return e;
@@ -393,32 +408,32 @@ qd_err qd_state_decision(qd_state_t *s, const struct qd_state_decision *d)
 
 qd_err qd_state_ack(qd_state_t *s, const char *id, int64_t version, int64_t nonce)
 {
-    int64_t t = now_ms();
-    QD_TRY(tx(s, S_BEGIN));
-    sqlite3_stmt *q = prep(s, S_ACK_VER);
-    bind_text(q, 1, id);
+    int64_t t = qds_now_ms();
+    QD_TRY(qds_tx(s, S_BEGIN));
+    sqlite3_stmt *q = qds_prep(s, S_ACK_VER);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int64(q, 2, version);
     sqlite3_bind_int64(q, 3, t);
-    qd_err e = run(s, q, "ack");
+    qd_err e = qds_run(s, q, "ack");
     if (!e) {
-        q = prep(s, S_ACK_DEV);
-        bind_text(q, 1, id);
+        q = qds_prep(s, S_ACK_DEV);
+        qds_bind_text(q, 1, id);
         sqlite3_bind_int64(q, 2, version);
         sqlite3_bind_int64(q, 3, nonce);
         sqlite3_bind_int64(q, 4, t);
-        e = run(s, q, "ack");
+        e = qds_run(s, q, "ack");
     }
     if (!e)
-        e = tx(s, S_COMMIT);
+        e = qds_tx(s, S_COMMIT);
     if (e)
-        tx_rollback(s);
+        qds_tx_rollback(s);
     return e;
 }
 
 qd_err qd_state_version_sha(qd_state_t *s, const char *id, int64_t version, char sha[65])
 {
-    sqlite3_stmt *q = prep(s, S_VER_SHA);
-    bind_text(q, 1, id);
+    sqlite3_stmt *q = qds_prep(s, S_VER_SHA);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int64(q, 2, version);
     int rc = sqlite3_step(q);
     qd_err e = QD_OK;
@@ -427,7 +442,7 @@ qd_err qd_state_version_sha(qd_state_t *s, const char *id, int64_t version, char
     else
         e = rc == SQLITE_DONE
                 ? qd_seterr(QD_ENOENT, "device %s has no version %lld", id, (long long)version)
-                : dberr(s, "version");
+                : qds_dberr(s, "version");
     sqlite3_reset(q);
     return e;
 }
@@ -435,8 +450,8 @@ qd_err qd_state_version_sha(qd_state_t *s, const char *id, int64_t version, char
 qd_err qd_state_blob_meta(qd_state_t *s, const char *sha, uint8_t sig[QD_PROTO_SIG_BYTES],
                           char *policy, size_t plen)
 {
-    sqlite3_stmt *q = prep(s, S_BLOB_META);
-    bind_text(q, 1, sha);
+    sqlite3_stmt *q = qds_prep(s, S_BLOB_META);
+    qds_bind_text(q, 1, sha);
     int rc = sqlite3_step(q);
     qd_err e = QD_OK;
     if (rc == SQLITE_ROW && sqlite3_column_bytes(q, 0) == QD_PROTO_SIG_BYTES) {
@@ -445,7 +460,7 @@ qd_err qd_state_blob_meta(qd_state_t *s, const char *sha, uint8_t sig[QD_PROTO_S
             snprintf(policy, plen, "%s", (const char *)sqlite3_column_text(q, 1));
     } else
         e = rc == SQLITE_ROW || rc == SQLITE_DONE ? qd_seterr(QD_ENOENT, "no blob %s", sha)
-                                                  : dberr(s, "blob");
+                                                  : qds_dberr(s, "blob");
     sqlite3_reset(q);
     return e;
 }
@@ -460,8 +475,8 @@ qd_err qd_state_blobs_load(qd_state_t *s, const char *backbone,
                                         const uint8_t *sig),
                            void *ctx)
 {
-    sqlite3_stmt *q = prep(s, S_BLOB_ALL);
-    bind_text(q, 1, backbone);
+    sqlite3_stmt *q = qds_prep(s, S_BLOB_ALL);
+    qds_bind_text(q, 1, backbone);
     int rc;
     qd_err e = QD_OK;
     while (!e && (rc = sqlite3_step(q)) == SQLITE_ROW)
@@ -469,7 +484,7 @@ qd_err qd_state_blobs_load(qd_state_t *s, const char *backbone,
             e = cb(ctx, (const char *)sqlite3_column_text(q, 0),
                    (const char *)sqlite3_column_text(q, 1), sqlite3_column_blob(q, 2));
     if (!e && rc != SQLITE_DONE)
-        e = dberr(s, "load blobs");
+        e = qds_dberr(s, "load blobs");
     sqlite3_reset(q);
     return e;
 }
@@ -480,7 +495,7 @@ qd_err qd_state_blob_write(const char *dir, const char *sha, const uint8_t *b, s
     snprintf(path, sizeof path, "%s/models/%s.qm", dir, sha);
     struct stat st;
     if (!stat(path, &st) && (size_t)st.st_size == n) { /* content-addressed: there already, */
-        uint8_t *old = NULL;                            /* unless damaged */
+        uint8_t *old = NULL;                           /* unless damaged */
         size_t len = 0;
         int same = !qd_file_read(path, &old, &len) && len == n && !memcmp(old, b, n);
         free(old);
@@ -499,8 +514,8 @@ qd_err qd_state_blob_read(const char *dir, const char *sha, uint8_t **b, size_t 
 
 qd_err qd_state_device_history(qd_state_t *s, const char *id, int limit, cJSON *obj)
 {
-    sqlite3_stmt *q = prep(s, S_HIST_VER);
-    bind_text(q, 1, id);
+    sqlite3_stmt *q = qds_prep(s, S_HIST_VER);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int(q, 2, limit);
     cJSON *vs = cJSON_AddArrayToObject(obj, "versions");
     int rc;
@@ -516,9 +531,9 @@ qd_err qd_state_device_history(qd_state_t *s, const char *id, int limit, cJSON *
     }
     sqlite3_reset(q);
     if (rc != SQLITE_DONE)
-        return dberr(s, "history");
-    q = prep(s, S_HIST_DEC);
-    bind_text(q, 1, id);
+        return qds_dberr(s, "history");
+    q = qds_prep(s, S_HIST_DEC);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int(q, 2, limit);
     cJSON *ds = cJSON_AddArrayToObject(obj, "decisions");
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -539,9 +554,9 @@ qd_err qd_state_device_history(qd_state_t *s, const char *id, int limit, cJSON *
     }
     sqlite3_reset(q);
     if (rc != SQLITE_DONE)
-        return dberr(s, "history");
-    q = prep(s, S_HIST_EVT);
-    bind_text(q, 1, id);
+        return qds_dberr(s, "history");
+    q = qds_prep(s, S_HIST_EVT);
+    qds_bind_text(q, 1, id);
     sqlite3_bind_int(q, 2, limit);
     cJSON *es = cJSON_AddArrayToObject(obj, "events");
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
@@ -554,15 +569,15 @@ qd_err qd_state_device_history(qd_state_t *s, const char *id, int limit, cJSON *
         cJSON_AddItemToArray(es, v);
     }
     sqlite3_reset(q);
-    return rc == SQLITE_DONE ? QD_OK : dberr(s, "history");
+    return rc == SQLITE_DONE ? QD_OK : qds_dberr(s, "history");
 }
 
 qd_err qd_state_event(qd_state_t *s, const char *device, const char *kind, const char *detail)
 {
-    sqlite3_stmt *q = prep(s, S_EVENT);
-    sqlite3_bind_int64(q, 1, now_ms());
-    bind_text(q, 2, device);
-    bind_text(q, 3, kind);
-    bind_text(q, 4, detail);
-    return run(s, q, "event");
+    sqlite3_stmt *q = qds_prep(s, S_EVENT);
+    sqlite3_bind_int64(q, 1, qds_now_ms());
+    qds_bind_text(q, 2, device);
+    qds_bind_text(q, 3, kind);
+    qds_bind_text(q, 4, detail);
+    return qds_run(s, q, "event");
 }

@@ -37,8 +37,22 @@ struct qd_state_device {
     char profile[QD_PROTO_MAX_ID + 1]; /* "" until hello */
     const char *context;               /* JSON text or NULL */
     int64_t nonce, version, acked;
-    char sha[65];      /* the current version's blob ("" when none) */
-    double flash, ram; /* hello's own figures (0: the profile's) */
+    char sha[65];                    /* the current version's blob ("" when none) */
+    double flash, ram;               /* hello's own figures (0: the profile's) */
+    char group[QD_PROTO_MAX_ID + 1]; /* "" for none */
+    int status;                      /* enum qd_state_status */
+    int64_t seen_ms;                 /* the last request it was heard from (0: never) */
+};
+
+/* A device's standing: revoked (its key refused) and deleted (also gone from the listings, its
+ * history kept) both end at `keys rotate`. */
+enum qd_state_status { QD_STATE_ACTIVE, QD_STATE_REVOKED, QD_STATE_DELETED };
+
+/* Which events `qd_state_events` returns (NULL / 0: any), newest first. */
+struct qd_state_event_filter {
+    const char *device, *group, *kind;
+    int64_t since_ms;
+    int limit;
 };
 
 /* A decision to record: a new version when version > 0 (its blob row is added if new). */
@@ -87,5 +101,19 @@ qd_err qd_state_blob_read(const char *dir, const char *sha, uint8_t **b, size_t 
 /* The last `limit` versions and decisions of a device, as arrays added to obj. */
 qd_err qd_state_device_history(qd_state_t *st, const char *id, int limit, cJSON *obj);
 qd_err qd_state_event(qd_state_t *st, const char *device, const char *kind, const char *detail);
+
+/* Fleet operations (state_fleet.c). */
+qd_err qd_state_device_group(qd_state_t *st, const char *id, const char *group);
+qd_err qd_state_device_status(qd_state_t *st, const char *id, enum qd_state_status status);
+/* A target's settings ("device:ID" or "group:NAME"): JSON text; NULL removes them. */
+qd_err qd_state_setting_put(qd_state_t *st, const char *target, const char *body);
+qd_err qd_state_settings_load(qd_state_t *st,
+                              qd_err (*cb)(void *ctx, const char *target, const char *body),
+                              void *ctx);
+/* The last version below `before` that the device acknowledged (QD_ENOENT: none). */
+qd_err qd_state_rollback_target(qd_state_t *st, const char *id, int64_t before, int64_t *version,
+                                char sha[65]);
+/* Events matching f as objects {ts_ms, device, group, kind, detail} appended to arr. */
+qd_err qd_state_events(qd_state_t *st, const struct qd_state_event_filter *f, cJSON *arr);
 
 #endif

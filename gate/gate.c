@@ -218,8 +218,8 @@ void qd_gate_objective(const struct qd_gate *g, const struct qd_decide_tables *t
         for (int k = 0; k < 4; k++)
             if (t->dev.wbits_ok[WB[k]])
                 objw[l * 17 + WB[k]] = -(z[k] - mx - log(s));
-        double a8 = t->dev.abits_ok[8] ? z[4] : -INFINITY, a16 = t->dev.abits_ok[16] ? z[5]
-                                                                                     : -INFINITY;
+        double a8 = t->dev.abits_ok[8] ? z[4] : -INFINITY,
+               a16 = t->dev.abits_ok[16] ? z[5] : -INFINITY;
         double am = fmax(a8, a16), as = exp(a8 - am) + exp(a16 - am);
         obja[0] += -(a8 - am - log(as));
         obja[1] += -(a16 - am - log(as));
@@ -230,6 +230,14 @@ qd_err qd_gate_decide(const struct qd_gate *g, const struct qd_decider *d,
                       const struct qd_decide_tables *t, const double *budget, double battery,
                       struct qd_decision *r)
 {
+    return qd_gate_decide_limited(g, d, t, budget, battery, NULL, r);
+}
+
+qd_err qd_gate_decide_limited(const struct qd_gate *g, const struct qd_decider *d,
+                              const struct qd_decide_tables *t, const double *budget,
+                              double battery, const struct qd_decide_limits *lim,
+                              struct qd_decision *r)
+{
     if (g->L != d->g.nq)
         return qd_seterr(QD_EINVAL, "the gate has %d layers, the backbone %d", g->L, d->g.nq);
     float c[QD_GATE_IN], work[2 * 4096], logits[QD_POLICY_MAX * QD_GATE_OUT];
@@ -237,5 +245,5 @@ qd_err qd_gate_decide(const struct qd_gate *g, const struct qd_decider *d,
     qd_gate_context(t, budget, battery, c);
     qd_gate_forward(g, c, work, logits);
     qd_gate_objective(g, t, logits, objw, obja);
-    return qd_decide_with(d, t, budget, objw, obja, r);
+    return qd_decide_limited(d, t, budget, objw, obja, lim, r);
 }

@@ -30,10 +30,10 @@
 struct qd_gate {
     int L, nin, hidden;
     size_t nparam;
-    float *param; /* W1 (hidden, nin), b1, W2 (hidden, hidden), b2, W3 (L*6, hidden), b3 */
+    float *param;      /* W1 (hidden, nin), b1, W2 (hidden, hidden), b2, W3 (L*6, hidden), b3 */
     char backbone[33]; /* the supernet checkpoint's MD5 */
     char family[32], data[32];
-    char ckpt[256];    /* the supernet checkpoint's path when trained */
+    char ckpt[256]; /* the supernet checkpoint's path when trained */
 };
 
 qd_err qd_gate_init(struct qd_gate *g, int L, int hidden, uint64_t seed);
@@ -58,11 +58,16 @@ void qd_gate_objective(const struct qd_gate *g, const struct qd_decide_tables *t
 qd_err qd_gate_decide(const struct qd_gate *g, const struct qd_decider *d,
                       const struct qd_decide_tables *t, const double *budget, double battery,
                       struct qd_decision *r);
+/* The same under an operator's limits (qd_decide_limited; NULL: none). */
+qd_err qd_gate_decide_limited(const struct qd_gate *g, const struct qd_decider *d,
+                              const struct qd_decide_tables *t, const double *budget,
+                              double battery, const struct qd_decide_limits *lim,
+                              struct qd_decision *r);
 
 struct qd_gate_train_opts {
     int steps, batch, hidden, threads;
-    float lr, tau, lambda;   /* Adam step; Gumbel temperature; budget penalty weight */
-    int probe;               /* layers a step whose alternatives are measured; 0: first order */
+    float lr, tau, lambda; /* Adam step; Gumbel temperature; budget penalty weight */
+    int probe;             /* layers a step whose alternatives are measured; 0: first order */
     uint64_t seed;
     const char *const *profiles;
     int nprofiles;

@@ -67,8 +67,8 @@ static qd_err load_inner(const struct qd_decider_opts *o, struct qd_decider *d)
     }
     if (!(d->ranges = calloc((size_t)d->g.n + 1, sizeof *d->ranges)))
         return qd_seterr(QD_ENOMEM, "decider: out of memory");
-    QD_TRY(qd_calibrate(&d->g, &d->tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0,
-                        d->ranges));
+    QD_TRY(
+        qd_calibrate(&d->g, &d->tr, o->calib_n ? o->calib_n : 1024, QD_CALIB_MINMAX, 0, d->ranges));
     if (!o->keep_train) {
         qd_dataset_fini(&d->tr);
         d->have_tr = 0;
@@ -159,9 +159,8 @@ double qd_decide_battery_energy(const struct qd_decide_tables *t, double battery
  * unsupported widths are made infinite by the table's own infinite costs. With `upper` (a
  * policy already found in the other table) only a better one is wanted, and QD_EBUDGET means
  * none. */
-static qd_err search_table(const struct qd_cost_table *t, const double *budget,
-                           const double *objw, double obja, const double *upper,
-                           long max_nodes, struct qd_decision *r)
+static qd_err search_table(const struct qd_cost_table *t, const double *budget, const double *objw,
+                           double obja, const double *upper, long max_nodes, struct qd_decision *r)
 {
     int L = t->L, K = t->K;
     double obj[QD_POLICY_MAX * 4];
@@ -171,8 +170,12 @@ static qd_err search_table(const struct qd_cost_table *t, const double *budget,
     for (int l = 0; l < L; l++)
         for (int k = 0; k < K; k++)
             obj[l * K + k] = objw[l * 17 + t->wbits[k]] + (l == 0 ? obja : 0);
-    struct qd_search s = {.L = L, .K = K, .obj = obj, .cost = t->cost,
-                          .have_upper = upper != NULL, .upper = upper ? *upper : 0,
+    struct qd_search s = {.L = L,
+                          .K = K,
+                          .obj = obj,
+                          .cost = t->cost,
+                          .have_upper = upper != NULL,
+                          .upper = upper ? *upper : 0,
                           .max_nodes = max_nodes};
     memcpy(s.base, t->base, sizeof s.base);
     memcpy(s.budget, budget, sizeof s.budget);
@@ -183,8 +186,15 @@ static qd_err search_table(const struct qd_cost_table *t, const double *budget,
     return QD_OK;
 }
 
-qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
-                 const double *budget, struct qd_decision *r)
+qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t, const double *budget,
+                 struct qd_decision *r)
+{
+    return qd_decide_under(d, t, budget, NULL, r);
+}
+
+qd_err qd_decide_under(const struct qd_decider *d, const struct qd_decide_tables *t,
+                       const double *budget, const struct qd_decide_limits *lim,
+                       struct qd_decision *r)
 {
     double objw[QD_POLICY_MAX * 17];
     int L = d->g.nq;
@@ -193,7 +203,7 @@ qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
     for (int l = 0; l < L; l++)
         for (int b = 0; b <= 16; b++)
             objw[l * 17 + b] = d->hessian ? d->s.hess[l][b] : d->s.dloss[l][b];
-    return qd_decide_with(d, t, budget, objw, NULL, r);
+    return qd_decide_limited(d, t, budget, objw, NULL, lim, r);
 }
 
 qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables *t,
@@ -271,6 +281,52 @@ qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables 
         for (int l = 0; l < best.policy.n; l++)
             best.predicted_loss += d->s.dloss[l][best.policy.wbits[l]];
     }
+    *r = best;
+    return QD_OK;
+}
+
+double qd_decide_accuracy(const struct qd_decider *d, const struct qd_policy *p)
+{
+    if (!d->have_s)
+        return NAN;
+    double a = d->s.acc0;
+    for (int l = 0; l < p->n && l < d->s.L; l++)
+        a += d->s.acc[l][p->wbits[l]] - d->s.acc0;
+    return a;
+}
+
+qd_err qd_decide_limited(const struct qd_decider *d, const struct qd_decide_tables *t,
+                         const double *budget, const double *objw, const double *obja,
+                         const struct qd_decide_limits *lim, struct qd_decision *r)
+{
+    if (!lim || (!lim->wbits && isnan(lim->floor)))
+        return qd_decide_with(d, t, budget, objw, obja, r);
+    int L = d->g.nq;
+    if (L > QD_POLICY_MAX)
+        return qd_seterr(QD_EINVAL, "decide: %d layers is too many", L);
+    if (!isnan(lim->floor) && !d->have_s)
+        return qd_seterr(QD_EINVAL, "an accuracy floor needs the backbone's sensitivity");
+    double w[QD_POLICY_MAX * 17];
+    for (int l = 0; l < L; l++)
+        for (int b = 0; b <= 16; b++)
+            w[l * 17 + b] = lim->wbits && !(lim->wbits & (1u << b)) ? INFINITY : objw[l * 17 + b];
+    QD_TRY(qd_decide_with(d, t, budget, w, obja, r));
+    double acc = qd_decide_accuracy(d, &r->policy);
+    if (isnan(lim->floor) || acc >= lim->floor)
+        return QD_OK;
+    /* the most accurate policy within the budgets: minimize the summed accuracy drop */
+    for (int l = 0; l < L; l++)
+        for (int b = 0; b <= 16; b++)
+            if (isfinite(w[l * 17 + b]))
+                w[l * 17 + b] = d->s.acc0 - d->s.acc[l][b];
+    struct qd_decision best;
+    QD_TRY(qd_decide_with(d, t, budget, w, NULL, &best));
+    double top = qd_decide_accuracy(d, &best.policy);
+    if (top < lim->floor)
+        return qd_seterr(QD_EBUDGET,
+                         "accuracy_floor %.4f: the most accurate policy within the budgets "
+                         "predicts %.4f",
+                         lim->floor, top);
     *r = best;
     return QD_OK;
 }

@@ -46,11 +46,11 @@ struct qd_decider {
     struct qd_igraph g;
     struct qd_dataset tr, val; /* val: a view of tr's last sens_n images; freed unless keep_train */
     struct qd_sens s;
-    struct qd_range *ranges;   /* (g.n + 1) calibrated activation ranges of g */
-    char ds[32];               /* the data set name */
-    char md5[33];              /* of the checkpoint file */
+    struct qd_range *ranges; /* (g.n + 1) calibrated activation ranges of g */
+    char ds[32];             /* the data set name */
+    char md5[33];            /* of the checkpoint file */
     int hessian, have_m, have_g, have_tr, have_s;
-    long max_nodes;            /* the exact search's node limit (QD_DECIDE_MAX_NODES; 0: none) */
+    long max_nodes; /* the exact search's node limit (QD_DECIDE_MAX_NODES; 0: none) */
 };
 
 /* A decision's search stops after this many nodes (about 0.1-0.5 s) with its best policy,
@@ -65,7 +65,7 @@ struct qd_decide_tables {
     struct qd_device dev;
     struct qd_cost_table t[2]; /* 8-bit, 16-bit activations */
     int have[2];
-    struct qd_costs int8;      /* the uniform int8 model's figures on this device */
+    struct qd_costs int8; /* the uniform int8 model's figures on this device */
     double lo[QD_BUDGET_COUNT], hi[QD_BUDGET_COUNT]; /* smallest and largest achievable figure
                                                         of each dimension, over every policy */
 };
@@ -86,14 +86,35 @@ struct qd_decision {
 /* budget: (QD_BUDGET_COUNT) bytes, ms, mJ, bytes; INFINITY for none. QD_EBUDGET when nothing
  * fits: the message names the first budget that cannot be met and the smallest achievable
  * figure, and r->r.cost holds the smallest achievable figure of each dimension. */
-qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t,
-                 const double *budget, struct qd_decision *r);
+qd_err qd_decide(const struct qd_decider *d, const struct qd_decide_tables *t, const double *budget,
+                 struct qd_decision *r);
 /* The same search with another objective: objw (L, 17) the cost of layer l at weight bits b
  * (objw[l * 17 + b]), obja (2) a constant added at 8- and 16-bit activations (NULL: 0). The
  * gate's decisions use its negative log-probabilities here. */
 qd_err qd_decide_with(const struct qd_decider *d, const struct qd_decide_tables *t,
                       const double *budget, const double *objw, const double *obja,
                       struct qd_decision *r);
+/* What an operator may ask of a decision beyond the budgets: the weight bitwidths allowed (bit b
+ * of wbits set: b bits allowed; 0: every width the device supports) and a floor on the
+ * predicted accuracy (NAN: none). */
+struct qd_decide_limits {
+    unsigned wbits;
+    double floor;
+};
+/* The predicted accuracy of a policy: the float model's plus each layer's measured change at its
+ * width (the sensitivity's accuracy table, additive like the loss); NAN without sensitivity. */
+double qd_decide_accuracy(const struct qd_decider *d, const struct qd_policy *p);
+/* qd_decide_with under limits (NULL: none). Disallowed widths never enter the search; when the
+ * optimum predicts an accuracy below the floor, the decision is the most accurate policy within
+ * the budgets instead (an exact search on the accuracy drop), and QD_EBUDGET naming the floor
+ * when even that one is below it. A floor needs the sensitivity (QD_EINVAL without). */
+qd_err qd_decide_limited(const struct qd_decider *d, const struct qd_decide_tables *t,
+                         const double *budget, const double *objw, const double *obja,
+                         const struct qd_decide_limits *lim, struct qd_decision *r);
+/* qd_decide (the sensitivity objective) under limits. */
+qd_err qd_decide_under(const struct qd_decider *d, const struct qd_decide_tables *t,
+                       const double *budget, const struct qd_decide_limits *lim,
+                       struct qd_decision *r);
 /* The .qm of policy p (activations calibrated once at load). */
 qd_err qd_decider_build(const struct qd_decider *d, const struct qd_policy *p, uint8_t **blob,
                         size_t *len);

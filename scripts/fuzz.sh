@@ -5,7 +5,9 @@
 # this run left in build-fuzz/artifacts/<target>/) and libFuzzer's exit status. Exits nonzero
 # when any target crashed. Needs clang and libFuzzer's runtime (scripts/setup.sh installs
 # them: clang, libclang-rt-14-dev); installs nothing itself.
-#   scripts/fuzz.sh [--seconds N] [--only T[,T...]]    (N: 60 by default; CI runs 10)
+#   scripts/fuzz.sh [--seconds N] [--runs R] [--only T[,T...]]
+# (N: 60 by default, CI runs 3; --runs stops each target after R executions instead, e.g.
+# --runs 10000000 for the closing note's 10 million per target.)
 # Corpora grow in build-fuzz/corpus/<target>/ across runs; logs are build-fuzz/logs/<target>.log
 # ($FUZZ_BUILD_DIR instead of build-fuzz where set).
 # A crash: reproduce with build-fuzz/fuzz_<target> FILE, minimize with -minimize_crash=1, fix
@@ -13,14 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-secs=60 only=""
+secs=60 runs="" only=""
 while (($#)); do
   case "$1" in
     --seconds) secs=$2; shift ;;
     --seconds=*) secs=${1#*=} ;;
+    --runs) runs=$2; shift ;;
+    --runs=*) runs=${1#*=} ;;
     --only) only=$2; shift ;;
     --only=*) only=${1#*=} ;;
-    *) echo "fuzz: unknown argument $1 (--seconds N, --only T)" >&2; exit 2 ;;
+    *) echo "fuzz: unknown argument $1 (--seconds N, --runs R, --only T)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -54,10 +58,12 @@ for spec in "${TARGETS[@]}"; do
   art=$B/artifacts/$t
   mkdir -p "$art"
   stamp=$(mktemp)
-  args=(-max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len="$maxlen"
+  if [ -n "$runs" ]; then limit=(-runs="$runs"); what="$runs executions"
+  else limit=(-max_total_time="$secs"); what="${secs}s"; fi
+  args=("${limit[@]}" -rss_limit_mb=2048 -timeout=10 -max_len="$maxlen"
         -print_final_stats=1 -artifact_prefix="$art/")
   [ -n "$dict" ] && args+=(-dict="fuzz/$dict")
-  echo "fuzz: $t for ${secs}s" >&2
+  echo "fuzz: $t for $what" >&2
   set +e
   "$B/fuzz_$t" "${args[@]}" "$B/corpus/$t" >"$B/logs/$t.log" 2>&1
   rc=$?

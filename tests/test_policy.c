@@ -152,8 +152,8 @@ static void search_equals_brute_force(void **st)
             fail_msg("instance %d: a policy below the optimum %.17g: %.17g", t, wobj, res.obj);
         feasible++;
     }
-    fprintf(stderr, "%d feasible and %d infeasible instances agree with brute force\n",
-            feasible, infeasible);
+    fprintf(stderr, "%d feasible and %d infeasible instances agree with brute force\n", feasible,
+            infeasible);
     assert_true(feasible > 2000 && infeasible > 50);
 }
 
@@ -266,7 +266,8 @@ static void device_profiles_load_and_bad_ones_are_named(void **st)
         {"[device]\nflash = 1M\nram = 1k\nclock_mhz = 10\nweight_bits = 8\nact_bits = 8\n"
          "[cycles]\nmac_w2 = 1\nmac_w4 = 1\nmac_w8 = 1\nmac_w16 = 1\n[energy]\n"
          "pj_per_mac_w2 = 1\npj_per_mac_w4 = 1\npj_per_mac_w8 = 1\npj_per_mac_w16 = 1\n"
-         "[kernels]\nsimd_lanes = 16\nsimd_mac = 0.01\n", "simd_tile"},
+         "[kernels]\nsimd_lanes = 16\nsimd_mac = 0.01\n",
+         "simd_tile"},
     };
     for (int i = 0; i < 7; i++) {
         char p[1024];
@@ -329,8 +330,8 @@ static void cost_tables_equal_built_models(void **st)
                     assert_int_equal(qd_rt_arena_size(blob, len, &need), QD_OK);
                     free(blob);
                     if (sum.cost[QD_BUDGET_FLASH] != (double)len || c.flash != (double)len)
-                        fail_msg("%s: flash table %.0f, policy %.0f, built %zu",
-                                 fx.m.family, sum.cost[QD_BUDGET_FLASH], c.flash, len);
+                        fail_msg("%s: flash table %.0f, policy %.0f, built %zu", fx.m.family,
+                                 sum.cost[QD_BUDGET_FLASH], c.flash, len);
                     double ram = (double)need + (dev[di].weights_in_ram ? (double)len : 0);
                     if (sum.cost[QD_BUDGET_RAM] != ram || c.ram != ram)
                         fail_msg("%s: RAM table %.0f, policy %.0f, real %.0f", fx.m.family,
@@ -517,6 +518,96 @@ static void decide_fits_and_reports_exact_figures(void **st)
     }
 }
 
+/* Limits on a decision (qd_decide_limited): only the allowed weight widths are ever chosen and
+ * the optimum among them is found; under an accuracy floor the decision keeps it, and it is
+ * QD_EBUDGET naming the floor exactly when no policy within the budgets keeps it (brute force
+ * over every policy of a 5-layer fixture at both activation widths). */
+static void decide_limits_keep_widths_and_floor(void **st)
+{
+    use_source_devices();
+    struct qd_rng r;
+    qd_rng_seed(&r, 91);
+    struct fixture fx;
+    make(&fx, "custom", 3, 16, 905);
+    struct qd_decider d = {0};
+    d.g = fx.g;
+    d.ranges = fx.rg;
+    snprintf(d.m.family, sizeof d.m.family, "custom");
+    int L = fx.g.nq;
+    assert_int_equal(qd_sens_alloc(&d.s, L), QD_OK);
+    d.have_s = 1;
+    d.s.acc0 = 0.9;
+    for (int l = 0; l < L; l++)
+        for (int b = 2; b <= 16; b *= 2) {
+            d.s.dloss[l][b] = (16.0 / b) * (0.01 + qd_rng_uniform(&r));
+            d.s.acc[l][b] = d.s.acc0 - (16.0 / b) * 0.004 * qd_rng_uniform(&r);
+        }
+    struct qd_device dev;
+    assert_int_equal(qd_device_load("esp32", &dev), QD_OK);
+    struct qd_decide_tables t;
+    assert_int_equal(qd_decide_prepare(&d, &dev, &t), QD_OK);
+    int checked_floor = 0, refused = 0;
+    for (int trial = 0; trial < 40; trial++) {
+        double b[QD_BUDGET_COUNT] = {INFINITY, INFINITY, INFINITY, INFINITY};
+        b[QD_BUDGET_FLASH] = t.lo[QD_BUDGET_FLASH] +
+                             qd_rng_uniform(&r) * (t.hi[QD_BUDGET_FLASH] - t.lo[QD_BUDGET_FLASH]);
+        struct qd_decide_limits lim = {.wbits = trial % 2 ? (1u << 4) | (1u << 8) : 0,
+                                       .floor = trial % 2 ? NAN : 0.9 - 0.02 * qd_rng_uniform(&r)};
+        /* brute force: the best objective among allowed policies, the best accuracy */
+        double best_obj = INFINITY, best_acc = -INFINITY;
+        int n = 1;
+        for (int l = 0; l < L; l++)
+            n *= 4;
+        for (int a = 0; a < 2; a++) {
+            if (!t.have[a])
+                continue;
+            for (int code = 0; code < n; code++) {
+                struct qd_policy p;
+                qd_policy_uniform(&p, L, 8, a ? 16 : 8);
+                int ok = 1, c = code;
+                double obj = 0;
+                for (int l = 0; l < L; l++, c /= 4) {
+                    int w = 2 << (c % 4);
+                    ok &= dev.wbits_ok[w] && (!lim.wbits || (lim.wbits & (1u << w)));
+                    p.wbits[l] = (uint8_t)w;
+                    obj += d.s.dloss[l][w];
+                }
+                struct qd_costs cs;
+                if (!ok || qd_cost_policy(&fx.g, &p, &dev, &cs) || cs.flash > b[QD_BUDGET_FLASH])
+                    continue;
+                best_obj = fmin(best_obj, obj);
+                best_acc = fmax(best_acc, qd_decide_accuracy(&d, &p));
+            }
+        }
+        struct qd_decision x;
+        qd_err e = qd_decide_under(&d, &t, b, &lim, &x);
+        if (!isinf(best_acc) && !isnan(lim.floor) && best_acc < lim.floor) {
+            assert_int_equal(e, QD_EBUDGET);
+            assert_non_null(strstr(qd_errmsg(), "accuracy_floor"));
+            refused++;
+            continue;
+        }
+        if (isinf(best_obj)) {
+            assert_int_equal(e, QD_EBUDGET);
+            continue;
+        }
+        assert_int_equal(e, QD_OK);
+        assert_true(x.costs.flash <= b[QD_BUDGET_FLASH]);
+        for (int l = 0; l < L; l++)
+            assert_true(!lim.wbits || (lim.wbits & (1u << x.policy.wbits[l])));
+        if (lim.wbits) /* the optimum among the allowed widths */
+            assert_true(fabs(x.r.obj - best_obj) <= 1e-9 * fabs(best_obj) + 1e-12);
+        else {
+            assert_true(qd_decide_accuracy(&d, &x.policy) >= lim.floor);
+            checked_floor++;
+        }
+    }
+    assert_true(checked_floor > 0 && refused > 0); /* both sides of the floor were seen */
+    qd_decide_tables_fini(&t);
+    qd_sens_fini(&d.s);
+    unmake(&fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -528,6 +619,7 @@ int main(void)
         cmocka_unit_test(cost_tables_equal_built_models),
         cmocka_unit_test(energy_follows_the_parts_arithmetic),
         cmocka_unit_test(decide_fits_and_reports_exact_figures),
+        cmocka_unit_test(decide_limits_keep_widths_and_floor),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <sodium.h>
+#include <sqlite3.h>
 
 #include "daemon/state.h"
 #include "proto/manifest.h"
@@ -18,8 +19,8 @@ static void test_seal_verify(void **st)
     randombytes_buf(key, sizeof key);
     randombytes_buf(other, sizeof other);
     char *m;
-    assert_int_equal(qd_proto_seal("{\"v\":1,\"op\":\"report\",\"from\":\"d1\",\"nonce\":5}", key,
-                                   &m), QD_OK);
+    assert_int_equal(
+        qd_proto_seal("{\"v\":1,\"op\":\"report\",\"from\":\"d1\",\"nonce\":5}", key, &m), QD_OK);
     size_t n = strlen(m);
     assert_int_equal(qd_proto_verify(m, n, key), QD_OK);
     assert_int_equal(qd_proto_verify(m, n, other), QD_EAUTH);
@@ -52,11 +53,19 @@ static void test_parse_limits(void **st)
     cJSON_Delete(j);
     assert_int_equal(qd_proto_parse(ok, strlen(ok), 10, &j), QD_ETOOBIG);
     assert_null(j);
-    const char *bad[] = {"", "[]", "{", "{\"v\":1,\"op\":\"x\"} junk", "{\"v\":2,\"op\":\"health\"}",
-                         "{\"op\":\"health\"}", "{\"v\":1}", "{\"v\":1,\"op\":7}", "\"str\"",
-                         "{\"v\":1,\"op\":\"health\",}", "nul"};
+    const char *bad[] = {"",
+                         "[]",
+                         "{",
+                         "{\"v\":1,\"op\":\"x\"} junk",
+                         "{\"v\":2,\"op\":\"health\"}",
+                         "{\"op\":\"health\"}",
+                         "{\"v\":1}",
+                         "{\"v\":1,\"op\":7}",
+                         "\"str\"",
+                         "{\"v\":1,\"op\":\"health\",}",
+                         "nul"};
     qd_err want[] = {QD_EFORMAT, QD_EFORMAT, QD_EFORMAT, QD_EFORMAT, QD_EVERSION, QD_EVERSION,
-                     QD_EINVAL, QD_EINVAL, QD_EFORMAT, QD_EFORMAT, QD_EFORMAT};
+                     QD_EINVAL,  QD_EINVAL,  QD_EFORMAT, QD_EFORMAT, QD_EFORMAT};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(qd_proto_parse(bad[i], strlen(bad[i]), 100, &j), want[i]);
         assert_null(j);
@@ -105,7 +114,12 @@ static void test_fields(void **st)
     assert_int_equal(qd_proto_int(j, "neg", 0, 10, 1, &i), QD_EINVAL);
     cJSON_Delete(j);
     assert_true(qd_proto_id_ok("gw-17.a_b"));
-    const char *badid[] = {"", ".hidden", "../etc", "a/b", "a b", "x\n",
+    const char *badid[] = {"",
+                           ".hidden",
+                           "../etc",
+                           "a/b",
+                           "a b",
+                           "x\n",
                            "0123456789012345678901234567890123456789012345678901234567890123"};
     for (size_t k = 0; k < sizeof badid / sizeof badid[0]; k++)
         assert_false(qd_proto_id_ok(badid[k]));
@@ -255,9 +269,16 @@ static void test_manifest(void **st)
     crypto_sign_keypair(pk, sk);
     crypto_sign_keypair(pk2, sk2);
     randombytes_buf(qm, sizeof qm);
-    struct qd_manifest m = {.device = "gw-1", .version = 5, .prev = 4, .size = sizeof qm,
-                            .backbone = "0123abcd", .policy = "8,4,2/8", .created = 1000,
-                            .expires = 2000, .test_seed = 77, .test_n = 4},
+    struct qd_manifest m = {.device = "gw-1",
+                            .version = 5,
+                            .prev = 4,
+                            .size = sizeof qm,
+                            .backbone = "0123abcd",
+                            .policy = "8,4,2/8",
+                            .created = 1000,
+                            .expires = 2000,
+                            .test_seed = 77,
+                            .test_n = 4},
                        got;
     qd_proto_sha256_hex(qm, sizeof qm, m.sha);
     memset(m.test_sha, 'c', 64);
@@ -336,9 +357,16 @@ static void test_state(void **st)
     char sha[65];
     qd_proto_sha256_hex(blob, sizeof blob, sha);
     assert_int_equal(qd_state_blob_write(dir, sha, blob, sizeof blob), QD_OK);
-    struct qd_state_decision d = {.device = "a", .context = "{\"battery\":0.5}",
-                                  .policy = "8,4", .costs = "{}", .nonce = 12, .version = 1,
-                                  .sha = sha, .backbone = "bb", .size = sizeof blob, .sig = sig};
+    struct qd_state_decision d = {.device = "a",
+                                  .context = "{\"battery\":0.5}",
+                                  .policy = "8,4",
+                                  .costs = "{}",
+                                  .nonce = 12,
+                                  .version = 1,
+                                  .sha = sha,
+                                  .backbone = "bb",
+                                  .size = sizeof blob,
+                                  .sig = sig};
     assert_int_equal(qd_state_decision(s, &d), QD_OK);
     /* the same version twice is refused and rolled back whole */
     assert_int_equal(qd_state_decision(s, &d), QD_EEXIST);
@@ -447,15 +475,97 @@ static void test_fuzz_regressions(void **st)
     fuzz_regress_each("request", regress_request);
 }
 
+static qd_err one_device(void *ctx, const struct qd_state_device *d)
+{
+    *(struct qd_state_device *)ctx = *d;
+    ((struct qd_state_device *)ctx)->context = NULL;
+    return QD_OK;
+}
+
+static qd_err one_setting(void *ctx, const char *target, const char *body)
+{
+    snprintf(ctx, 200, "%s=%s", target, body);
+    return QD_OK;
+}
+
+/* A schema-1 state (before fleet operations) opens as schema 2 with its devices kept (no group,
+ * active); fleet rows round-trip; a state newer than this quantd is refused (EVERSION). */
+static void test_state_migrates(void **st)
+{
+    char *dir = make_tmpdir(), path[1200];
+    snprintf(path, sizeof path, "%s/state.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE meta(k TEXT PRIMARY KEY, v TEXT);"
+                     "CREATE TABLE devices(id TEXT PRIMARY KEY, key BLOB NOT NULL, profile TEXT "
+                     "NOT NULL DEFAULT '', flash REAL NOT NULL DEFAULT 0, ram REAL NOT NULL "
+                     "DEFAULT 0, context TEXT, nonce INTEGER NOT NULL DEFAULT 0, version INTEGER "
+                     "NOT NULL DEFAULT 0, acked INTEGER NOT NULL DEFAULT 0, created INTEGER, "
+                     "seen INTEGER);"
+                     "CREATE TABLE events(ts INTEGER, device TEXT, kind TEXT, detail TEXT);"
+                     "INSERT INTO meta VALUES('schema','1');"
+                     "INSERT INTO devices(id,key,profile,nonce) VALUES('gw-1',zeroblob(32),"
+                     "'esp32',7);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    qd_state_t *s;
+    assert_int_equal(qd_state_open(dir, &s), QD_OK);
+    char v[16];
+    assert_int_equal(qd_state_meta_get(s, "schema", v, sizeof v), QD_OK);
+    assert_string_equal(v, "2");
+    struct qd_state_device d;
+    assert_int_equal(qd_state_devices_load(s, one_device, &d), QD_OK);
+    assert_string_equal(d.id, "gw-1");
+    assert_int_equal((int)d.nonce, 7);
+    assert_string_equal(d.group, "");
+    assert_int_equal(d.status, QD_STATE_ACTIVE);
+    assert_int_equal(qd_state_device_group(s, "gw-1", "north"), QD_OK);
+    assert_int_equal(qd_state_device_status(s, "gw-1", QD_STATE_REVOKED), QD_OK);
+    assert_int_equal(qd_state_setting_put(s, "group:north", "{\"flash\":\"50%\"}"), QD_OK);
+    assert_int_equal(qd_state_event(s, "gw-1", "set", "x"), QD_OK);
+    qd_state_close(s);
+    assert_int_equal(qd_state_open(dir, &s), QD_OK); /* a second open migrates nothing */
+    assert_int_equal(qd_state_devices_load(s, one_device, &d), QD_OK);
+    assert_string_equal(d.group, "north");
+    assert_int_equal(d.status, QD_STATE_REVOKED);
+    char set[200] = "";
+    assert_int_equal(qd_state_settings_load(s, one_setting, set), QD_OK);
+    assert_string_equal(set, "group:north={\"flash\":\"50%\"}");
+    cJSON *a = cJSON_CreateArray();
+    struct qd_state_event_filter f = {.group = "north", .kind = "set"};
+    assert_int_equal(qd_state_events(s, &f, a), QD_OK);
+    assert_int_equal(cJSON_GetArraySize(a), 1);
+    f.group = "south";
+    cJSON_Delete(a);
+    a = cJSON_CreateArray();
+    assert_int_equal(qd_state_events(s, &f, a), QD_OK);
+    assert_int_equal(cJSON_GetArraySize(a), 0);
+    cJSON_Delete(a);
+    assert_int_equal(qd_state_meta_set(s, "schema", "9"), QD_OK);
+    qd_state_close(s);
+    assert_int_equal(qd_state_open(dir, &s), QD_EVERSION);
+    assert_non_null(strstr(qd_errmsg(), "schema 9"));
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_seal_verify), cmocka_unit_test(test_parse_limits),
-        cmocka_unit_test(test_fields),      cmocka_unit_test(test_sign_and_push),
-        cmocka_unit_test(test_manifest),    cmocka_unit_test(test_pack),
-        cmocka_unit_test(test_state),       cmocka_unit_test(test_fuzz_regressions),
+        cmocka_unit_test(test_seal_verify),
+        cmocka_unit_test(test_parse_limits),
+        cmocka_unit_test(test_fields),
+        cmocka_unit_test(test_sign_and_push),
+        cmocka_unit_test(test_manifest),
+        cmocka_unit_test(test_pack),
+        cmocka_unit_test(test_state),
+        cmocka_unit_test(test_state_migrates),
+        cmocka_unit_test(test_fuzz_regressions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -126,8 +126,38 @@ class Client:
     def stats(self):
         return self.call("stats")
 
-    def devices(self, offset=0, limit=1000):
-        return self.call("devices", offset=offset, limit=limit)
+    def devices(self, offset=0, limit=1000, **filters):
+        """filters: group, profile, status (active|revoked|deleted), unacked (bool),
+        unseen_s (not heard from for that many seconds)."""
+        return self.call("devices", offset=offset, limit=limit, **filters)
+
+    def group(self, name=None, devices=None):
+        """With no name: the groups; else puts `devices` in group `name` ("" = none)."""
+        if name is None:
+            return self.call("group")
+        return self.call("group", group=name, devices=list(devices or []))
+
+    def set(self, device=None, group=None, **settings):
+        """flash, ram, latency_ms, energy_mj (a number or "50%"), accuracy_floor, bits
+        ([4, 8]), pin (a version or "current"), clear (True or a list of names)."""
+        target = {"device": device} if device is not None else {"group": group}
+        return self.call("set", **target, **settings)
+
+    def rollback(self, device=None, group=None, to=None):
+        fields = {"device": device} if device is not None else {"group": group}
+        if to is not None:
+            fields["to"] = to
+        return self.call("rollback", **fields)
+
+    def revoke(self, device):
+        return self.call("revoke", device=device)
+
+    def delete(self, device):
+        return self.call("delete", device=device)
+
+    def events(self, **filters):
+        """filters: device, group, kind, since (unix seconds), limit."""
+        return self.call("events", **filters)
 
     def device(self, id):
         return self.call("device", id=id)

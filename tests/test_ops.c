@@ -1,0 +1,449 @@
+/* Fleet operations end to end: a real quantd (a plain backbone trained on its first start) and
+ * 60 simulated devices of six profiles in three groups.
+ *   groups_and_bad_input  devices moved into groups (a listing and the hello's own group);
+ *                         every bad request refused with its own code naming the field, the
+ *                         fleet untouched (versions, groups, settings).
+ *   group_override        a flash cap of 60% of the int8 model on one group: its devices are
+ *                         decided again at once and get models under the cap; the other groups
+ *                         keep their versions.
+ *   pin_holds             a pinned device keeps its version through a context that moves its
+ *                         unpinned twin; pinning to an earlier version brings that model back.
+ *   limits_in_decisions   allowed widths and an accuracy floor shape the decision; a floor no
+ *                         policy reaches is EBUDGET naming it.
+ *   rollback_group        every device of the overridden group gets a new version carrying the
+ *                         model it acked before; events and the devices listing say so.
+ *   revoke_and_restart    a revoked device is refused at once, keys rotate brings it back;
+ *                         after a restart groups, settings and pins are as they were. */
+#include "daemonfix.h"
+
+#include <math.h>
+#include <sodium.h>
+
+#include "client/sim.h"
+
+#define NDEV 60
+/* A plain backbone (no supernet), trained enough that its sensitivity ranks the widths (a
+ * one-epoch model on 3,000 images measures 2-bit weights as lowering its loss). */
+#define BACKBONE                                                                                   \
+    "[backbone]\nsupernet_epochs = 0\ntrain_epochs = 2\ntrain_subset = 20000\nsens_n = 500\n"
+
+static struct qd_sim sim;
+static struct qd_client cl;
+static struct qd_ident admin;
+static char adminkey[1200];
+static int64_t before_override[NDEV]; /* each device's version before the group override */
+static char before_sha[NDEV][65];
+static int moved[NDEV]; /* its version changed with the group override */
+
+static const char *group_of(int i)
+{
+    static const char *const g[] = {"north", "south", "east"};
+    return g[i % 3];
+}
+
+/* A request's error code ("OK" when it succeeded); the reply's message into msg. */
+static const char *code(cJSON *req, char *msg, size_t n)
+{
+    static char c[32];
+    qd_err e;
+    cJSON *r = call(&cl, &admin, req, &e);
+    snprintf(c, sizeof c, "%s", e ? qd_err_name(e) : "OK");
+    snprintf(msg, n, "%s", e ? qd_errmsg() : "");
+    cJSON_Delete(r);
+    return c;
+}
+
+static cJSON *ok(cJSON *req)
+{
+    qd_err e;
+    cJSON *r = call(&cl, &admin, req, &e);
+    if (e)
+        fail_msg("%s: %s", qd_err_name(e), qd_errmsg());
+    return r;
+}
+
+static double field(cJSON *o, const char *k)
+{
+    cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *sfield(cJSON *o, const char *k)
+{
+    cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static cJSON *set_req(const char *key, const char *target)
+{
+    cJSON *j = op("set");
+    cJSON_AddStringToObject(j, key, target);
+    return j;
+}
+
+/* Every simulated device told the version the registry holds, then until each has it acked. */
+static void converge(void)
+{
+    cJSON *l = devices(&cl, &admin);
+    for (int i = 0; i < NDEV; i++) {
+        cJSON *x = dev_of(l, sim.dev[i].who.id);
+        assert_non_null(x);
+        sim.dev[i].want = (int64_t)field(x, "version");
+    }
+    cJSON_Delete(l);
+    if (qd_sim_collect(&sim, 60000, 1))
+        fail_msg("collect: %s", qd_errmsg());
+}
+
+/* Until the daemon's queue of re-decisions and its jobs are done. */
+static void settle(void)
+{
+    for (int k = 0; k < 600; k++) {
+        cJSON *s = ok(op("stats"));
+        int idle = field(s, "redo_queued") == 0 && field(s, "inflight") == 0;
+        cJSON_Delete(s);
+        if (idle)
+            return;
+        usleep(50000);
+    }
+    fail_msg("re-decisions still queued after 30 s");
+}
+
+static void ops_setup_fleet(void **st)
+{
+    real_data_dir("fashion-mnist/t10k-images-idx3-ubyte.gz", data_dir, sizeof data_dir);
+    write_conf(BACKBONE);
+    pid = start(conf);
+    assert_int_equal(qd_client_open(&cl, control, NULL, 20000), QD_OK);
+    wait_ready(&cl, 600);
+    snprintf(adminkey, sizeof adminkey, "%s/state/admin.key", tmp);
+    assert_int_equal(qd_ident_init(&admin, "admin", adminkey), QD_OK);
+    struct qd_sim_opts o = {.control = control,
+                            .push = push,
+                            .admin_key = adminkey,
+                            .devices = NDEV,
+                            .timeout_ms = 20000,
+                            .quiet = 1,
+                            .prefix = "op"};
+    assert_int_equal(qd_sim_open(&sim, &o), QD_OK);
+    assert_int_equal(qd_sim_provision(&sim), QD_OK);
+    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
+    full.battery = 1.0;
+    for (int i = 0; i < NDEV; i++)
+        assert_int_equal(qd_sim_report(&sim, i, &full), QD_OK);
+    converge();
+}
+
+static void groups_and_bad_input(void **st)
+{
+    char msg[600];
+    for (int g = 0; g < 3; g++) {
+        cJSON *j = op("group"), *a = cJSON_AddArrayToObject(j, "devices");
+        cJSON_AddStringToObject(j, "group", group_of(g));
+        for (int i = g; i < NDEV; i += 3)
+            cJSON_AddItemToArray(a, cJSON_CreateString(sim.dev[i].who.id));
+        cJSON *r = ok(j);
+        assert_int_equal((int)field(r, "moved"), NDEV / 3);
+        cJSON_Delete(r);
+    }
+    cJSON *r = ok(op("group")), *g;
+    int seen = 0;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(r, "groups"))
+    {
+        assert_int_equal((int)field(g, "devices"), NDEV / 3);
+        seen++;
+    }
+    assert_int_equal(seen, 3);
+    cJSON_Delete(r);
+
+    /* bad input: its own code, the field named, nothing changed */
+    cJSON *j = op("group"), *a = cJSON_AddArrayToObject(j, "devices");
+    cJSON_AddStringToObject(j, "group", "west");
+    cJSON_AddItemToArray(a, cJSON_CreateString(sim.dev[0].who.id));
+    cJSON_AddItemToArray(a, cJSON_CreateString("no-such-device"));
+    assert_string_equal(code(j, msg, sizeof msg), "ENODEV");
+    assert_non_null(strstr(msg, "no-such-device"));
+    j = set_req("group", "west");
+    cJSON_AddStringToObject(j, "flash", "50%");
+    assert_string_equal(code(j, msg, sizeof msg), "ENOGROUP");
+    struct {
+        const char *field, *json, *want;
+    } bad[] = {
+        {"flash", "\"0%\"", "EINVAL"},
+        {"flash", "\"lots\"", "EINVAL"},
+        {"ram", "-5", "EINVAL"},
+        {"accuracy_floor", "1.5", "EINVAL"},
+        {"accuracy_floor", "\"high\"", "EINVAL"},
+        {"bits", "[3]", "EINVAL"},
+        {"bits", "8", "EINVAL"},
+        {"pin", "99", "ENOVERSION"},
+        {"pin", "\"latest\"", "EINVAL"},
+        {"flash", "1", "EBUDGET"},
+        {"accuracy_floor", "1.0", "EBUDGET"},
+        {"clear", "[\"colour\"]", "EINVAL"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        j = set_req("device", sim.dev[0].who.id);
+        cJSON_AddItemToObject(j, bad[k].field, cJSON_Parse(bad[k].json));
+        const char *c = code(j, msg, sizeof msg);
+        if (strcmp(c, bad[k].want) || !strstr(msg, bad[k].field))
+            fail_msg("set %s = %s: %s %s (wanted %s naming the field)", bad[k].field, bad[k].json,
+                     c, msg, bad[k].want);
+    }
+    j = set_req("group", "north");
+    cJSON_AddNumberToObject(j, "pin", 3); /* a group's pin is "current" only */
+    assert_string_equal(code(j, msg, sizeof msg), "EINVAL");
+    j = op("rollback");
+    assert_string_equal(code(j, msg, sizeof msg), "EINVAL"); /* no target */
+    j = op("events");
+    cJSON_AddStringToObject(j, "group", "west");
+    assert_string_equal(code(j, msg, sizeof msg), "ENOGROUP");
+    cJSON *l = devices(&cl, &admin);
+    for (int i = 0; i < NDEV; i++) {
+        cJSON *x = dev_of(l, sim.dev[i].who.id);
+        assert_int_equal((int64_t)field(x, "version"), sim.dev[i].want);
+        assert_string_equal(sfield(x, "group"), group_of(i));
+        assert_null(cJSON_GetObjectItem(x, "settings"));
+    }
+    cJSON_Delete(l);
+}
+
+static void group_override(void **st)
+{
+    for (int i = 0; i < NDEV; i++) {
+        before_override[i] = sim.dev[i].want;
+        snprintf(before_sha[i], 65, "%s", sim.dev[i].want_sha);
+    }
+    cJSON *j = set_req("group", "south");
+    cJSON_AddStringToObject(j, "flash", "60%");
+    cJSON *r = ok(j);
+    assert_int_equal((int)field(r, "redeciding"), NDEV / 3);
+    cJSON_Delete(r);
+    settle();
+    converge();
+    int nmoved = 0;
+    for (int i = 0; i < NDEV; i++) {
+        if (strcmp(group_of(i), "south")) {
+            assert_int_equal(sim.dev[i].want, before_override[i]); /* others untouched */
+            continue;
+        }
+        /* its dry run under the same settings: the cap in the budget, the model under it */
+        cJSON *d = op("decide");
+        cJSON_AddStringToObject(d, "device", sim.dev[i].who.id);
+        cJSON_AddNumberToObject(d, "battery", 1.0);
+        cJSON *dr = ok(d);
+        double cap = field(cJSON_GetObjectItem(dr, "budget"), "flash");
+        double used = field(cJSON_GetObjectItem(dr, "costs"), "flash");
+        assert_true(used <= cap);
+        assert_int_equal((int)sim.dev[i].store->len, (int)used); /* what it holds */
+        moved[i] = sim.dev[i].want > before_override[i];
+        nmoved += moved[i];
+        cJSON_Delete(dr);
+    }
+    assert_true(nmoved >= NDEV / 3 / 2); /* 60% of int8 moves most of them off their policy */
+}
+
+static void pin_holds(void **st)
+{
+    int a = 0, b = -1; /* both in "north", of the same profile */
+    for (int i = 3; i < NDEV && b < 0; i += 3)
+        if (!strcmp(sim.dev[i].profile, sim.dev[a].profile))
+            b = i;
+    assert_true(b > 0);
+    cJSON *j = set_req("device", sim.dev[a].who.id);
+    cJSON_AddStringToObject(j, "pin", "current");
+    cJSON *r = ok(j);
+    assert_int_equal((int64_t)field(cJSON_GetObjectItem(r, "settings"), "pin"), sim.dev[a].want);
+    cJSON_Delete(r);
+    int64_t va = sim.dev[a].want, vb = sim.dev[b].want;
+    struct qd_client_ctx low = QD_CLIENT_CTX_NONE;
+    low.battery = 1.0;
+    low.free_flash = 0.5 * sim.dev[b].flash;
+    assert_int_equal(qd_sim_report(&sim, a, &low), QD_OK);
+    assert_int_equal(qd_sim_report(&sim, b, &low), QD_OK);
+    assert_int_equal(sim.dev[a].want, va); /* pinned: stays */
+    assert_true(sim.dev[b].want > vb);     /* its twin moves */
+    converge();
+    /* pinned to its first version: that model comes back as a new version */
+    j = set_req("device", sim.dev[b].who.id);
+    cJSON_AddNumberToObject(j, "pin", 1);
+    cJSON_Delete(ok(j));
+    settle();
+    converge();
+    assert_true(sim.dev[b].want > vb + 1);
+    cJSON *q = op("device");
+    cJSON_AddStringToObject(q, "id", sim.dev[b].who.id);
+    cJSON *d = ok(q);
+    cJSON *vs = cJSON_GetObjectItem(cJSON_GetObjectItem(d, "device"), "versions");
+    const char *first = NULL;
+    cJSON *v;
+    cJSON_ArrayForEach(v, vs) if ((int)field(v, "version") == 1) first = sfield(v, "sha256");
+    assert_non_null(first);
+    assert_string_equal(sim.dev[b].store->sha, first);
+    cJSON_Delete(d);
+    j = set_req("device", sim.dev[b].who.id); /* released */
+    cJSON_AddTrueToObject(j, "clear");
+    cJSON_Delete(ok(j));
+}
+
+/* The device's dry run with a free flash (NAN: none); its reply, error code into c. */
+static cJSON *dry_run(int i, double free_flash, char *c, size_t n)
+{
+    cJSON *d = op("decide");
+    cJSON_AddStringToObject(d, "device", sim.dev[i].who.id);
+    if (!isnan(free_flash))
+        cJSON_AddNumberToObject(d, "free_flash", free_flash);
+    qd_err e;
+    cJSON *r = call(&cl, &admin, d, &e);
+    snprintf(c, n, "%s %s", e ? qd_err_name(e) : "OK", e ? qd_errmsg() : "");
+    return r;
+}
+
+static void limits_in_decisions(void **st)
+{
+    int i = 9; /* "north", unpinned */
+    char c[600];
+    cJSON *j = set_req("device", sim.dev[i].who.id);
+    cJSON_AddItemToObject(j, "bits", cJSON_Parse("[8]"));
+    cJSON_Delete(ok(j));
+    settle();
+    converge();
+    cJSON *l = devices(&cl, &admin); /* the policy it holds now */
+    for (const char *p = sfield(dev_of(l, sim.dev[i].who.id), "policy"); *p && *p != '/'; p++)
+        assert_true(*p == '8' || *p == ',');
+    cJSON_Delete(l);
+    cJSON *r = dry_run(i, NAN, c, sizeof c);
+    double acc8 = field(r, "predicted_accuracy");
+    cJSON_Delete(r);
+    assert_true(acc8 > 0 && acc8 <= 1);
+    /* a floor at the all-8-bit model's predicted accuracy: every decision keeps it */
+    j = set_req("device", sim.dev[i].who.id);
+    cJSON_AddItemToObject(j, "clear", cJSON_Parse("[\"bits\"]"));
+    cJSON_AddNumberToObject(j, "accuracy_floor", acc8);
+    cJSON_Delete(ok(j));
+    r = dry_run(i, NAN, c, sizeof c);
+    assert_true(field(r, "predicted_accuracy") >= acc8 - 1e-9);
+    cJSON_Delete(r);
+    /* the smallest model's flash: only 2-bit-heavy policies fit, none keeps the floor */
+    r = dry_run(i, 1, c, sizeof c);
+    assert_true(!strncmp(c, "EBUDGET", 7));
+    double smallest = field(cJSON_GetObjectItem(r, "smallest"), "flash");
+    cJSON_Delete(r);
+    assert_true(smallest > 0);
+    r = dry_run(i, smallest * 1.0001, c, sizeof c);
+    cJSON_Delete(r);
+    if (strncmp(c, "EBUDGET", 7) || !strstr(c, "accuracy_floor"))
+        fail_msg("the smallest model under a floor of %.4f: %s", acc8, c);
+    j = set_req("device", sim.dev[i].who.id);
+    cJSON_AddTrueToObject(j, "clear");
+    cJSON_Delete(ok(j));
+    settle();
+    converge();
+}
+
+static void rollback_group(void **st)
+{
+    cJSON *j = op("rollback");
+    cJSON_AddStringToObject(j, "group", "south");
+    cJSON *r = ok(j), *x;
+    int n = 0;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "devices")) n++;
+    int want = 0; /* those that moved; the others have no earlier version to go back to */
+    for (int i = 0; i < NDEV; i++)
+        want += moved[i];
+    assert_int_equal(n, want);
+    cJSON_Delete(r);
+    converge();
+    for (int i = 0; i < NDEV; i++)
+        if (!strcmp(group_of(i), "south") && sim.dev[i].want > 0) {
+            /* the model it acked before the override (or, unmoved, the same one) */
+            assert_string_equal(sim.dev[i].store->sha, before_sha[i]);
+            assert_int_equal(sim.dev[i].acked, sim.dev[i].want);
+        }
+    j = op("events");
+    cJSON_AddStringToObject(j, "group", "south");
+    cJSON_AddStringToObject(j, "kind", "revert");
+    r = ok(j);
+    n = 0;
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "events"))
+    {
+        assert_string_equal(sfield(x, "group"), "south");
+        n++;
+    }
+    cJSON_Delete(r);
+    assert_true(n >= 1 && n <= NDEV / 3);
+    j = op("devices");
+    cJSON_AddStringToObject(j, "group", "south");
+    cJSON_AddTrueToObject(j, "unacked");
+    r = ok(j);
+    assert_int_equal((int)field(r, "total"), 0);
+    cJSON_Delete(r);
+}
+
+static void revoke_and_restart(void **st)
+{
+    int i = 12;
+    cJSON *j = op("revoke");
+    cJSON_AddStringToObject(j, "device", sim.dev[i].who.id);
+    cJSON_Delete(ok(j));
+    struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
+    c.battery = 0.9;
+    assert_int_equal(qd_sim_report(&sim, i, &c), QD_EREVOKED);
+    char key[2 * QD_PROTO_KEY_BYTES + 1], id[QD_PROTO_MAX_ID + 1];
+    snprintf(id, sizeof id, "%s", sim.dev[i].who.id);
+    assert_int_equal(qd_client_device_key(&cl, &admin, "rotate", id, key), QD_OK);
+    assert_int_equal(qd_ident_init(&sim.dev[i].who, id, key), QD_OK);
+    assert_int_equal(qd_sim_report(&sim, i, &c), QD_OK);
+
+    cJSON *before = devices(&cl, &admin);
+    kill(pid, SIGTERM);
+    assert_int_equal(wait_exit(pid, 30), 0);
+    pid = start(conf);
+    wait_ready(&cl, 120);
+    cJSON *after = devices(&cl, &admin);
+    for (int k = 0; k < NDEV; k++) {
+        cJSON *x = dev_of(before, sim.dev[k].who.id), *y = dev_of(after, sim.dev[k].who.id);
+        assert_string_equal(sfield(x, "group"), sfield(y, "group"));
+        char *sx = cJSON_PrintUnformatted(cJSON_GetObjectItem(x, "effective"));
+        char *sy = cJSON_PrintUnformatted(cJSON_GetObjectItem(y, "effective"));
+        assert_string_equal(sx ? sx : "", sy ? sy : "");
+        free(sx), free(sy);
+    }
+    cJSON_Delete(before);
+    cJSON_Delete(after);
+    /* the group's cap still applies, the rolled-back devices still pinned */
+    cJSON *r = ok(op("group")), *g;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItem(r, "groups")) if (!strcmp(sfield(g, "name"), "south"))
+        assert_string_equal(sfield(cJSON_GetObjectItem(g, "settings"), "flash"), "60%");
+    cJSON_Delete(r);
+    int s = -1; /* a "south" device rolled back (pinned) */
+    for (int k = 0; k < NDEV && s < 0; k++)
+        if (!strcmp(group_of(k), "south") && moved[k])
+            s = k;
+    assert_true(s >= 0);
+    int64_t v = sim.dev[s].want;
+    c.battery = 0.2;
+    assert_int_equal(qd_sim_report(&sim, s, &c), QD_OK);
+    assert_int_equal(sim.dev[s].want, v);
+}
+
+static int ops_teardown(void **st)
+{
+    qd_sim_close(&sim);
+    qd_client_close(&cl);
+    return teardown(st);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0 || !getenv("QUANTD"))
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ops_setup_fleet),     cmocka_unit_test(groups_and_bad_input),
+        cmocka_unit_test(group_override),      cmocka_unit_test(pin_holds),
+        cmocka_unit_test(limits_in_decisions), cmocka_unit_test(rollback_group),
+        cmocka_unit_test(revoke_and_restart),
+    };
+    return cmocka_run_group_tests(tests, setup, ops_teardown);
+}
