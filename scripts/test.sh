@@ -10,7 +10,9 @@ fast=0; [ "${1:-}" = --fast ] && fast=1
 if ((fast)); then scripts/setup.sh; else scripts/setup.sh --sanitize; fi
 build/quantlab data fetch --data all
 export QD_REQUIRE_DATA=1 OMP_NUM_THREADS=2
-ctest --test-dir build --output-on-failure --timeout 900
+# two at a time: the end-to-end tests mostly wait on their daemons (this halves their wall
+# time on 2 cores; every test passed so in a run with a training test beside it)
+ctest --test-dir build --output-on-failure --timeout 900 -j2
 echo "== the device end, cross-built, under QEMU =="
 scripts/cross.sh aarch64 --images 50
 scripts/cross.sh cortex-m4 --limit 10
@@ -19,7 +21,7 @@ if ((!fast)); then
   echo "== the same suite under ASan + UBSan =="
   QD_KILLS=2 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
-    ctest --test-dir build-asan --output-on-failure --timeout 1800
+    ctest --test-dir build-asan --output-on-failure --timeout 1800 -j2
   # TSan's checks of the NN code's memcpy/memset (uninstrumented, but one module with the
   # daemon) make training ~20x slower: CI runs the hostile test (limits, concurrent jobs,
   # faults, kill -9; a plain backbone trains in a minute); QD_TSAN_ALL=1 adds the daemon and
