@@ -597,9 +597,11 @@ static void *load(void *p)
         int i = k % l->s.n;
         struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
         c.battery = 1.0;
-        c.free_flash = (0.4 + 0.6 * rand_r(&l->seed) / (double)RAND_MAX) * l->s.dev[i].flash;
-        if (qd_sim_report(&l->s, i, &c))
-            l->errors++;
+        if (l->s.dev[i].flash > 0) /* (its first report: no cap, which gives the size) */
+            c.free_flash = (0.4 + 0.6 * rand_r(&l->seed) / (double)RAND_MAX) * l->s.dev[i].flash;
+        qd_err e = qd_sim_report(&l->s, i, &c);
+        if (e && ++l->errors <= 2)
+            fprintf(stderr, "bench: %s: %s\n", qd_err_name(e), qd_errmsg());
         l->reports++;
     }
     return NULL;
