@@ -319,7 +319,15 @@ qd_err qdd_op_ack(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_event(struct qdd_call *c, cJSON *r);
 
 /* fleet.c */
+extern const char *const QDD_BUDGET_FIELD[QD_BUDGET_COUNT]; /* the wire's names: flash, ram, ... */
 void qdd_settings_none(struct qdd_settings *s);
+/* The caps of s on a profile (its shares of the int8 model's figures made units; INFINITY: no
+ * cap). */
+void qdd_settings_caps(const struct qdd_settings *s, const struct qd_decide_tables *t, double *cap);
+/* Records a target's settings ("device" or "group", its name; empty ones removed) and, with
+ * event, a "set" event. */
+qd_err qdd_settings_save(struct qd_daemon *d, const char *kind, const char *name,
+                         const struct qdd_settings *s, int event);
 int qdd_settings_empty(const struct qdd_settings *s);
 /* Reads the fields of j that are settings into s (others untouched); EINVAL names a bad one. */
 qd_err qdd_settings_read(const cJSON *j, int group, struct qdd_settings *s);

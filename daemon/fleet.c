@@ -11,10 +11,10 @@
 #include "core/log.h"
 #include "daemon/daemon_impl.h"
 
-static const char *const BUDGET_NAME[QD_BUDGET_COUNT] = {[QD_BUDGET_FLASH] = "flash",
-                                                         [QD_BUDGET_LATENCY] = "latency_ms",
-                                                         [QD_BUDGET_ENERGY] = "energy_mj",
-                                                         [QD_BUDGET_RAM] = "ram"};
+const char *const QDD_BUDGET_FIELD[QD_BUDGET_COUNT] = {[QD_BUDGET_FLASH] = "flash",
+                                                       [QD_BUDGET_LATENCY] = "latency_ms",
+                                                       [QD_BUDGET_ENERGY] = "energy_mj",
+                                                       [QD_BUDGET_RAM] = "ram"};
 
 void qdd_settings_none(struct qdd_settings *s)
 {
@@ -54,13 +54,41 @@ static qd_err read_budget(const cJSON *v, const char *name, double *abs, double 
     return QD_OK;
 }
 
+void qdd_settings_caps(const struct qdd_settings *s, const struct qd_decide_tables *t, double *cap)
+{
+    const struct qd_costs *i8 = &t->int8; /* a share is of the uniform int8 model's figure */
+    const double int8[QD_BUDGET_COUNT] = {[QD_BUDGET_FLASH] = i8->flash,
+                                          [QD_BUDGET_LATENCY] = i8->latency_ms,
+                                          [QD_BUDGET_ENERGY] = i8->energy_mj,
+                                          [QD_BUDGET_RAM] = i8->ram};
+    for (int k = 0; k < QD_BUDGET_COUNT; k++)
+        cap[k] = fmin(isnan(s->budget[k]) ? INFINITY : s->budget[k],
+                      isnan(s->share[k]) ? INFINITY : s->share[k] * int8[k]);
+}
+
+qd_err qdd_settings_save(struct qd_daemon *d, const char *kind, const char *name,
+                         const struct qdd_settings *s, int event)
+{
+    char target[QD_PROTO_MAX_ID + 8];
+    snprintf(target, sizeof target, "%s:%s", kind, name);
+    cJSON *sj = qdd_settings_json(s);
+    char *body = qdd_settings_empty(s) ? NULL : cJSON_PrintUnformatted(sj);
+    cJSON_Delete(sj);
+    qd_err e = qd_state_setting_put(d->st, target, body);
+    if (!e && event &&
+        qd_state_event(d->st, strcmp(kind, "device") ? NULL : name, "set", body ? body : target))
+        qd_log(QD_LOG_WARN, "%s", qd_errmsg());
+    free(body);
+    return e;
+}
+
 qd_err qdd_settings_read(const cJSON *j, int group, struct qdd_settings *s)
 {
     struct qdd_settings n = *s; /* all or nothing */
     for (int k = 0; k < QD_BUDGET_COUNT; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, BUDGET_NAME[k]);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, QDD_BUDGET_FIELD[k]);
         if (v)
-            QD_TRY(read_budget(v, BUDGET_NAME[k], &n.budget[k], &n.share[k]));
+            QD_TRY(read_budget(v, QDD_BUDGET_FIELD[k], &n.budget[k], &n.share[k]));
     }
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "accuracy_floor");
     if (v) {
@@ -109,11 +137,11 @@ cJSON *qdd_settings_json(const struct qdd_settings *s)
     cJSON *o = cJSON_CreateObject();
     for (int k = 0; k < QD_BUDGET_COUNT; k++) {
         if (!isnan(s->budget[k]))
-            cJSON_AddNumberToObject(o, BUDGET_NAME[k], s->budget[k]);
+            cJSON_AddNumberToObject(o, QDD_BUDGET_FIELD[k], s->budget[k]);
         if (!isnan(s->share[k])) {
             char p[32];
             snprintf(p, sizeof p, "%.10g%%", 100 * s->share[k]);
-            cJSON_AddStringToObject(o, BUDGET_NAME[k], p);
+            cJSON_AddStringToObject(o, QDD_BUDGET_FIELD[k], p);
         }
     }
     if (!isnan(s->floor))
@@ -135,7 +163,7 @@ qd_err qdd_settings_clear(struct qdd_settings *s, const char *field)
 {
     int all = !strcmp(field, "all"), budgets = !strcmp(field, "budgets"), hit = all || budgets;
     for (int k = 0; k < QD_BUDGET_COUNT; k++)
-        if (all || budgets || !strcmp(field, BUDGET_NAME[k]))
+        if (all || budgets || !strcmp(field, QDD_BUDGET_FIELD[k]))
             s->budget[k] = s->share[k] = NAN, hit = 1;
     if (all || !strcmp(field, "accuracy_floor"))
         s->floor = NAN, hit = 1;

@@ -30,17 +30,10 @@ void qdd_budgets(struct qd_daemon *d, double dev_flash, double dev_ram, const st
             b[QD_BUDGET_ENERGY], qd_decide_battery_energy(&p->t, c->battery, d->cfg.battery_floor));
     if (!set)
         return;
-    const struct qd_costs *i8 = &p->t.int8; /* a share is of the uniform int8 model's figure */
-    const double int8[QD_BUDGET_COUNT] = {[QD_BUDGET_FLASH] = i8->flash,
-                                          [QD_BUDGET_LATENCY] = i8->latency_ms,
-                                          [QD_BUDGET_ENERGY] = i8->energy_mj,
-                                          [QD_BUDGET_RAM] = i8->ram};
-    for (int k = 0; k < QD_BUDGET_COUNT; k++) { /* an operator's caps: the smaller figure wins */
-        if (!isnan(set->budget[k]))
-            b[k] = fmin(b[k], set->budget[k]);
-        if (!isnan(set->share[k]))
-            b[k] = fmin(b[k], set->share[k] * int8[k]);
-    }
+    double cap[QD_BUDGET_COUNT];
+    qdd_settings_caps(set, &p->t, cap);
+    for (int k = 0; k < QD_BUDGET_COUNT; k++) /* an operator's caps: the smaller figure wins */
+        b[k] = fmin(b[k], cap[k]);
 }
 
 /* The model for a policy of the current backbone (BatchNorm recalibrated for it when a supernet
@@ -173,10 +166,9 @@ static cJSON *costs_json(const struct qd_decision *r)
 static cJSON *budget_json(const double *b)
 {
     cJSON *c = cJSON_CreateObject();
-    static const char *const names[] = {"flash", "latency_ms", "energy_mj", "ram"};
     for (int i = 0; i < QD_BUDGET_COUNT; i++)
         if (isfinite(b[i]))
-            cJSON_AddNumberToObject(c, names[i], b[i]);
+            cJSON_AddNumberToObject(c, QDD_BUDGET_FIELD[i], b[i]);
     return c;
 }
 

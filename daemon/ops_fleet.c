@@ -96,17 +96,13 @@ static qd_err feasible(struct qd_daemon *d, const struct qdd_dev *x, const struc
     if (x->prof < 0 || !atomic_load(&d->prof[x->prof].have_t))
         return QD_OK; /* judged at its first decision */
     const struct qd_decide_tables *t = &d->prof[x->prof].t;
-    static const char *const name[QD_BUDGET_COUNT] = {"flash", "latency_ms", "energy_mj", "ram"};
-    const struct qd_costs *i8 = &t->int8;
-    const double int8[QD_BUDGET_COUNT] = {i8->flash, i8->latency_ms, i8->energy_mj, i8->ram};
-    for (int k = 0; k < QD_BUDGET_COUNT; k++) {
-        double cap = fmin(isnan(s->budget[k]) ? INFINITY : s->budget[k],
-                          isnan(s->share[k]) ? INFINITY : s->share[k] * int8[k]);
-        if (cap < t->lo[k])
+    double cap[QD_BUDGET_COUNT];
+    qdd_settings_caps(s, t, cap);
+    for (int k = 0; k < QD_BUDGET_COUNT; k++)
+        if (cap[k] < t->lo[k])
             return qd_seterr(QD_EBUDGET,
-                             "%s %.6g: the smallest policy on %s (device %s) needs %.6g", name[k],
-                             cap, t->dev.name, x->id, t->lo[k]);
-    }
+                             "%s %.6g: the smallest policy on %s (device %s) needs %.6g",
+                             QDD_BUDGET_FIELD[k], cap[k], t->dev.name, x->id, t->lo[k]);
     unsigned ok = 0;
     for (int b = 2; b <= 16; b *= 2)
         ok |= t->dev.wbits_ok[b] ? 1u << b : 0;
@@ -191,24 +187,11 @@ qd_err qdd_op_set(struct qdd_call *c, cJSON *r)
             d->groups[g].set = gkeep, d->groups[g].has_set = had;
         QD_TRY(feasible(d, x, &now));
     }
-    char target[QD_PROTO_MAX_ID + 8];
-    snprintf(target, sizeof target, "%s:%s", one ? "device" : "group",
-             one ? one->id : d->groups[g].name);
-    cJSON *sj = qdd_settings_json(&s);
-    char *body = qdd_settings_empty(&s) ? NULL : cJSON_PrintUnformatted(sj);
-    qd_err e = qd_state_setting_put(d->st, target, body);
-    if (!e && qd_state_event(d->st, one ? one->id : NULL, "set", body ? body : target))
-        qd_log(QD_LOG_WARN, "%s", qd_errmsg());
-    free(body);
-    if (e) {
-        cJSON_Delete(sj);
-        return e;
-    }
+    QD_TRY(
+        qdd_settings_save(d, one ? "device" : "group", one ? one->id : d->groups[g].name, &s, 1));
     if (one) {
-        if (!one->set && !(one->set = malloc(sizeof *one->set))) {
-            cJSON_Delete(sj);
+        if (!one->set && !(one->set = malloc(sizeof *one->set)))
             return qd_seterr(QD_ENOMEM, "out of memory");
-        }
         *one->set = s;
     } else
         d->groups[g].set = s, d->groups[g].has_set = 1;
@@ -218,7 +201,7 @@ qd_err qdd_op_set(struct qdd_call *c, cJSON *r)
             qdd_redecide(d, d->devs[i]); /* (once: one already waiting stays so) */
             n += d->devs[i]->redo;
         }
-    cJSON_AddItemToObject(r, "settings", sj);
+    cJSON_AddItemToObject(r, "settings", qdd_settings_json(&s));
     cJSON_AddNumberToObject(r, "redeciding", n);
     return QD_OK;
 }
@@ -236,14 +219,7 @@ static qd_err rollback_one(struct qd_daemon *d, struct qdd_dev *x, int64_t v, cJ
     QD_TRY(qdd_revert(d, x, v, "rollback"));
     struct qdd_settings s = *x->set;
     s.pin = v;
-    char target[QD_PROTO_MAX_ID + 8];
-    snprintf(target, sizeof target, "device:%s", x->id);
-    cJSON *sj = qdd_settings_json(&s);
-    char *body = cJSON_PrintUnformatted(sj);
-    cJSON_Delete(sj);
-    qd_err e = qd_state_setting_put(d->st, target, body);
-    free(body);
-    QD_TRY(e);
+    QD_TRY(qdd_settings_save(d, "device", x->id, &s, 0));
     x->set->pin = v;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", x->id);
