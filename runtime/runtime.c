@@ -163,7 +163,9 @@ static void read_nodes(struct qd_rt *rt, uint64_t *mult_bytes, uint64_t *scratch
     for (int t = 0; t <= rt->n; t++) {
         struct rt_tensor *ts = &rt->t[t];
         ts->bytes = (size_t)ts->s.len * (ts->s.bits ? ts->s.bits / 8 : 4); /* <= 2^28 */
-        ts->last = t == rt->n ? rt->n : -1;
+        /* written at step t - 1, so alive then even if no step reads it (a dead node's
+         * output must not be placed over a tensor that step still reads) */
+        ts->last = t == rt->n ? rt->n : t - 1;
     }
     rt->t[0].scale = rt->h.in_scale;
     rt->t[0].zero = rt->h.in_zero;

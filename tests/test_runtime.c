@@ -499,7 +499,8 @@ static void hostile_fields_are_refused(void **st)
 /* The fuzzer's regression inputs and the crafted ones of issue 20's named defects (32-bit size
  * arithmetic that wraps, input channels beyond the header's mean/std: fuzz/regress_qm.py makes
  * them), tests/fuzz-regress/qm/: each is refused with the code its name ends in, or, without
- * one, refused or run inside its arena. */
+ * one, refused or run inside its arena, an integer model to the same logits on the reference
+ * and the fast kernels (a dead node's output once overwrote a tensor still to be read). */
 static void fuzz_regress_one(const uint8_t *b, size_t n, const char *name)
 {
     static _Alignas(16) uint8_t arena[1 << 20];
@@ -519,8 +520,17 @@ static void fuzz_regress_one(const uint8_t *b, size_t n, const char *name)
         static float logits[1 << 16];
         struct qd_qm_header h;
         qd_qm_header_read(blob, &h);
-        assert_true((size_t)h.in_c * h.in_h * h.in_w <= sizeof px);
+        size_t npx = (size_t)h.in_c * h.in_h * h.in_w, nc = (size_t)qd_rt_classes(rt);
+        assert_true(npx <= sizeof px && 2 * nc <= sizeof logits / sizeof logits[0]);
+        for (size_t i = 0; i < npx; i++)
+            px[i] = (uint8_t)(i * 37 + 11);
+        qd_rt_set_reference(rt, 1);
         qd_rt_run(rt, px, logits);
+        qd_rt_set_reference(rt, 0);
+        qd_rt_run(rt, px, logits + nc);
+        if (qd_qmode_integer((enum qd_qmode)h.mode) &&
+            memcmp(logits, logits + nc, nc * sizeof *logits))
+            fail_msg("%s: the reference and the fast kernels differ", name);
     } else
         assert_non_null(d.msg);
 }
