@@ -5,6 +5,7 @@
 #   mkseeds (fuzz/mkseeds.c): sealed requests, notifications, signed manifests, fetch chunks,
 #     packs (raw, zstd, patch against BUILD/seeds/pack_base.qm), .qm models in every mode,
 #     checkpoints, the zoo's specs;
+#   fuzz/ops.seeds: one request body per op (ops);
 #   the repo: etc/quantd.conf (config), etc/devices/*.ini (device), etc/quantd-agent.conf
 #     (agentconf), etc/models/*.spec (spec);
 #   tests/fuzz-regress/<target>/: every crash found so far (each also a regression test).
@@ -18,6 +19,11 @@ cp etc/quantd.conf "$B/seeds/config/"
 cp etc/devices/*.ini "$B/seeds/device/"
 cp etc/quantd-agent.conf "$B/seeds/agentconf/"
 cp etc/models/*.spec "$B/seeds/spec/"
+mkdir -p "$B/seeds/ops" # one request per line of fuzz/ops.seeds (fuzz_ops seals them)
+n=0
+while IFS= read -r line; do
+  [ -n "$line" ] && printf '%s' "$line" >"$B/seeds/ops/seed-$((n += 1))"
+done <fuzz/ops.seeds
 for d in tests/fuzz-regress/*/; do
   [ -d "$d" ] || continue
   t=$(basename "$d")

@@ -115,7 +115,7 @@ qd_err qd_sens_measure(struct qd_igraph *g, const struct qd_dataset *val, const 
         }
         memcpy(saved, nd->wt, sizeof *saved * nd->wlen);
         for (int b = 0; b < 4 && !err; b++) {
-            double loss, acc;
+            double loss = 0, acc = 0;
             err = fake_quant_channels(saved, nd->c, nd->wlen / nd->c, bits_list[b], nd->wt);
             if (!err)
                 err = eval(&e, val, nm, n, x, &loss, &acc);

@@ -128,10 +128,14 @@ qd_err qd_tp_req_connect(const char *url, int timeout_ms, int *sock)
 
 qd_err qd_tp_call(int sock, const void *req, size_t len, void **reply, size_t *rlen)
 {
-    if (nn_send(sock, req, len, 0) < 0)
+    int n;
+    while ((n = nn_send(sock, req, len, 0)) < 0 && nn_errno() == EINTR)
+        ; /* a signal (a timer, SIGCHLD) is not a failure: the same wait again */
+    if (n < 0)
         return nnerr("send", NULL);
     void *b = NULL;
-    int n = nn_recv(sock, &b, NN_MSG, 0);
+    while ((n = nn_recv(sock, &b, NN_MSG, 0)) < 0 && nn_errno() == EINTR)
+        ;
     if (n < 0)
         return nnerr("recv", NULL);
     *reply = b;
@@ -158,7 +162,9 @@ qd_err qd_tp_recv(int sock, int timeout_ms, void **buf, size_t *len)
 {
     nn_setsockopt(sock, NN_SOL_SOCKET, NN_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
     void *b = NULL;
-    int n = nn_recv(sock, &b, NN_MSG, 0);
+    int n;
+    while ((n = nn_recv(sock, &b, NN_MSG, 0)) < 0 && nn_errno() == EINTR)
+        ;
     if (n < 0)
         return nnerr("recv", NULL);
     *buf = b;

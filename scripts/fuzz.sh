@@ -32,7 +32,8 @@ done
 # target:max_len:dictionary
 TARGETS=(request:8192:request.dict note:2048:json.dict manifest:8192:json.dict
          chunk:8192:json.dict pack:8192: qm:16384: ckpt:16384:spec.dict spec:8192:spec.dict
-         config:8192:ini.dict device:8192:ini.dict agentconf:4096:ini.dict)
+         config:8192:ini.dict device:8192:ini.dict agentconf:4096:ini.dict
+         ops:4096:json.dict)
 
 if ! command -v clang >/dev/null || ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n){return 0;}' |
      clang -x c -fsanitize=fuzzer -o /dev/null - 2>/dev/null; then
