@@ -12,7 +12,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include "client/client.h"
+#include "core/file.h"
+#include "core/md5.h"
 
 static char *tmp;
 static char data_dir[1024], control[1200], push[1200], conf[1200], logpath[1200];
@@ -48,8 +52,98 @@ static inline void write_conf(const char *extra)
     fclose(f);
 }
 
+/* The trained artifacts (backbone, supernet, gate, BatchNorm sets) a daemon's first start makes
+ * in its state directory are kept in $QD_TEST_CACHE/<md5 of the config's [backbone] section>/
+ * when that is set (scripts/test.sh sets it for one run: the release pass trains them, the
+ * sanitizer passes start from them, the same bytes for the same settings), and copied into a
+ * new state directory before the daemon starts. Unset (plain ctest), every daemon trains. A
+ * test that watches the training itself sets no_cache. */
+static int no_cache;
+
+static inline int cache_dir(const char *cfg, char *out, size_t n)
+{
+    const char *root = getenv("QD_TEST_CACHE");
+    uint8_t *b;
+    size_t len;
+    if (no_cache || !root || !*root || qd_file_read(cfg, &b, &len))
+        return 0;
+    struct qd_md5 m;
+    qd_md5_init(&m);
+    int found = 0; /* every [backbone] section (extra text may add one), each to the next */
+    for (char *p = (char *)b, *end; (p = strstr(p, "[backbone]")); p = end ? end : p + 1) {
+        end = strstr(p + 1, "\n[");
+        qd_md5_update(&m, p, end ? (size_t)(end - p) : strlen(p));
+        found = 1;
+    }
+    free(b); /* (qd_file_read NUL-terminates) */
+    if (!found)
+        return 0;
+    uint8_t d[16];
+    char hex[33];
+    qd_md5_final(&m, d);
+    qd_md5_hex(d, hex);
+    snprintf(out, n, "%s/%s", root, hex);
+    return 1;
+}
+
+static inline int cache_file(const char *name)
+{
+    size_t n = strlen(name);
+    return (n > 5 && !strcmp(name + n - 5, ".qdck")) || (n > 5 && !strcmp(name + n - 5, ".gate")) ||
+           (n > 3 && !strcmp(name + n - 3, ".bn"));
+}
+
+static inline void copy_dir(const char *from, const char *to)
+{
+    DIR *dd = opendir(from);
+    struct dirent *e;
+    while (dd && (e = readdir(dd))) {
+        if (!cache_file(e->d_name))
+            continue;
+        char a[1600], b2[1600];
+        snprintf(a, sizeof a, "%s/%s", from, e->d_name);
+        snprintf(b2, sizeof b2, "%s/%s", to, e->d_name);
+        uint8_t *buf;
+        size_t len;
+        if (!qd_file_read(a, &buf, &len)) {
+            assert_int_equal(qd_file_write_atomic(b2, buf, len), QD_OK);
+            free(buf);
+        }
+    }
+    if (dd)
+        closedir(dd);
+}
+
+/* Before a start: the cached artifacts into <tmp>/state (a first start only). */
+static inline void cache_seed(const char *cfg)
+{
+    char dir[1200], state[1200], probe[1300];
+    snprintf(state, sizeof state, "%s/state", tmp);
+    snprintf(probe, sizeof probe, "%s/backbone.qdck", state);
+    if (!cache_dir(cfg, dir, sizeof dir) || !access(probe, F_OK) || access(dir, R_OK))
+        return;
+    assert_int_equal(qd_file_mkdir_private(state), QD_OK);
+    copy_dir(dir, state);
+}
+
+/* After the daemon is ready: what it trained, into the cache (written aside, then renamed:
+ * two tests keeping the same key at once leave one whole copy). */
+static inline void cache_keep(void)
+{
+    char dir[1200], part[1300], state[1200];
+    snprintf(state, sizeof state, "%s/state", tmp);
+    if (!cache_dir(conf, dir, sizeof dir) || !access(dir, F_OK))
+        return;
+    snprintf(part, sizeof part, "%s.%d", dir, (int)getpid());
+    assert_int_equal(qd_file_mkdirs(part), QD_OK);
+    copy_dir(state, part);
+    if (rename(part, dir))
+        rm_rf(part);
+}
+
 static inline pid_t start(const char *cfg)
 {
+    cache_seed(cfg);
     pid_t p = fork();
     assert_true(p >= 0);
     if (p == 0) {
@@ -108,8 +202,10 @@ static inline void wait_ready(struct qd_client *c, int seconds)
     char ph[64] = "";
     for (int i = 0; i < seconds * 10; i++) {
         int r = ready(c, ph, sizeof ph);
-        if (r == 1)
+        if (r == 1) {
+            cache_keep();
             return;
+        }
         if (!strcmp(ph, "failed"))
             fail_msg("quantd's backbone failed (see %s)", logpath);
         usleep(100000);

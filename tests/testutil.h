@@ -52,7 +52,7 @@ static inline char *make_tmpdir(void)
 
 static inline void rm_rf(const char *d)
 {
-    char cmd[512];
+    char cmd[2048];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
     if (system(cmd) != 0)
         fprintf(stderr, "warning: could not remove %s\n", d);
