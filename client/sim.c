@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "client/agent.h"
+#include "proto/transport.h"
 #include "lab/labrun.h"
 #include "policy/device.h"
 #include "proto/pack.h"
@@ -169,6 +170,17 @@ qd_err qd_sim_hello_all(struct qd_sim *s)
             return qd_wraperr(e, pre, NULL);
         }
     }
+    return QD_OK;
+}
+
+qd_err qd_sim_resubscribe(struct qd_sim *s)
+{
+    if (s->c.sub >= 0)
+        qd_tp_close(s->c.sub);
+    s->c.sub = -1;
+    QD_TRY(qd_tp_sub_connect(s->o.push, &s->c.sub));
+    for (int i = 0; i < s->n; i++)
+        QD_TRY(qd_client_subscribe(&s->c, s->dev[i].who.id));
     return QD_OK;
 }
 

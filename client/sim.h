@@ -69,6 +69,9 @@ qd_err qd_sim_provision(struct qd_sim *s);
 /* Says hello again (a device reconnecting after the daemon restarted). */
 qd_err qd_sim_hello_all(struct qd_sim *s);
 qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx);
+/* A new subscriber socket, every device subscribed again (after the daemon restarted: nanomsg's
+ * SUB does not reconnect over ipc://, so notifications would be lost until then). */
+qd_err qd_sim_resubscribe(struct qd_sim *s);
 /* Receives notifications and fetches until every device has verified the version it was last told
  * (acking each when ack is set), or timeout_ms passes: QD_ETIMEDOUT naming how many are missing. */
 qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack);

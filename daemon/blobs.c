@@ -20,7 +20,8 @@ int qdd_blob_find_locked(struct qd_daemon *d, const char *policy)
 qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *policy,
                            const uint8_t *sig, uint8_t *qm, size_t len, int index, int *idx)
 {
-    int page = d->nblob / QDD_BLOB_PAGE;
+    int slot = d->nfree ? d->blob_free[d->nfree - 1] : d->nblob;
+    int page = slot / QDD_BLOB_PAGE;
     if (page == QDD_BLOB_PAGES)
         return qd_seterr(QD_ELIMIT, "more than %d distinct models", QDD_BLOB_PAGES * QDD_BLOB_PAGE);
     if (!d->blob_page[page] &&
@@ -36,15 +37,45 @@ qd_err qdd_blob_add_locked(struct qd_daemon *d, const char *sha, const char *pol
     b->policy = p;
     memcpy(b->sig, sig, QD_PROTO_SIG_BYTES);
     b->qm = qm, b->len = len;
-    d->blob_page[page][d->nblob % QDD_BLOB_PAGE] = b; /* kept even if not indexed below: the
-                                                       * maps' keys point into it */
-    *idx = d->nblob++;
+    d->blob_page[page][slot % QDD_BLOB_PAGE] = b; /* kept even if not indexed below: the
+                                                   * maps' keys point into it */
+    *idx = slot;
+    if (slot == d->nblob)
+        d->nblob++;
+    else
+        d->nfree--;
     qd_err e = qdd_smap_put(&d->blob_by_sha, b->sha, *idx);
     if (!e && index)
         e = qdd_smap_put(&d->blob_by_policy, b->policy, *idx);
     if (e) /* qm stays the caller's, as on every failure */
         b->qm = NULL, b->len = 0;
     return e;
+}
+
+int qdd_blob_drop_locked(struct qd_daemon *d, int i)
+{
+    struct qdd_blob *b = qdd_blob(d, i);
+    if (!b || b->held || b->rebuilding)
+        return 0;
+    if (d->nfree == d->capfree) {
+        int cap = d->capfree ? 2 * d->capfree : 256, *f = realloc(d->blob_free, cap * sizeof *f);
+        if (!f)
+            return 0; /* (kept: another sweep tries again) */
+        d->blob_free = f, d->capfree = cap;
+    }
+    qdd_smap_del(&d->blob_by_sha, b->sha, i);
+    qdd_smap_del(&d->blob_by_policy, b->policy, i);
+    free(b->policy), free(b->qm), free(b);
+    d->blob_page[i / QDD_BLOB_PAGE][i % QDD_BLOB_PAGE] = NULL;
+    d->blob_free[d->nfree++] = i;
+    return 1;
+}
+
+void qdd_blob_release(struct qd_daemon *d, int i)
+{
+    uv_mutex_lock(&d->blob_mu);
+    qdd_blob(d, i)->held--;
+    uv_mutex_unlock(&d->blob_mu);
 }
 
 /* The blob's bytes (loaded from models/ on first need; loop thread). */

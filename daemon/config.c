@@ -81,6 +81,14 @@ static const struct key KEYS[] = {
     S("decide", devices_dir, 0, "device profiles directory"),
     N("decide", battery_floor, 0, 1, 1,
       "battery at or below it: the least energy; above: rising linearly to the most at 1"),
+    N("retention", sweep_s, 0, 86400, 1,
+      "seconds between retention sweeps (0: none); each removes what the keys below allow"),
+    I("retention", versions_max, 2, 1e6, 1,
+      "versions kept per device (its current, last acked and pinned ones always)"),
+    I("retention", decisions_max, 100, 1e9, 1, "decision records kept, the newest"),
+    N("retention", decisions_days, 0.001, 36500, 1, "and none older than this"),
+    I("retention", events_max, 100, 1e9, 1, "event records kept, the newest"),
+    N("retention", events_days, 0.001, 36500, 1, "and none older than this"),
 };
 #define NKEYS (int)(sizeof KEYS / sizeof KEYS[0])
 
@@ -114,6 +122,12 @@ void qd_config_defaults(struct qd_config *c)
     c->gate_steps = 3000;
     strcpy(c->devices_dir, "etc/devices");
     c->battery_floor = 0.2;
+    c->sweep_s = 60;
+    c->versions_max = 20;
+    c->decisions_max = 1000000;
+    c->decisions_days = 90;
+    c->events_max = 1000000;
+    c->events_days = 365;
 }
 
 static const struct key *find(const char *name)

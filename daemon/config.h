@@ -29,6 +29,9 @@ struct qd_config {
     /* [decide] */
     char devices_dir[1024];
     double battery_floor;
+    /* [retention] */
+    double sweep_s, decisions_days, events_days;
+    int versions_max, decisions_max, events_max;
 };
 
 void qd_config_defaults(struct qd_config *c);

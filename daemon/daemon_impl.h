@@ -93,6 +93,8 @@ struct qdd_blob {
     size_t len;
     char test_sha[65]; /* its self-test digest ("" until computed) */
     int rebuilding;    /* its file is being built again (loop thread) */
+    int held;          /* decision jobs holding its index (under blob_mu): retention waits */
+    long kept;         /* the last retention sweep that found it in use (loop thread) */
 };
 
 struct qdd_profile {
@@ -159,7 +161,8 @@ struct qd_daemon {
     /* blobs: loop and jobs, under blob_mu */
     uv_mutex_t blob_mu;
     struct qdd_blob **blob_page[QDD_BLOB_PAGES];
-    int nblob;
+    int nblob;                      /* slots used; a removed blob's slot is NULL, in blob_free */
+    int *blob_free, nfree, capfree; /* until a new blob takes it */
     struct qdd_smap blob_by_policy, blob_by_sha;
     /* backbone */
     struct qd_decider dec;
@@ -183,6 +186,11 @@ struct qd_daemon {
     long n_unread;               /* requests refused unread (unauth_rate spent) */
     long n_batches;              /* drains committed as one transaction */
     long n_redecide, n_revert;   /* re-decisions after a setting; reverts (rollback, pin) */
+    /* retention (retain.c) */
+    int64_t sweep_at_ms;           /* the next sweep */
+    long sweep_gen, n_sweep;       /* sweeps made */
+    long n_pruned_blobs, n_pruned_versions, n_pruned_decisions, n_pruned_events;
+    int64_t state_bytes;           /* state directory's size at the last sweep (SQLite, models/) */
     /* replies of the batch being drained, sent after its commit */
     int batching, nrq, caprq;
     struct qdd_queued *rq;
@@ -221,6 +229,7 @@ struct qdd_job {
     char policy[QD_POLICY_MAX * 6];
     int blob; /* index of the blob (found or built) */
     int built;
+    int held; /* it holds blob (qdd_blob_release at completion) */
 };
 
 struct qdd_call {
@@ -250,6 +259,7 @@ static inline int64_t qdd_now_ms(void)
 /* smap.c */
 int qdd_smap_get(const struct qdd_smap *m, const char *k);     /* -1: none */
 qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v); /* k is kept, not copied */
+void qdd_smap_del(struct qdd_smap *m, const char *k, int v);   /* k's entry, if it maps to v */
 void qdd_smap_fini(struct qdd_smap *m);
 
 /* registry.c */
@@ -274,6 +284,15 @@ int qdd_blob_by_sha(struct qd_daemon *d, const char *sha);
 qd_err qdd_blob_selftest(struct qd_daemon *d, int i, const char **sha);
 qd_err qdd_blob_of_sha(struct qd_daemon *d, const char *sha, int *idx);
 qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const uint8_t *sig);
+/* Removes blob i from memory (not held by a job: 0 when it is, and nothing changes); its
+ * slot is taken by the next blob added. Under blob_mu. */
+int qdd_blob_drop_locked(struct qd_daemon *d, int i);
+/* A decision job's hold on blob i, so that retention leaves it (hold under blob_mu). */
+void qdd_blob_release(struct qd_daemon *d, int i);
+
+/* retain.c: the sweep (push tick, every sweep_s): old versions, decisions and events pruned,
+ * blobs no device's current, last acked or pinned version names removed, the state's size. */
+void qdd_retain_tick(struct qd_daemon *d, int64_t now_ms);
 
 /* packs.c */
 /* The packing of blob bi for a device holding blob base (-1: none). */

@@ -115,6 +115,8 @@ static void job_work(uv_work_t *w)
         return;
     uv_mutex_lock(&d->blob_mu);
     j->blob = qdd_blob_find_locked(d, j->policy);
+    if (j->blob >= 0)
+        qdd_blob(d, j->blob)->held++, j->held = 1;
     uv_mutex_unlock(&d->blob_mu);
     if (j->blob >= 0)
         return;
@@ -150,7 +152,14 @@ static void job_work(uv_work_t *w)
         }
     } else
         free(qm); /* another job built the same policy meanwhile */
+    if (!j->err)
+        qdd_blob(d, j->blob)->held++, j->held = 1;
     uv_mutex_unlock(&d->blob_mu);
+    /* a retention sweep may have removed the file between the write and the add (it was
+     * nobody's then); held and in memory now, it stays: write it again if it went */
+    if (!j->err && j->built && qd_state_blob_missing(d->cfg.state_dir, sha) &&
+        (j->err = qd_state_blob_write(d->cfg.state_dir, sha, qdd_blob(d, j->blob)->qm, len)))
+        snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
 }
 
 static cJSON *costs_json(const struct qd_decision *r)
@@ -301,6 +310,8 @@ static void job_done(uv_work_t *w, int status)
     if (changed)
         qdd_push(d, x);
 out:
+    if (j->held)
+        qdd_blob_release(d, j->blob);
     free(j->context);
     free(j);
     qdd_maybe_finish_stop(d);

@@ -49,7 +49,7 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
     cJSON_AddNumberToObject(r, "decisions", (double)d->n_dec);
     cJSON_AddNumberToObject(r, "builds", (double)d->n_build);
     cJSON_AddNumberToObject(r, "blob_cache_hits", (double)d->n_cache_hit);
-    cJSON_AddNumberToObject(r, "blobs", d->nblob);
+    cJSON_AddNumberToObject(r, "blobs", d->nblob - d->nfree);
     cJSON_AddNumberToObject(r, "pushes", (double)d->n_push);
     cJSON_AddNumberToObject(r, "repushes", (double)d->n_repush);
     cJSON_AddNumberToObject(r, "acks", (double)d->n_ack);
@@ -66,6 +66,13 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
     cJSON_AddNumberToObject(r, "reverts", (double)d->n_revert);
     cJSON_AddNumberToObject(r, "groups", d->ngroup);
     cJSON_AddNumberToObject(r, "redo_queued", d->nredo);
+    cJSON *rt = cJSON_AddObjectToObject(r, "retention");
+    cJSON_AddNumberToObject(rt, "sweeps", (double)d->n_sweep);
+    cJSON_AddNumberToObject(rt, "state_bytes", (double)d->state_bytes);
+    cJSON_AddNumberToObject(rt, "blobs_removed", (double)d->n_pruned_blobs);
+    cJSON_AddNumberToObject(rt, "versions_removed", (double)d->n_pruned_versions);
+    cJSON_AddNumberToObject(rt, "decisions_removed", (double)d->n_pruned_decisions);
+    cJSON_AddNumberToObject(rt, "events_removed", (double)d->n_pruned_events);
     return QD_OK;
 }
 

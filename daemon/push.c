@@ -93,4 +93,5 @@ void qdd_push_tick(uv_timer_t *t)
     }
     d->npend = w;
     qdd_redecide_pump(d);
+    qdd_retain_tick(d, now);
 }

@@ -152,6 +152,13 @@ static void on_hup(uv_signal_t *s, int sig)
         d->cfg.keys_in_clear = c.keys_in_clear;
         d->cfg.max_jobs = c.max_jobs;
         d->cfg.unauth_rate = c.unauth_rate;
+        d->cfg.sweep_s = c.sweep_s;
+        d->cfg.versions_max = c.versions_max;
+        d->cfg.decisions_max = c.decisions_max;
+        d->cfg.decisions_days = c.decisions_days;
+        d->cfg.events_max = c.events_max;
+        d->cfg.events_days = c.events_days;
+        d->sweep_at_ms = 0; /* a sweep at the next tick, under the new settings */
         snprintf(d->cfg.log_level, sizeof d->cfg.log_level, "%s", c.log_level);
         set_log_level(c.log_level);
         qd_log(QD_LOG_INFO, "SIGHUP: configuration reloaded");
@@ -256,11 +263,13 @@ static void fini(struct qd_daemon *d)
     free(d->groups);
     free(d->rq);
     qdd_smap_fini(&d->dev_by_id);
-    for (int i = 0; i < d->nblob; i++) {
-        free(qdd_blob(d, i)->policy);
-        free(qdd_blob(d, i)->qm);
-        free(qdd_blob(d, i));
-    }
+    for (int i = 0; i < d->nblob; i++)
+        if (qdd_blob(d, i)) { /* (NULL: removed by retention) */
+            free(qdd_blob(d, i)->policy);
+            free(qdd_blob(d, i)->qm);
+            free(qdd_blob(d, i));
+        }
+    free(d->blob_free);
     for (int p = 0; p < QDD_BLOB_PAGES; p++)
         free(d->blob_page[p]);
     qdd_smap_fini(&d->blob_by_policy);

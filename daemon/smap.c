@@ -57,6 +57,29 @@ qd_err qdd_smap_put(struct qdd_smap *m, const char *k, int v)
     return QD_OK;
 }
 
+/* Backward-shift deletion: the entries after the hole move back into it when their home slot
+ * is not between the hole and them, so every probe still finds its key without tombstones. */
+void qdd_smap_del(struct qdd_smap *m, const char *k, int v)
+{
+    if (!m->cap)
+        return;
+    uint32_t mask = m->cap - 1, i = hash(k) & mask;
+    while (m->key[i] && strcmp(m->key[i], k))
+        i = (i + 1) & mask;
+    if (!m->key[i] || m->val[i] != v)
+        return;
+    m->key[i] = NULL;
+    m->n--;
+    for (uint32_t j = (i + 1) & mask; m->key[j]; j = (j + 1) & mask) {
+        uint32_t home = hash(m->key[j]) & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            m->key[i] = m->key[j], m->val[i] = m->val[j];
+            m->key[j] = NULL;
+            i = j;
+        }
+    }
+}
+
 void qdd_smap_fini(struct qdd_smap *m)
 {
     free(m->key), free(m->val);

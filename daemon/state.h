@@ -98,6 +98,7 @@ qd_err qd_state_blobs_load(qd_state_t *st, const char *backbone,
 /* <dir>/models/<sha>.qm: write (temp, fsync, rename; thread-safe) and read back. */
 qd_err qd_state_blob_write(const char *dir, const char *sha, const uint8_t *b, size_t n);
 qd_err qd_state_blob_read(const char *dir, const char *sha, uint8_t **b, size_t *n);
+int qd_state_blob_missing(const char *dir, const char *sha); /* no file <dir>/models/<sha>.qm */
 /* The last `limit` versions and decisions of a device, as arrays added to obj. */
 qd_err qd_state_device_history(qd_state_t *st, const char *id, int limit, cJSON *obj);
 qd_err qd_state_event(qd_state_t *st, const char *device, const char *kind, const char *detail);
@@ -115,5 +116,27 @@ qd_err qd_state_rollback_target(qd_state_t *st, const char *id, int64_t before, 
                                 char sha[65]);
 /* Events matching f as objects {ts_ms, device, group, kind, detail} appended to arr. */
 qd_err qd_state_events(qd_state_t *st, const struct qd_state_event_filter *f, cJSON *arr);
+
+/* Retention (state_retain.c), inside one transaction: qd_state_keep_begin marks each device's
+ * current version and the last it acked before it, qd_state_keep_pin adds a pinned one; then
+ * qd_state_prune deletes versions past versions_max per device that are not kept, and
+ * decisions and events past their age or count (each at most `limit` rows a call). */
+struct qd_state_retain {
+    int64_t versions_max, decisions_max, events_max;
+    int64_t decisions_ms, events_ms; /* ages */
+    int64_t limit;
+};
+struct qd_state_pruned {
+    int64_t versions, decisions, events;
+};
+qd_err qd_state_keep_begin(qd_state_t *st);
+qd_err qd_state_keep_pin(qd_state_t *st, const char *id, int64_t version);
+qd_err qd_state_prune(qd_state_t *st, const struct qd_state_retain *r, struct qd_state_pruned *out);
+/* cb(sha, 1) for every sha a kept version names, then cb(sha, 0) for up to limit blob rows
+ * that none names. */
+qd_err qd_state_blobs_kept(qd_state_t *st, int limit,
+                           void (*cb)(void *ctx, const char *sha, int kept), void *ctx);
+qd_err qd_state_blob_forget(qd_state_t *st, const char *sha); /* its row */
+int qd_state_blob_known(qd_state_t *st, const char *sha);     /* has a row (or the query failed) */
 
 #endif

@@ -13,11 +13,17 @@
  *   rollback_group        every device of the overridden group gets a new version carrying the
  *                         model it acked before; events and the devices listing say so.
  *   revoke_and_restart    a revoked device is refused at once, keys rotate brings it back;
- *                         after a restart groups, settings and pins are as they were. */
+ *                         after a restart groups, settings and pins are as they were.
+ *   retention_bounds_a_sweep  under tight [retention] (SIGHUP), a device whose every report
+ *                         differs: its old versions, their models and the oldest events go,
+ *                         the models on disk stay as many as the fleet's kept versions need,
+ *                         and its rollback target is still there. */
 #include "daemonfix.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <sodium.h>
+#include <sys/stat.h>
 
 #include "client/sim.h"
 
@@ -400,6 +406,7 @@ static void revoke_and_restart(void **st)
     assert_int_equal(wait_exit(pid, 30), 0);
     pid = start(conf);
     wait_ready(&cl, 120);
+    assert_int_equal(qd_sim_resubscribe(&sim), QD_OK); /* (ipc:// SUB does not come back) */
     cJSON *after = devices(&cl, &admin);
     for (int k = 0; k < NDEV; k++) {
         cJSON *x = dev_of(before, sim.dev[k].who.id), *y = dev_of(after, sim.dev[k].who.id);
@@ -427,6 +434,109 @@ static void revoke_and_restart(void **st)
     assert_int_equal(sim.dev[s].want, v);
 }
 
+/* Models in the state directory: files, and their bytes into *bytes. */
+static int models_on_disk(int64_t *bytes)
+{
+    char dir[1300];
+    snprintf(dir, sizeof dir, "%s/state/models", tmp);
+    DIR *dd = opendir(dir);
+    assert_non_null(dd);
+    struct dirent *e;
+    int n = 0;
+    *bytes = 0;
+    while ((e = readdir(dd))) {
+        char p[1600];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (strstr(e->d_name, ".qm") && !stat(p, &st) && S_ISREG(st.st_mode))
+            n++, *bytes += st.st_size;
+    }
+    closedir(dd);
+    return n;
+}
+
+static double retention(const char *k)
+{
+    cJSON *s = ok(op("stats"));
+    double v = field(cJSON_GetObjectItem(s, "retention"), k);
+    cJSON_Delete(s);
+    return v;
+}
+
+/* Until n more sweeps have run (each after everything queued has settled). */
+static void sweeps(int n)
+{
+    double s0 = retention("sweeps");
+    for (int k = 0; k < 400 && retention("sweeps") < s0 + n; k++)
+        usleep(50000);
+    assert_true(retention("sweeps") >= s0 + n);
+}
+
+static void retention_bounds_a_sweep(void **st)
+{
+    write_conf(BACKBONE "[retention]\nsweep_s = 0.5\nversions_max = 3\ndecisions_max = 100\n"
+                        "events_max = 100\n");
+    kill(pid, SIGHUP);
+    settle();
+    sweeps(2);
+    int64_t b0;
+    int f0 = models_on_disk(&b0);
+    int i = 5; /* an "east" device: no pin, no override */
+    assert_string_equal(group_of(i), "east");
+    int64_t v0 = sim.dev[i].want;
+    struct qd_client_ctx c = QD_CLIENT_CTX_NONE;
+    c.battery = 1.0;
+    double flash = sim.dev[i].flash;
+    for (int k = 0; k < 40; k++) { /* less free flash each time: a new model now and then */
+        c.free_flash = flash * (1.0 - 0.015 * k) + k; /* and never the same figure */
+        qd_err e = qd_sim_report(&sim, i, &c);
+        assert_true(e == QD_OK || e == QD_EBUDGET);
+        if (k % 4 == 3)
+            converge(); /* acked: the "last acked" moves along too */
+    }
+    converge();
+    int64_t made = sim.dev[i].want - v0;
+    if (made < 5)
+        fail_msg("the sweep made only %lld versions: not a test of retention", (long long)made);
+    settle();
+    sweeps(2);
+    /* the device's versions: at most versions_max (current and last acked among them) */
+    cJSON *q = op("device");
+    cJSON_AddStringToObject(q, "id", sim.dev[i].who.id);
+    cJSON *d = ok(q), *v;
+    int nv = 0;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(cJSON_GetObjectItem(d, "device"), "versions")) nv++;
+    cJSON_Delete(d);
+    assert_true(nv >= 2 && nv <= 3);
+    /* the models: the old ones went, memory and disk agree, the size is measured */
+    int64_t b1;
+    int f1 = models_on_disk(&b1);
+    cJSON *s = ok(op("stats"));
+    int blobs = (int)field(s, "blobs");
+    cJSON *rt = cJSON_GetObjectItem(s, "retention");
+    if (f1 > f0 + 2 || blobs != f1)
+        fail_msg("models on disk %d (before the sweep %d), in memory %d", f1, f0, blobs);
+    assert_true(field(rt, "blobs_removed") >= 1 && field(rt, "versions_removed") >= 1);
+    assert_true(field(rt, "events_removed") >= 1);
+    assert_true(field(rt, "state_bytes") >= (double)b1);
+    cJSON_Delete(s);
+    /* events: the newest events_max */
+    cJSON *j = op("events");
+    cJSON_AddNumberToObject(j, "limit", 10000);
+    cJSON *r = ok(j);
+    int ne = 0;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(r, "events")) ne++;
+    cJSON_Delete(r);
+    assert_true(ne > 0 && ne <= 100 + 60); /* (the sweep's limit, plus what came since) */
+    /* its rollback target survived: the model it acked before the current one comes back */
+    int64_t cur = sim.dev[i].want;
+    j = op("rollback");
+    cJSON_AddStringToObject(j, "device", sim.dev[i].who.id);
+    cJSON_Delete(ok(j));
+    converge();
+    assert_true(sim.dev[i].want == cur + 1 && sim.dev[i].acked == cur + 1);
+}
+
 static int ops_teardown(void **st)
 {
     qd_sim_close(&sim);
@@ -443,7 +553,7 @@ int main(void)
         cmocka_unit_test(ops_setup_fleet),     cmocka_unit_test(groups_and_bad_input),
         cmocka_unit_test(group_override),      cmocka_unit_test(pin_holds),
         cmocka_unit_test(limits_in_decisions), cmocka_unit_test(rollback_group),
-        cmocka_unit_test(revoke_and_restart),
+        cmocka_unit_test(revoke_and_restart),  cmocka_unit_test(retention_bounds_a_sweep),
     };
     return cmocka_run_group_tests(tests, setup, ops_teardown);
 }
