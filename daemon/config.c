@@ -38,6 +38,7 @@ static const struct key KEYS[] = {
     S("quantd", push, 0, "push endpoint (PUB)"),
     S("quantd", state_dir, 0, "state directory (SQLite, models/, keys)"),
     S("quantd", log_level, 1, "error|warn|info|debug"),
+    S("quantd", metrics, 0, "Prometheus metrics on tcp://HOST:PORT (/metrics); empty: none"),
     N("quantd", ack_timeout_ms, 10, 3.6e6, 1, "re-push when no ack within this time"),
     N("quantd", max_message, 256, 1 << 20, 1, "largest control request in bytes"),
     N("quantd", push_rate, 1, 1e5, 1, "MB/s of notifications at most (the rest waits a tick)"),

@@ -17,7 +17,7 @@
 
 struct qd_config {
     /* [quantd] */
-    char control[256], push[256], state_dir[1024], log_level[16];
+    char control[256], push[256], state_dir[1024], log_level[16], metrics[256];
     double ack_timeout_ms, max_message, push_rate, fetch_chunk, manifest_ttl_s, pack_level;
     double unauth_rate;
     int threads, keys_in_clear, max_jobs;

@@ -68,6 +68,15 @@ struct qdd_group {
     int has_set;
 };
 
+/* A latency histogram (metrics.c): cumulative counts at the bounds QDD_HIST_SECONDS. */
+#define QDD_HIST_BUCKETS 16
+struct qdd_hist {
+    long b[QDD_HIST_BUCKETS], count;
+    double sum;
+};
+#define QDD_MAX_OPS 32 /* the op table's size at most (ops.c) */
+struct MHD_Daemon;
+
 struct qdd_dev {
     char id[QD_PROTO_MAX_ID + 1];
     uint8_t key[QD_PROTO_KEY_BYTES];
@@ -82,6 +91,7 @@ struct qdd_dev {
     int status;               /* enum qd_state_status */
     int redo;                 /* waits in redo[] for a re-decision (a setting changed) */
     int64_t seen_ms;          /* wall clock of the last request heard from it */
+    double pushed_s;          /* its current version's first notification (qdd_now_s); 0: none */
     struct qdd_settings *set; /* its own settings; NULL: none */
 };
 
@@ -195,6 +205,17 @@ struct qd_daemon {
     int batching, nrq, caprq;
     struct qdd_queued *rq;
     long n_errcode[QD_ERR_COUNT];
+    /* metrics (metrics.c): per op (0: none, i + 1: op i) requests and error replies by code */
+    long n_op[QDD_MAX_OPS + 1], n_op_err[QDD_MAX_OPS + 1][QD_ERR_COUNT];
+    long n_refusal[QD_ERR_COUNT]; /* devices' refusals by code (ESELFTEST: self-test failed) */
+    int cur_op;                   /* the op whose reply is being sent; -1: none */
+    struct qdd_hist h_decide, h_build, h_push_ack;
+    struct MHD_Daemon *metrics;
+    uv_mutex_t metrics_mu; /* guards the rendered text the HTTP thread serves */
+    int metrics_mu_init;
+    int64_t metrics_at_ms; /* the next rendering */
+    char *metrics_text;
+    size_t metrics_len;
 };
 
 /* A reply waiting for its batch's commit. */
@@ -230,6 +251,8 @@ struct qdd_job {
     int blob; /* index of the blob (found or built) */
     int built;
     int held; /* it holds blob (qdd_blob_release at completion) */
+    int op;   /* the op it answers (ops.c's index), for the metrics */
+    double queued_s, build_s; /* when queued (qdd_now_s); seconds its build took (0: none) */
 };
 
 struct qdd_call {
@@ -289,6 +312,17 @@ qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const ui
 int qdd_blob_drop_locked(struct qd_daemon *d, int i);
 /* A decision job's hold on blob i, so that retention leaves it (hold under blob_mu). */
 void qdd_blob_release(struct qd_daemon *d, int i);
+
+/* metrics.c: Prometheus text on `metrics` (libmicrohttpd's thread serves what the loop
+ * renders each second). */
+extern const double QDD_HIST_SECONDS[QDD_HIST_BUCKETS];
+void qdd_hist_observe(struct qdd_hist *h, double v);
+qd_err qdd_metrics_start(struct qd_daemon *d);
+void qdd_metrics_tick(struct qd_daemon *d);
+void qdd_metrics_stop(struct qd_daemon *d);
+/* ops.c: the op table, for the metrics' labels */
+int qdd_op_count(void);
+const char *qdd_op_name(int i);
 
 /* retain.c: the sweep (push tick, every sweep_s): old versions, decisions and events pruned,
  * blobs no device's current, last acked or pinned version names removed, the state's size. */

@@ -122,6 +122,7 @@ static void job_work(uv_work_t *w)
         return;
     uint8_t *qm = NULL;
     size_t len = 0;
+    double t0 = qdd_now_s();
     j->err = build(d, &j->r.policy, &qm, &len);
     char sha[65];
     uint8_t sig[QD_PROTO_SIG_BYTES];
@@ -134,6 +135,7 @@ static void job_work(uv_work_t *w)
     }
     if (!j->err)
         j->err = qd_state_blob_write(d->cfg.state_dir, sha, qm, len);
+    j->build_s = qdd_now_s() - t0;
     if (j->err) {
         snprintf(j->msg, sizeof j->msg, "%s", qd_errmsg());
         free(qm); /* (a model that could not be stored: ENOSPC, EIO) */
@@ -184,10 +186,15 @@ static cJSON *budget_json(const double *b)
 /* A job's reply; none for the daemon's own re-decisions. */
 static void job_reply(struct qdd_job *j, cJSON *r)
 {
-    if (j->internal)
+    if (j->internal) {
         cJSON_Delete(r);
-    else
-        qdd_reply_json(j->d, &j->req, r);
+        return;
+    }
+    int op = j->d->cur_op; /* (an inline job replies inside its request's handling) */
+    j->d->cur_op = j->op;
+    qdd_hist_observe(&j->d->h_decide, qdd_now_s() - j->queued_s);
+    qdd_reply_json(j->d, &j->req, r);
+    j->d->cur_op = op;
 }
 
 static void job_reply_err(struct qdd_job *j, qd_err e, const char *msg)
@@ -195,8 +202,13 @@ static void job_reply_err(struct qdd_job *j, qd_err e, const char *msg)
     if (j->internal)
         qd_log(QD_LOG_INFO, "re-decision of %s: %s: %s", j->d->devs[j->dev]->id, qd_err_name(e),
                msg);
-    else
+    else {
+        int op = j->d->cur_op;
+        j->d->cur_op = j->op;
+        qdd_hist_observe(&j->d->h_decide, qdd_now_s() - j->queued_s);
         qdd_reply_err(j->d, &j->req, e, msg);
+        j->d->cur_op = op;
+    }
 }
 
 static void job_done(uv_work_t *w, int status)
@@ -248,7 +260,8 @@ static void job_done(uv_work_t *w, int status)
             cJSON_AddItemToObject(r, "budget", budget_json(j->budget));
             cJSON_AddItemToObject(r, "smallest", budget_json(j->r.r.cost));
             if (!j->internal)
-                d->n_err++, d->n_errcode[QD_EBUDGET]++;
+                d->n_err++, d->n_errcode[QD_EBUDGET]++,
+                    d->n_op_err[j->op >= 0 ? j->op + 1 : 0][QD_EBUDGET]++;
             job_reply(j, r);
         } else
             job_reply_err(j, j->err, j->msg);
@@ -269,7 +282,7 @@ static void job_done(uv_work_t *w, int status)
         goto out;
     }
     if (j->built)
-        d->n_build++;
+        d->n_build++, qdd_hist_observe(&d->h_build, j->build_s);
     else
         d->n_cache_hit++;
     d->n_redecide += j->internal;
@@ -328,6 +341,8 @@ qd_err qdd_job_queue(struct qdd_call *c, struct qdd_job *j)
     j->w.data = j;
     j->d = c->d;
     j->req = *c->req;
+    j->op = c->d->cur_op;
+    j->queued_s = qdd_now_s();
     int rc = uv_queue_work(c->d->loop, &j->w, job_work, job_done);
     if (rc) {
         free(j->context);
@@ -410,6 +425,8 @@ void qdd_job_run_inline(struct qdd_call *c, struct qdd_job *j)
     j->w.data = j;
     j->d = c->d;
     j->req = *c->req;
+    j->op = c->d->cur_op;
+    j->queued_s = qdd_now_s();
     c->d->inflight++;
     c->deferred = 1;
     job_work(&j->w);

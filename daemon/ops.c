@@ -40,6 +40,19 @@ static const struct op {
     {"events", qdd_op_events, F_ADMIN},
 };
 
+#define NOPS (int)(sizeof OPS / sizeof OPS[0])
+_Static_assert(sizeof OPS / sizeof OPS[0] <= QDD_MAX_OPS, "QDD_MAX_OPS holds the op table");
+
+int qdd_op_count(void)
+{
+    return NOPS;
+}
+
+const char *qdd_op_name(int i)
+{
+    return i >= 0 && i < NOPS ? OPS[i].name : "none";
+}
+
 /* MAC and nonce; sets c->dev / c->admin. */
 static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *msg, size_t len)
 {
@@ -87,7 +100,18 @@ static qd_err authenticate(struct qdd_call *c, const struct op *op, const char *
     return QD_OK;
 }
 
+static void handle_op(struct qd_daemon *d, struct qd_tp_req *req);
+
+/* One request, counted by op for the metrics (cur_op names the op of the replies sent). */
 static void handle(struct qd_daemon *d, struct qd_tp_req *req)
+{
+    d->cur_op = -1;
+    handle_op(d, req);
+    d->n_op[d->cur_op + 1]++;
+    d->cur_op = -1;
+}
+
+static void handle_op(struct qd_daemon *d, struct qd_tp_req *req)
 {
     d->n_req++;
     const char *msg = req->body;
@@ -114,9 +138,9 @@ static void handle(struct qd_daemon *d, struct qd_tp_req *req)
     }
     const char *name = cJSON_GetObjectItemCaseSensitive(c.j, "op")->valuestring;
     const struct op *op = NULL;
-    for (size_t i = 0; i < sizeof OPS / sizeof OPS[0]; i++)
+    for (int i = 0; i < NOPS; i++)
         if (!strcmp(OPS[i].name, name))
-            op = &OPS[i];
+            op = &OPS[i], d->cur_op = i;
     if (!op) {
         char m[128];
         snprintf(m, sizeof m, "unknown op '%.40s'", name);

@@ -274,6 +274,10 @@ qd_err qdd_op_ack(struct qdd_call *c, cJSON *r)
     if (v > x->acked)
         x->acked = v;
     d->n_ack++;
+    if (v == x->version && x->pushed_s > 0) {
+        qdd_hist_observe(&d->h_push_ack, qdd_now_s() - x->pushed_s);
+        x->pushed_s = 0;
+    }
     cJSON_AddNumberToObject(r, "version", (double)x->version);
     cJSON_AddNumberToObject(r, "acked", (double)x->acked);
     return QD_OK;
@@ -301,6 +305,13 @@ qd_err qdd_op_event(struct qdd_call *c, cJSON *r)
     snprintf(name, sizeof name, "device-%s", kind);
     QD_TRY(qd_state_event(c->d->st, c->dev->id, name, detail));
     c->d->n_event++;
+    if (k < 2) { /* a refusal, by its code (a failed self-test: ESELFTEST) */
+        int e = k == 1 ? QD_ESELFTEST : QD_EINVAL;
+        for (int i = 1; k == 0 && i < QD_ERR_COUNT; i++)
+            if (!strcmp(qd_err_name(i), code))
+                e = i;
+        c->d->n_refusal[e]++;
+    }
     (void)r;
     return QD_OK;
 }

@@ -63,7 +63,7 @@ void qdd_push(struct qd_daemon *d, struct qdd_dev *x)
     if (x->tries++)
         d->n_repush++;
     else
-        d->n_push++;
+        d->n_push++, x->pushed_s = qdd_now_s();
     /* back off to 8x, with jitter so that re-pushes of one burst do not burst again */
     int back = x->tries < 4 ? 1 << (x->tries - 1) : 8;
     double jitter = 0.75 + 0.5 * randombytes_uniform(1000) / 1000.0;
@@ -94,4 +94,8 @@ void qdd_push_tick(uv_timer_t *t)
     d->npend = w;
     qdd_redecide_pump(d);
     qdd_retain_tick(d, now);
+    if (d->metrics && now >= d->metrics_at_ms) {
+        d->metrics_at_ms = now + 1000;
+        qdd_metrics_tick(d);
+    }
 }

@@ -202,7 +202,8 @@ static int run(struct qd_daemon *d)
         fprintf(stderr, "quantd: %s\n", qd_errmsg());
         return 1;
     }
-    if ((e = qd_tp_rep_bind(c->control, &d->rep)) || (e = qd_tp_pub_bind(c->push, &d->pub))) {
+    if ((e = qd_tp_rep_bind(c->control, &d->rep)) || (e = qd_tp_pub_bind(c->push, &d->pub)) ||
+        (e = qdd_metrics_start(d))) {
         fprintf(stderr, "quantd: %s\n", qd_errmsg());
         return 1;
     }
@@ -239,6 +240,7 @@ static int run(struct qd_daemon *d)
     int training = d->boot_running;
     if (!training && uv_loop_close(d->loop))
         qd_log(QD_LOG_WARN, "loop closed with handles open");
+    qdd_metrics_stop(d);
     qd_tp_close(d->rep);
     qd_tp_close(d->pub);
     qd_state_close(d->st);

@@ -70,6 +70,8 @@ void qdd_reply_err(struct qd_daemon *d, struct qd_tp_req *r, qd_err e, const cha
 {
     d->n_err++;
     d->n_errcode[e < QD_ERR_COUNT ? e : QD_EINVAL]++;
+    int op = d->cur_op >= 0 && d->cur_op < QDD_MAX_OPS ? d->cur_op + 1 : 0;
+    d->n_op_err[op][e < QD_ERR_COUNT ? e : QD_EINVAL]++;
     char *t = qd_proto_error(e, msg);
     qd_log(QD_LOG_DEBUG, "error reply %s: %s", qd_err_name(e), msg ? msg : "");
     qdd_reply_raw(d, r, t, strlen(t));

@@ -11,7 +11,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libsodium-dev libzstd-dev libpng-dev libcmocka-dev zlib1g-dev
       dataset-fashion-mnist gnuplot-nox python3 python3-nacl
       gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev libmicrohttpd-dev prometheus)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 
 missing=()

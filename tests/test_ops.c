@@ -17,7 +17,9 @@
  *   retention_bounds_a_sweep  under tight [retention] (SIGHUP), a device whose every report
  *                         differs: its old versions, their models and the oldest events go,
  *                         the models on disk stay as many as the fleet's kept versions need,
- *                         and its rollback target is still there. */
+ *                         and its rollback target is still there.
+ *   metrics_pass_promtool the Prometheus endpoint, scraped over HTTP: `promtool check metrics`
+ *                         accepts it, and its counters agree with what the tests above did. */
 #include "daemonfix.h"
 
 #include <dirent.h>
@@ -34,6 +36,16 @@
     "[backbone]\nsupernet_epochs = 0\ntrain_epochs = 2\ntrain_subset = 20000\nsens_n = 500\n"
 
 static struct qd_sim sim;
+static int metrics_port;
+
+/* The test's config: the plain backbone, metrics on a port the OS picked, and more. */
+static void ops_conf(const char *more)
+{
+    char extra[1024];
+    snprintf(extra, sizeof extra, "[quantd]\nmetrics = tcp://127.0.0.1:%d\n%s%s", metrics_port,
+             BACKBONE, more);
+    write_conf(extra);
+}
 static struct qd_client cl;
 static struct qd_ident admin;
 static char adminkey[1200];
@@ -118,7 +130,8 @@ static void settle(void)
 static void ops_setup_fleet(void **st)
 {
     real_data_dir("fashion-mnist/t10k-images-idx3-ubyte.gz", data_dir, sizeof data_dir);
-    write_conf(BACKBONE);
+    metrics_port = free_port();
+    ops_conf("");
     pid = start(conf);
     assert_int_equal(qd_client_open(&cl, control, NULL, 20000), QD_OK);
     wait_ready(&cl, 600);
@@ -474,8 +487,8 @@ static void sweeps(int n)
 
 static void retention_bounds_a_sweep(void **st)
 {
-    write_conf(BACKBONE "[retention]\nsweep_s = 0.5\nversions_max = 3\ndecisions_max = 100\n"
-                        "events_max = 100\n");
+    ops_conf("[retention]\nsweep_s = 0.5\nversions_max = 3\ndecisions_max = 100\n"
+             "events_max = 100\n");
     kill(pid, SIGHUP);
     settle();
     sweeps(2);
@@ -537,6 +550,76 @@ static void retention_bounds_a_sweep(void **st)
     assert_true(sim.dev[i].want == cur + 1 && sim.dev[i].acked == cur + 1);
 }
 
+/* GET /metrics over a plain socket: the body, malloc'd. */
+static char *scrape(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)metrics_port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char req[] = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_int_equal(write(fd, req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    size_t n = 0, cap = 1 << 16;
+    char *b = malloc(cap);
+    ssize_t k;
+    while ((k = read(fd, b + n, cap - n - 1)) > 0)
+        if ((n += (size_t)k) == cap - 1)
+            b = realloc(b, cap *= 2);
+    close(fd);
+    b[n] = 0;
+    assert_non_null(strstr(b, " 200 "));
+    assert_non_null(strstr(b, "text/plain; version=0.0.4"));
+    char *body = strstr(b, "\r\n\r\n");
+    assert_non_null(body);
+    memmove(b, body + 4, strlen(body + 4) + 1);
+    return b;
+}
+
+/* The value of the series `name` (with its labels, as written); NAN when absent. */
+static double series(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; (p = strstr(p, name)); p += n)
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return NAN;
+}
+
+static void metrics_pass_promtool(void **st)
+{
+    char msg[512]; /* errors of this daemon's life (it restarted above) */
+    cJSON *j = set_req("group", "north");
+    cJSON_AddNumberToObject(j, "ram", -5);
+    assert_string_equal(code(j, msg, sizeof msg), "EINVAL");
+    assert_string_equal(code(op("no-such-op"), msg, sizeof msg), "EOP");
+    usleep(1200000); /* rendered once a second */
+    char *m = scrape();
+    char path[1300], cmd[1500], out[4096];
+    snprintf(path, sizeof path, "%s/metrics.txt", tmp);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(m, f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s 2>&1", path);
+    if (run_capture(cmd, out, sizeof out))
+        fail_msg("promtool check metrics: %s", out);
+    /* what this daemon did since its restart in revoke_and_restart */
+    assert_true(series(m, "quantd_requests_total{op=\"report\"}") >= 40);
+    assert_true(series(m, "quantd_errors_total{op=\"set\",code=\"EINVAL\"}") >= 1);
+    assert_true(series(m, "quantd_errors_total{op=\"none\",code=\"EOP\"}") >= 1);
+    assert_int_equal((int)series(m, "quantd_devices{state=\"active\"}"), NDEV);
+    assert_int_equal((int)series(m, "quantd_unacked_versions"), 0);
+    assert_true(series(m, "quantd_push_to_ack_seconds_count") >= 1);
+    assert_true(series(m, "quantd_decide_seconds_count") >= 40);
+    assert_true(series(m, "quantd_acks_total") >= 1);
+    assert_true(series(m, "quantd_retention_removed_total{kind=\"blob\"}") >= 1);
+    assert_true(series(m, "quantd_state_bytes") > 0);
+    assert_int_equal((int)series(m, "quantd_ready"), 1);
+    assert_null(strstr(m, sim.dev[0].who.id)); /* no per-device labels */
+    free(m);
+}
+
 static int ops_teardown(void **st)
 {
     qd_sim_close(&sim);
@@ -550,10 +633,11 @@ int main(void)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(ops_setup_fleet),     cmocka_unit_test(groups_and_bad_input),
-        cmocka_unit_test(group_override),      cmocka_unit_test(pin_holds),
-        cmocka_unit_test(limits_in_decisions), cmocka_unit_test(rollback_group),
-        cmocka_unit_test(revoke_and_restart),  cmocka_unit_test(retention_bounds_a_sweep),
+        cmocka_unit_test(ops_setup_fleet),       cmocka_unit_test(groups_and_bad_input),
+        cmocka_unit_test(group_override),        cmocka_unit_test(pin_holds),
+        cmocka_unit_test(limits_in_decisions),   cmocka_unit_test(rollback_group),
+        cmocka_unit_test(revoke_and_restart),    cmocka_unit_test(retention_bounds_a_sweep),
+        cmocka_unit_test(metrics_pass_promtool),
     };
     return cmocka_run_group_tests(tests, setup, ops_teardown);
 }
