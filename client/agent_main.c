@@ -278,14 +278,31 @@ static void crash_at(int step)
         _exit(137);
 }
 
+/* Errors that pass: the daemon slow, starting or busy (the agent tries again). */
+static int transient(qd_err e)
+{
+    return e == QD_ETIMEDOUT || e == QD_EBUSY || e == QD_ENOTREADY || e == QD_ELIMIT ||
+           e == QD_EIO;
+}
+
 static int run(struct agent *a, int once)
 {
-    qd_err e = hello(a);
-    if (!e)
-        e = report_if_moved(a);
-    if (e) {
-        qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
-        return 1;
+    qd_err e;
+    /* hello and the first report, again after 1, 2, 4 ... 30 s while the daemon is away or
+     * busy (a gateway may boot before it, or with it loaded); other refusals end the agent */
+    for (int wait = 1;; wait = wait < 16 ? 2 * wait : 30) {
+        e = hello(a);
+        if (!e)
+            e = report_if_moved(a);
+        if (!e || once || stop || !transient(e))
+            break;
+        qd_log(QD_LOG_WARN, "%s (again in %d s)", qd_errmsg(), wait);
+        sleep((unsigned)wait);
+    }
+    if (e || stop) {
+        if (e)
+            qd_log(QD_LOG_ERROR, "%s", qd_errmsg());
+        return e ? 1 : 0;
     }
     qd_sd_notify("READY=1");
     say_installed(a);
