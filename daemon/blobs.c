@@ -71,6 +71,14 @@ int qdd_blob_drop_locked(struct qd_daemon *d, int i)
     return 1;
 }
 
+int qdd_blob_count(struct qd_daemon *d)
+{
+    uv_mutex_lock(&d->blob_mu);
+    int n = d->nblob - d->nfree;
+    uv_mutex_unlock(&d->blob_mu);
+    return n;
+}
+
 void qdd_blob_release(struct qd_daemon *d, int i)
 {
     uv_mutex_lock(&d->blob_mu);

@@ -310,6 +310,7 @@ qd_err qdd_blob_restore(void *ctx, const char *sha, const char *policy, const ui
 /* Removes blob i from memory (not held by a job: 0 when it is, and nothing changes); its
  * slot is taken by the next blob added. Under blob_mu. */
 int qdd_blob_drop_locked(struct qd_daemon *d, int i);
+int qdd_blob_count(struct qd_daemon *d); /* blobs held (takes blob_mu: jobs add them) */
 /* A decision job's hold on blob i, so that retention leaves it (hold under blob_mu). */
 void qdd_blob_release(struct qd_daemon *d, int i);
 

@@ -128,7 +128,7 @@ static void render_fleet(struct qd_daemon *d, struct buf *b)
           (double)unacked);
     gauge(b, "groups", "Device groups.", d->ngroup);
     gauge(b, "blobs", "Built models held (content-addressed, shared by devices).",
-          d->nblob - d->nfree);
+          qdd_blob_count(d));
     gauge(b, "state_bytes", "The state directory's size (SQLite and models/), last sweep.",
           (double)d->state_bytes);
     gauge(b, "jobs_inflight", "Decision and build jobs queued or running.", d->inflight);
@@ -139,9 +139,11 @@ static void render_fleet(struct qd_daemon *d, struct buf *b)
 
 static void render(struct qd_daemon *d, struct buf *b)
 {
+    /* the backbone's fields are the boot job's until it is ready (then the loop's) */
+    int ready = atomic_load(&d->phase) == QDD_PH_READY;
     head(b, "build_info", "gauge", "quantd's version, its backbone and how it decides.");
     put(b, "quantd_build_info{version=\"%s\",backbone=\"%s\",decider=\"%s\"} 1\n", QUANTD_VERSION,
-        d->backbone_id, d->have_gate ? "gate" : "sensitivity");
+        ready ? d->backbone_id : "", !ready ? "" : d->have_gate ? "gate" : "sensitivity");
     render_requests(d, b);
     counter(b, "decisions_total", "Decisions made (reports, dry runs, re-decisions).",
             (double)d->n_dec);

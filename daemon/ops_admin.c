@@ -49,7 +49,7 @@ qd_err qdd_op_stats(struct qdd_call *c, cJSON *r)
     cJSON_AddNumberToObject(r, "decisions", (double)d->n_dec);
     cJSON_AddNumberToObject(r, "builds", (double)d->n_build);
     cJSON_AddNumberToObject(r, "blob_cache_hits", (double)d->n_cache_hit);
-    cJSON_AddNumberToObject(r, "blobs", d->nblob - d->nfree);
+    cJSON_AddNumberToObject(r, "blobs", qdd_blob_count(d));
     cJSON_AddNumberToObject(r, "pushes", (double)d->n_push);
     cJSON_AddNumberToObject(r, "repushes", (double)d->n_repush);
     cJSON_AddNumberToObject(r, "acks", (double)d->n_ack);

@@ -28,13 +28,14 @@ if ((!fast)); then
     ctest --test-dir build-asan --output-on-failure --timeout 1800 -j2
   # TSan's checks of the NN code's memcpy/memset (uninstrumented, but one module with the
   # daemon) make training ~20x slower: CI runs the hostile test (limits, concurrent jobs,
-  # faults, kill -9; a plain backbone trains in a minute); QD_TSAN_ALL=1 adds the daemon and
-  # fleet tests (supernet and gate training: about 10 minutes on 2 cores).
+  # faults, kill -9; a plain backbone trains in a minute) and the fleet-operations test (its
+  # backbone from the release pass: retention sweeps and the metrics thread, about 2 minutes);
+  # QD_TSAN_ALL=1 adds the daemon and fleet tests (supernet and gate: about 10 minutes).
   echo "== the daemon under ThreadSanitizer =="
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQD_TSAN=ON >/dev/null
-  ninja -C build-tsan quantd quantctl quantlab quantd-agent qdfault test_hostile test_daemon \
+  ninja -C build-tsan quantd quantctl quantlab quantd-agent qdfault test_hostile test_ops test_daemon \
     test_fleet >&2
-  tsan='^hostile$'; [ "${QD_TSAN_ALL:-0}" = 1 ] && tsan='^(hostile|daemon|fleet)$'
+  tsan='^(hostile|ops)$'; [ "${QD_TSAN_ALL:-0}" = 1 ] && tsan='^(hostile|ops|daemon|fleet)$'
   QD_KILLS=2 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
     ctest --test-dir build-tsan -R "$tsan" --output-on-failure --timeout 1800
   echo "== every fuzz target, briefly =="
