@@ -41,8 +41,10 @@ static const char USAGE[] =
     "  fetch ID --key K [--version N] -o F.qm   (as the device) fetch and verify a model\n"
     "  ack ID --key K --version N --sha S       (as the device) say it runs that version\n"
     "  watch [ID ...] [--count N]    notifications as they come (all devices when no ID)\n"
-    "  simulate [--devices N] [--images N] [--data-dir DIR]   a fleet: register, receive\n"
-    "                                models, change context (battery 15%, free RAM halved)\n"
+    "  simulate [--devices N] [--images N] [--data-dir DIR] [--fleet-ops]   a fleet:\n"
+    "                                register, receive models, change context (battery 15%,\n"
+    "                                free RAM halved); --fleet-ops: then a flash cap on half\n"
+    "                                of them (a group) and that group's rollback\n"
     "CONTEXT: [--free-flash B] [--free-ram B] [--latency MS] [--energy MJ] [--battery F]\n"
     "         (sizes take k/M suffixes)\n";
 
@@ -97,6 +99,10 @@ static int parse(int argc, char **argv, struct args *a)
         }
         if (!strcmp(f, "--unacked")) {
             a->unacked = 1;
+            continue;
+        }
+        if (!strcmp(f, "--fleet-ops")) {
+            a->fleet_ops = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -494,114 +500,6 @@ static int cmd_device(struct args *a, struct qd_client *c)
     return 0;
 }
 
-static void sim_table(const struct qd_sim *s, const char *title, const int64_t *before)
-{
-    printf("\n%s\n%-11s %-15s %4s %8s %7s  %s\n", title, "device", "profile", "ver", "flash",
-           "acc%", "policy");
-    for (int i = 0; i < s->n; i++) {
-        const struct qd_sim_dev *d = &s->dev[i];
-        if (before && d->nofit) {
-            printf("%-11s %-15s keeps version %lld: %s\n", d->who.id, d->profile,
-                   (long long)d->want, d->nofit_msg);
-            continue;
-        }
-        if (before && d->want == before[i])
-            continue;
-        printf("%-11s %-15s %4lld %8.0f %7.2f  %s\n", d->who.id, d->profile, (long long)d->want,
-               d->flash, 100 * d->acc, d->policy);
-    }
-}
-
-static int cmd_simulate(struct args *a)
-{
-    struct qd_sim_opts o = {.control = a->control,
-                            .push = a->push,
-                            .data_dir = a->data_dir,
-                            .devices = a->devices,
-                            .images = a->images,
-                            .timeout_ms = a->timeout};
-    char key[1100];
-    if (a->admin_key)
-        snprintf(key, sizeof key, "%s", a->admin_key);
-    else
-        snprintf(key, sizeof key, "%s/admin.key", a->state_dir ? a->state_dir : "state");
-    o.admin_key = key;
-    qd_kernels_init(1);
-    struct qd_sim s;
-    qd_err e = qd_sim_open(&s, &o);
-    if (e)
-        return ctl_fail(e);
-    int64_t *before = calloc((size_t)s.n, sizeof *before);
-    double t0 = qd_sim_now();
-    if (!a->json)
-        printf("simulate: %d devices over %d profiles, each running its model on %d %s test "
-               "images\n",
-               s.n, s.o.nprofiles, a->images, s.data);
-    e = qd_sim_provision(&s);
-    struct qd_client_ctx full = QD_CLIENT_CTX_NONE;
-    full.battery = 1.0;
-    for (int i = 0; !e && i < s.n; i++)
-        e = qd_sim_report(&s, i, &full);
-    if (!e)
-        e = qd_sim_collect(&s, a->timeout * 3, 1);
-    double t1 = qd_sim_now();
-    if (!e && !a->json)
-        sim_table(&s, "round 1: registered, full battery; every model verified, run and acked",
-                  NULL);
-    double acc1 = 0;
-    for (int i = 0; i < s.n; i++)
-        acc1 += s.dev[i].acc / s.n, before[i] = s.dev[i].want;
-    /* context change: battery down to 15%, free RAM halved */
-    int changed = 0;
-    for (int i = 0; !e && i < s.n; i++) {
-        struct qd_client_ctx low = QD_CLIENT_CTX_NONE;
-        struct qd_device dv;
-        low.battery = 0.15;
-        if (!qd_device_load(s.dev[i].profile, &dv))
-            low.free_ram = (dv.ram - dv.reserved_ram) / 2;
-        e = qd_sim_report(&s, i, &low);
-        if (e == QD_EBUDGET) { /* an answer, not a failure: the device keeps its model */
-            s.dev[i].nofit = 1;
-            snprintf(s.dev[i].nofit_msg, sizeof s.dev[i].nofit_msg, "%s", qd_errmsg());
-            e = QD_OK;
-        }
-    }
-    if (!e)
-        e = qd_sim_collect(&s, a->timeout * 3, 1);
-    double acc2 = 0;
-    int nofit = 0;
-    for (int i = 0; i < s.n; i++) {
-        nofit += s.dev[i].nofit;
-        changed += s.dev[i].want != before[i];
-        acc2 += s.dev[i].acc / s.n;
-    }
-    if (!e && !a->json)
-        sim_table(&s, "round 2: battery 15%, free RAM halved; the devices whose model changed",
-                  before);
-    if (e) {
-        free(before);
-        qd_sim_close(&s);
-        return ctl_fail(e);
-    }
-    if (a->json)
-        printf("{\"devices\":%d,\"pushes\":%ld,\"verified\":%ld,\"rejected\":%ld,\"acks\":%ld,"
-               "\"changed\":%d,\"nofit\":%d,\"mean_acc_round1\":%.4f,\"mean_acc_round2\":%.4f,"
-               "\"round1_s\":%.3f,\"total_s\":%.3f}\n",
-               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, acc1, acc2, t1 - t0,
-               qd_sim_now() - t0);
-    else
-        printf("\nsummary: %d devices, %ld notifications received (%ld models fetched and "
-               "verified, %ld refused), %ld "
-               "acks; %d decisions changed with the context, %d found no policy that fits; mean "
-               "accuracy %.2f%% then %.2f%%; "
-               "%.1f s\n",
-               s.n, s.pushes, s.verified, s.rejected, s.acks, changed, nofit, 100 * acc1,
-               100 * acc2, qd_sim_now() - t0);
-    free(before);
-    qd_sim_close(&s);
-    return 0;
-}
-
 /* Notifications as they come: one line each (or the JSON), --count of them or until killed. */
 static int cmd_watch(struct args *a)
 {
@@ -649,7 +547,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "watch"))
         return cmd_watch(&a);
     if (!strcmp(cmd, "simulate"))
-        return cmd_simulate(&a);
+        return ctl_simulate(&a);
     struct qd_client c;
     qd_err e = qd_client_open(&c, a.control, NULL, a.timeout);
     if (e)

@@ -7,7 +7,7 @@
 
 struct args {
     const char *control, *push, *admin_key, *state_dir, *key, *profile, *out, *data_dir, *sha;
-    int json, timeout, devices, images, help, wait, count, unacked;
+    int json, timeout, devices, images, help, wait, count, unacked, fleet_ops;
     long offset, limit, version, to, since, unseen;
     /* fleet ops (ctl_fleet.c) */
     const char *group, *flash, *ram, *latency_ms, *energy_mj, *floor, *bits, *pin, *clear, *kind,
@@ -28,5 +28,8 @@ const char *ctl_str(const cJSON *o, const char *k); /* "" when absent */
 /* group, groups, set, rollback, revoke, delete, events: 1 when cmd is one of them. */
 int ctl_fleet_cmd(const char *cmd);
 int ctl_fleet(struct args *a, struct qd_client *c);
+/* simulate (ctl_sim.c): a fleet of simulated devices through two contexts, then (--fleet-ops)
+ * a group override and a rollback, each decision with the budget that bound it. */
+int ctl_simulate(struct args *a);
 
 #endif

@@ -2,6 +2,7 @@
  * device has its own key and nonce, so to the daemon they are N devices. */
 #include "client/sim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,42 @@ qd_err qd_sim_hello_all(struct qd_sim *s)
     return QD_OK;
 }
 
+static int find(const struct qd_sim *s, const char *id);
+
+const char *const QD_SIM_BUDGET_NAME[4] = {"flash", "latency_ms", "energy_mj", "ram"};
+
+int qd_sim_binding(const struct qd_sim_dev *d, double *share)
+{
+    int best = -1;
+    *share = 0;
+    for (int k = 0; k < 4; k++)
+        if (isfinite(d->budget[k]) && d->budget[k] > 0 && isfinite(d->cost[k]) &&
+            d->cost[k] / d->budget[k] > *share)
+            best = k, *share = d->cost[k] / d->budget[k];
+    return best;
+}
+
+qd_err qd_sim_refresh(struct qd_sim *s)
+{
+    for (int off = 0; off < s->n; off += 10000) {
+        cJSON *j = cJSON_CreateObject(), *r = NULL;
+        cJSON_AddStringToObject(j, "op", "devices");
+        cJSON_AddNumberToObject(j, "offset", off);
+        cJSON_AddNumberToObject(j, "limit", 10000);
+        QD_TRY(qd_client_call(&s->c, &s->admin, j, &r, NULL, NULL));
+        cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "devices"))
+        {
+            const cJSON *id = cJSON_GetObjectItem(x, "id"), *v = cJSON_GetObjectItem(x, "version");
+            int i = cJSON_IsString(id) ? find(s, id->valuestring) : -1;
+            if (i >= 0 && cJSON_IsNumber(v))
+                s->dev[i].want = (int64_t)v->valuedouble;
+        }
+        cJSON_Delete(r);
+    }
+    return QD_OK;
+}
+
 qd_err qd_sim_resubscribe(struct qd_sim *s)
 {
     if (s->c.sub >= 0)
@@ -241,6 +278,14 @@ qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx)
             cJSON *c = cJSON_GetObjectItem(r, "costs");
             cJSON *f = cJSON_GetObjectItem(c, "flash");
             d->flash = cJSON_IsNumber(f) ? f->valuedouble : 0;
+            cJSON *b = cJSON_GetObjectItem(r, "budget"), *p = cJSON_GetObjectItem(r, "pinned");
+            for (int k = 0; k < 4; k++) {
+                cJSON *x = cJSON_GetObjectItem(c, QD_SIM_BUDGET_NAME[k]),
+                      *y = cJSON_GetObjectItem(b, QD_SIM_BUDGET_NAME[k]);
+                d->cost[k] = cJSON_IsNumber(x) ? x->valuedouble : NAN;
+                d->budget[k] = cJSON_IsNumber(y) ? y->valuedouble : NAN;
+            }
+            d->pinned = cJSON_IsNumber(p) ? (int64_t)p->valuedouble : 0;
         }
         /* nothing new to push, but this device does not hold it (it restarted): fetch */
         if (!e && !cJSON_IsTrue(cJSON_GetObjectItem(r, "changed")) && d->store->version < v) {

@@ -41,6 +41,10 @@ struct qd_sim_dev {
     int64_t acked;
     double acc;   /* on the test images, of the model held; -1 before any */
     double flash; /* the decided model's predicted flash */
+    /* the last decision's figures and the budgets it was made under (NAN: none), in the order
+     * of enum qd_budget: flash, latency, energy, RAM */
+    double cost[4], budget[4];
+    int64_t pinned; /* the last reply: the device is held on this version (0: not) */
     int pushes, rejected;
     int nofit; /* the last report: no policy fits (the device keeps its model) */
     char nofit_msg[160];
@@ -72,6 +76,12 @@ qd_err qd_sim_report(struct qd_sim *s, int i, const struct qd_client_ctx *ctx);
 /* A new subscriber socket, every device subscribed again (after the daemon restarted: nanomsg's
  * SUB does not reconnect over ipc://, so notifications would be lost until then). */
 qd_err qd_sim_resubscribe(struct qd_sim *s);
+/* Every device's `want` from the registry (after re-decisions the daemon made on its own). */
+qd_err qd_sim_refresh(struct qd_sim *s);
+/* The budget that bound a device's last decision: the one its figure came closest to (share of
+ * it into *share), -1 when none was given. */
+int qd_sim_binding(const struct qd_sim_dev *d, double *share);
+extern const char *const QD_SIM_BUDGET_NAME[4]; /* flash, latency_ms, energy_mj, ram */
 /* Receives notifications and fetches until every device has verified the version it was last told
  * (acking each when ack is set), or timeout_ms passes: QD_ETIMEDOUT naming how many are missing. */
 qd_err qd_sim_collect(struct qd_sim *s, int timeout_ms, int ack);

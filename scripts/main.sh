@@ -24,7 +24,7 @@ echo "quantd started (pid $QD, log $STATE/quantd.log); a first start trains the 
 Q="build/quantctl --control $CTL --push $PUB --state-dir $STATE"
 sleep 1
 $Q status
-$Q simulate --devices 12 --images 200 "$@"
+$Q simulate --devices 12 --images 200 --fleet-ops "$@"
 echo
 $Q status
 $Q devices --limit 6

@@ -19,7 +19,10 @@
  *                         the models on disk stay as many as the fleet's kept versions need,
  *                         and its rollback target is still there.
  *   metrics_pass_promtool the Prometheus endpoint, scraped over HTTP: `promtool check metrics`
- *                         accepts it, and its counters agree with what the tests above did. */
+ *                         accepts it, and its counters agree with what the tests above did.
+ *   simulate_shows_why    `quantctl simulate --fleet-ops` (scripts/main.sh's table): each
+ *                         decision with the budget that bound it; the group's flash cap binds
+ *                         its devices, its rollback pins them on their earlier models. */
 #include "daemonfix.h"
 
 #include <dirent.h>
@@ -620,6 +623,56 @@ static void metrics_pass_promtool(void **st)
     free(m);
 }
 
+/* The part of text from the line starting with `from` up to `to` (or the end), copied. */
+static char *section(const char *text, const char *from, const char *to)
+{
+    const char *a = strstr(text, from);
+    if (!a)
+        fail_msg("no \"%s\" in:\n%s", from, text);
+    const char *b = to ? strstr(a, to) : NULL;
+    size_t n = b ? (size_t)(b - a) : strlen(a);
+    char *s = malloc(n + 1);
+    memcpy(s, a, n);
+    s[n] = 0;
+    return s;
+}
+
+static void simulate_shows_why(void **st)
+{
+    char cmd[4096];
+    static char out[1 << 16];
+    snprintf(cmd, sizeof cmd,
+             "%s --control %s --push %s --state-dir %s/state simulate --devices 6 --images 20 "
+             "--data-dir %s --fleet-ops 2>&1",
+             getenv("QUANTCTL"), control, push, tmp, data_dir);
+    if (run_capture(cmd, out, sizeof out))
+        fail_msg("simulate: %s", out);
+    char *r1 = section(out, "round 1:", "round 2:"), *r3 = section(out, "round 3:", "round 4:"),
+         *r4 = section(out, "round 4:", "summary:");
+    /* round 1: every device a row with its binding budget and figures */
+    int rows = 0;
+    for (const char *p = r1; (p = strstr(p, "\nsim-")); p++)
+        rows++;
+    assert_int_equal(rows, 6);
+    /* round 3: some device of the group moved under the cap, bound by flash */
+    int capped = 0;
+    for (const char *p = r3; (p = strstr(p, "\nsim-")); p++) {
+        const char *e = strchr(p + 1, '\n');
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", e ? (int)(e - p - 1) : 500, p + 1);
+        int i = atoi(line + 4);
+        if (strstr(line, " now ") && strstr(line, "flash ")) {
+            assert_true(i % 2 == 0); /* only the group's devices: sim-00000, -00002, ... */
+            capped++;
+        }
+    }
+    if (!capped)
+        fail_msg("round 3 shows no device bound by the group's flash cap:\n%s", r3);
+    /* round 4: the group's devices pinned on their earlier models */
+    assert_non_null(strstr(r4, "pinned v"));
+    free(r1), free(r3), free(r4);
+}
+
 static int ops_teardown(void **st)
 {
     qd_sim_close(&sim);
@@ -637,7 +690,7 @@ int main(void)
         cmocka_unit_test(group_override),        cmocka_unit_test(pin_holds),
         cmocka_unit_test(limits_in_decisions),   cmocka_unit_test(rollback_group),
         cmocka_unit_test(revoke_and_restart),    cmocka_unit_test(retention_bounds_a_sweep),
-        cmocka_unit_test(metrics_pass_promtool),
+        cmocka_unit_test(metrics_pass_promtool), cmocka_unit_test(simulate_shows_why),
     };
     return cmocka_run_group_tests(tests, setup, ops_teardown);
 }
