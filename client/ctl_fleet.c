@@ -1,6 +1,6 @@
-/* quantctl's fleet commands: group, groups, set, rollback, revoke, delete, events. Each builds
- * one admin request from the command line, sends it and prints the reply (as JSON with --json).
- * The daemon checks every field; what is checked here is only what the command line itself
+/* quantctl's fleet commands: group, groups, set, rollback, revoke, delete, events, pareto. Each
+ * builds one admin request from the command line, sends it and prints the reply (as JSON with
+ * --json). The daemon checks every field; what is checked here is only what the command line itself
  * must say (a target, a number where one is needed). */
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +11,8 @@
 #include "client/quantctl.h"
 #include "policy/device.h"
 
-static const char *const CMDS[] = {"group",  "groups", "set",   "rollback",
-                                   "revoke", "delete", "events"};
+static const char *const CMDS[] = {"group",  "groups", "set",    "rollback",
+                                   "revoke", "delete", "events", "pareto"};
 
 int ctl_fleet_cmd(const char *cmd)
 {
@@ -134,6 +134,15 @@ static int request(struct args *a, cJSON *j)
         if (a->npos != 2)
             return ctl_bad("%s needs a device ID", cmd);
         cJSON_AddStringToObject(j, "device", a->pos[1]);
+    } else if (!strcmp(cmd, "pareto")) {
+        if (a->npos != 2)
+            return ctl_bad("%s", "pareto PROFILE [--metric flash|ram|latency_ms|energy_mj] "
+                                 "[--points N] [-o PLOT.svg|.png]");
+        cJSON_AddStringToObject(j, "profile", a->pos[1]);
+        if (a->metric)
+            cJSON_AddStringToObject(j, "metric", a->metric);
+        if (a->points)
+            cJSON_AddNumberToObject(j, "points", (double)a->points);
     } else { /* events */
         if (a->npos >= 2)
             cJSON_AddStringToObject(j, "device", a->pos[1]);
@@ -187,6 +196,45 @@ static void print(const char *cmd, const cJSON *r)
         }
 }
 
+/* The frontier as a table, and plotted by gnuplot: in the terminal, or into -o FILE (.svg or
+ * .png). Without gnuplot, the table alone (and a note). */
+static void pareto_print(const struct args *a, const cJSON *r)
+{
+    const char *m = ctl_str(r, "metric");
+    const cJSON *x;
+    printf("pareto frontier of %s on %s: predicted accuracy against %s\n", m, ctl_str(r, "profile"),
+           m);
+    printf("%12s %9s %9s %9s %9s %7s  %s\n", "budget", "flash", "ram", "lat ms", "mJ", "acc%",
+           "policy");
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "points")) printf(
+        "%12.4g %9.0f %9.0f %9.3f %9.4f %7.2f  %s\n", ctl_num(x, "budget"), ctl_num(x, "flash"),
+        ctl_num(x, "ram"), ctl_num(x, "latency_ms"), ctl_num(x, "energy_mj"),
+        100 * ctl_num(x, "predicted_accuracy"), ctl_str(x, "policy"));
+    fflush(stdout); /* the table before gnuplot's plot */
+    FILE *g = popen("gnuplot 2>/dev/null", "w");
+    if (!g) {
+        puts("(no plot: gnuplot is not installed)");
+        return;
+    }
+    const char *ext = a->out ? strrchr(a->out, '.') : NULL;
+    if (a->out)
+        fprintf(g, "set terminal %s size 800,500\nset output '%s'\n",
+                ext && !strcmp(ext, ".png") ? "pngcairo" : "svg", a->out);
+    else
+        fprintf(g, "set terminal dumb size 100,28\n");
+    fprintf(g,
+            "set title 'quantd pareto: %s, %s'\nset xlabel '%s'\nset ylabel 'predicted "
+            "accuracy (%%)'\nset key off\nplot '-' using 1:2 with linespoints pt 7\n",
+            ctl_str(r, "profile"), m, m);
+    cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "points"))
+        fprintf(g, "%.9g %.4f\n", ctl_num(x, m), 100 * ctl_num(x, "predicted_accuracy"));
+    fprintf(g, "e\n");
+    if (pclose(g))
+        puts("(no plot: gnuplot failed or is not installed)");
+    else if (a->out)
+        printf("plot: %s\n", a->out);
+}
+
 int ctl_fleet(struct args *a, struct qd_client *c)
 {
     struct qd_ident admin;
@@ -205,6 +253,8 @@ int ctl_fleet(struct args *a, struct qd_client *c)
         return ctl_fail_reply(e, r, a->json);
     if (a->json)
         ctl_print_json(r);
+    else if (!strcmp(cmd, "pareto"))
+        pareto_print(a, r);
     else
         print(cmd, r);
     cJSON_Delete(r);

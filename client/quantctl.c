@@ -41,6 +41,8 @@ static const char USAGE[] =
     "  fetch ID --key K [--version N] -o F.qm   (as the device) fetch and verify a model\n"
     "  ack ID --key K --version N --sha S       (as the device) say it runs that version\n"
     "  watch [ID ...] [--count N]    notifications as they come (all devices when no ID)\n"
+    "  pareto PROFILE [--metric flash|ram|latency_ms|energy_mj] [--points N] [-o F.svg|.png]\n"
+    "                                the frontier of that figure against predicted accuracy\n"
     "  simulate [--devices N] [--images N] [--data-dir DIR] [--fleet-ops]   a fleet:\n"
     "                                register, receive models, change context (battery 15%,\n"
     "                                free RAM halved); --fleet-ops: then a flash cap on half\n"
@@ -142,6 +144,8 @@ static int parse(int argc, char **argv, struct args *a)
         STR("--clear", clear)
         STR("--kind", kind)
         STR("--status", status)
+        STR("--metric", metric)
+        NUM("--points", points, 2, 64)
         NUM("--to", to, 1, 1e15)
         NUM("--since", since, 0, 1e12)
         NUM("--unseen", unseen, 1, 1e12)

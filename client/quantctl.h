@@ -11,7 +11,8 @@ struct args {
     long offset, limit, version, to, since, unseen;
     /* fleet ops (ctl_fleet.c) */
     const char *group, *flash, *ram, *latency_ms, *energy_mj, *floor, *bits, *pin, *clear, *kind,
-        *status;
+        *status, *metric;
+    long points;
     struct qd_client_ctx ctx;
     const char *pos[64];
     int npos;

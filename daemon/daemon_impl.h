@@ -225,7 +225,7 @@ struct qdd_queued {
     size_t n;
 };
 
-enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE, QDD_JOB_REBUILD };
+enum qdd_job_kind { QDD_JOB_REPORT, QDD_JOB_DECIDE, QDD_JOB_REBUILD, QDD_JOB_PARETO };
 
 struct qdd_job {
     uv_work_t w;
@@ -253,6 +253,8 @@ struct qdd_job {
     int held; /* it holds blob (qdd_blob_release at completion) */
     int op;   /* the op it answers (ops.c's index), for the metrics */
     double queued_s, build_s; /* when queued (qdd_now_s); seconds its build took (0: none) */
+    int metric, points;       /* QDD_JOB_PARETO: the figure swept (enum qd_budget), its steps */
+    cJSON *out;               /* QDD_JOB_PARETO: the frontier's points */
 };
 
 struct qdd_call {
@@ -313,6 +315,9 @@ int qdd_blob_drop_locked(struct qd_daemon *d, int i);
 int qdd_blob_count(struct qd_daemon *d); /* blobs held (takes blob_mu: jobs add them) */
 /* A decision job's hold on blob i, so that retention leaves it (hold under blob_mu). */
 void qdd_blob_release(struct qd_daemon *d, int i);
+
+/* pareto.c: the pareto op's job (on the pool) */
+void qdd_pareto_work(struct qdd_job *j);
 
 /* metrics.c: Prometheus text on `metrics` (libmicrohttpd's thread serves what the loop
  * renders each second). */
@@ -404,6 +409,7 @@ qd_err qdd_op_set(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_rollback(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_revoke(struct qdd_call *c, cJSON *r);
 qd_err qdd_op_events(struct qdd_call *c, cJSON *r);
+qd_err qdd_op_pareto(struct qdd_call *c, cJSON *r); /* pareto.c */
 
 /* boot.c */
 void qdd_boot_work(uv_work_t *w);

@@ -93,6 +93,10 @@ static void job_work(uv_work_t *w)
         rebuild_work(j);
         return;
     }
+    if (j->kind == QDD_JOB_PARETO) {
+        qdd_pareto_work(j);
+        return;
+    }
     j->blob = -1;
     for (int k = 0; k < QD_BUDGET_COUNT; k++)
         j->budget[k] = NAN;
@@ -224,6 +228,23 @@ static void job_done(uv_work_t *w, int status)
         else
             qd_log(QD_LOG_WARN, "models/%s.qm: was missing or damaged; rebuilt",
                    qdd_blob(d, j->blob)->sha);
+        free(j);
+        qdd_maybe_finish_stop(d);
+        return;
+    }
+    if (j->kind == QDD_JOB_PARETO) {
+        if (status == UV_ECANCELED || j->err)
+            job_reply_err(j, status ? QD_ENOTREADY : j->err,
+                          status ? "the daemon is stopping" : j->msg);
+        else {
+            cJSON *r = qd_proto_ok();
+            cJSON_AddStringToObject(r, "profile", d->prof[j->prof].dev.name);
+            cJSON_AddStringToObject(r, "metric", QDD_BUDGET_FIELD[j->metric]);
+            cJSON_AddItemToObject(r, "points", j->out);
+            j->out = NULL;
+            job_reply(j, r);
+        }
+        cJSON_Delete(j->out);
         free(j);
         qdd_maybe_finish_stop(d);
         return;

@@ -38,6 +38,7 @@ static const struct op {
     {"revoke", qdd_op_revoke, F_ADMIN},
     {"delete", qdd_op_revoke, F_ADMIN},
     {"events", qdd_op_events, F_ADMIN},
+    {"pareto", qdd_op_pareto, F_ADMIN | F_READY},
 };
 
 #define NOPS (int)(sizeof OPS / sizeof OPS[0])

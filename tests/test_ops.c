@@ -20,6 +20,8 @@
  *                         and its rollback target is still there.
  *   metrics_pass_promtool the Prometheus endpoint, scraped over HTTP: `promtool check metrics`
  *                         accepts it, and its counters agree with what the tests above did.
+ *   pareto_frontier       the pareto op: each point within its budget, the predicted loss never
+ *                         rising as the budget grows (exact decisions); bad fields refused.
  *   simulate_shows_why    `quantctl simulate --fleet-ops` (scripts/main.sh's table): each
  *                         decision with the budget that bound it; the group's flash cap binds
  *                         its devices, its rollback pins them on their earlier models. */
@@ -623,6 +625,45 @@ static void metrics_pass_promtool(void **st)
     free(m);
 }
 
+static void pareto_frontier(void **st)
+{
+    static const char *const metric[] = {"flash", "energy_mj"};
+    for (int m = 0; m < 2; m++) {
+        cJSON *j = op("pareto");
+        cJSON_AddStringToObject(j, "profile", "cortex-m4");
+        cJSON_AddStringToObject(j, "metric", metric[m]);
+        cJSON_AddNumberToObject(j, "points", 12);
+        cJSON *r = ok(j), *x;
+        int n = 0;
+        double last_loss = INFINITY, last_budget = -1;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItem(r, "points"))
+        {
+            double b = field(x, "budget"), v = field(x, metric[m]), l = field(x, "predicted_loss");
+            assert_true(v <= b * (1 + 1e-9) && b > last_budget);
+            assert_true(l <= last_loss + 1e-9);
+            assert_true(field(x, "predicted_accuracy") > 0 && *sfield(x, "policy"));
+            last_loss = l, last_budget = b, n++;
+        }
+        assert_true(n >= 2);
+        cJSON_Delete(r);
+    }
+    char msg[512];
+    static const struct {
+        const char *profile, *metric;
+        int points;
+    } bad[] = {{"no-such-profile", "flash", 8},
+               {"cortex-m4", "accuracy", 8},
+               {"cortex-m4", "flash", 1},
+               {"cortex-m4", "flash", 65}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cJSON *j = op("pareto");
+        cJSON_AddStringToObject(j, "profile", bad[i].profile);
+        cJSON_AddStringToObject(j, "metric", bad[i].metric);
+        cJSON_AddNumberToObject(j, "points", bad[i].points);
+        assert_string_equal(code(j, msg, sizeof msg), "EINVAL");
+    }
+}
+
 /* The part of text from the line starting with `from` up to `to` (or the end), copied. */
 static char *section(const char *text, const char *from, const char *to)
 {
@@ -690,7 +731,8 @@ int main(void)
         cmocka_unit_test(group_override),        cmocka_unit_test(pin_holds),
         cmocka_unit_test(limits_in_decisions),   cmocka_unit_test(rollback_group),
         cmocka_unit_test(revoke_and_restart),    cmocka_unit_test(retention_bounds_a_sweep),
-        cmocka_unit_test(metrics_pass_promtool), cmocka_unit_test(simulate_shows_why),
+        cmocka_unit_test(metrics_pass_promtool), cmocka_unit_test(pareto_frontier),
+        cmocka_unit_test(simulate_shows_why),
     };
     return cmocka_run_group_tests(tests, setup, ops_teardown);
 }

@@ -159,6 +159,12 @@ class Client:
         """filters: device, group, kind, since (unix seconds), limit."""
         return self.call("events", **filters)
 
+    def pareto(self, profile, metric="flash", points=16):
+        """The frontier of metric (flash, ram, latency_ms, energy_mj) against predicted
+        accuracy on profile: {"points": [{budget, policy, flash, ram, latency_ms, energy_mj,
+        predicted_loss, predicted_accuracy}, ...]}."""
+        return self.call("pareto", profile=profile, metric=metric, points=points)
+
     def device(self, id):
         return self.call("device", id=id)
 
