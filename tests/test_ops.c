@@ -682,6 +682,8 @@ static void simulate_shows_why(void **st)
 {
     char cmd[4096];
     static char out[1 << 16];
+    if (!getenv("QUANTCTL"))
+        fail_msg("%s", "QUANTCTL (the quantctl to run) is not set");
     snprintf(cmd, sizeof cmd,
              "%s --control %s --push %s --state-dir %s/state simulate --devices 6 --images 20 "
              "--data-dir %s --fleet-ops 2>&1",
