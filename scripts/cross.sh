@@ -49,11 +49,12 @@ done
 
 # The :arm64 -dev packages the cross build links (multiarch): cmocka for the tests; cJSON,
 # libsodium, SQLite and zstd for the gateway end (the wire format, libquantd-client); OpenBLAS,
-# libuv, inih, zlib and libpng for the daemon and the tools (aarch64_daemon). nanomsg's
+# libuv, inih, zlib, libpng and libmicrohttpd (metrics) for the daemon and the tools
+# (aarch64_daemon). nanomsg's
 # packages cannot be installed for two architectures at once (installing :arm64 removes the
 # host's), so its :arm64 ones are downloaded and unpacked into build-aarch64-deps/ instead.
 ARM64_PKGS="libcmocka-dev libcjson-dev libsodium-dev libsqlite3-dev libzstd-dev libopenblas-dev
-  libuv1-dev libinih-dev zlib1g-dev libpng-dev"
+  libuv1-dev libinih-dev zlib1g-dev libpng-dev libmicrohttpd-dev"
 ARM64_DEPS=build-aarch64-deps
 arm64_unpacked() {
   [ -f $ARM64_DEPS/.done ] && return
