@@ -215,6 +215,25 @@ static void job_reply_err(struct qdd_job *j, qd_err e, const char *msg)
     }
 }
 
+/* The pareto op's reply: its frontier, or why there is none. */
+static void pareto_done(struct qdd_job *j, int status)
+{
+    struct qd_daemon *d = j->d;
+    if (status == UV_ECANCELED || j->err)
+        job_reply_err(j, status ? QD_ENOTREADY : j->err, status ? "the daemon is stopping" : j->msg);
+    else {
+        cJSON *r = qd_proto_ok();
+        cJSON_AddStringToObject(r, "profile", d->prof[j->prof].dev.name);
+        cJSON_AddStringToObject(r, "metric", QDD_BUDGET_FIELD[j->metric]);
+        cJSON_AddItemToObject(r, "points", j->out);
+        j->out = NULL;
+        job_reply(j, r);
+    }
+    cJSON_Delete(j->out);
+    free(j);
+    qdd_maybe_finish_stop(d);
+}
+
 static void job_done(uv_work_t *w, int status)
 {
     struct qdd_job *j = w->data;
@@ -233,20 +252,7 @@ static void job_done(uv_work_t *w, int status)
         return;
     }
     if (j->kind == QDD_JOB_PARETO) {
-        if (status == UV_ECANCELED || j->err)
-            job_reply_err(j, status ? QD_ENOTREADY : j->err,
-                          status ? "the daemon is stopping" : j->msg);
-        else {
-            cJSON *r = qd_proto_ok();
-            cJSON_AddStringToObject(r, "profile", d->prof[j->prof].dev.name);
-            cJSON_AddStringToObject(r, "metric", QDD_BUDGET_FIELD[j->metric]);
-            cJSON_AddItemToObject(r, "points", j->out);
-            j->out = NULL;
-            job_reply(j, r);
-        }
-        cJSON_Delete(j->out);
-        free(j);
-        qdd_maybe_finish_stop(d);
+        pareto_done(j, status);
         return;
     }
     struct qdd_dev *x = j->kind == QDD_JOB_REPORT ? d->devs[j->dev] : NULL;
